@@ -1,0 +1,45 @@
+# genostage: `make demo` and `make test` install whatever is missing, then run.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+# command:debian-package pairs the tests and the demo need
+APT_TOOLS := samtools:samtools seqkit:seqkit sambamba:sambamba bwa:bwa bgzip:tabix bcftools:bcftools
+CONTAINER_TOOLS := podman:podman buildah:buildah debootstrap:debootstrap
+
+.PHONY: all demo test test-fast build system-deps container-deps bench lint clean
+
+all: build
+
+# Debian packages for the genomics tools (the tests check genostage's outputs with them).
+system-deps:
+	@bash .ci/apt-install $(APT_TOOLS)
+
+container-deps:
+	@bash .ci/apt-install $(CONTAINER_TOOLS)
+
+$(VENV)/.installed: pyproject.toml setup.py
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel 'Cython>=3.0'
+	$(PY) -m pip install -q --no-build-isolation --config-settings editable_mode=compat -e '.[test,bench]'
+	@touch $@
+
+# Compile the kernels in place (incremental) after the package is installed.
+build: $(VENV)/.installed
+	@$(PY) setup.py -q build_ext --inplace
+
+demo: system-deps build
+	$(PY) -m genostage.demo
+
+test: system-deps build
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: build
+	$(PY) -m pytest -m "not slow and not containers" -x $(PYTEST_ARGS)
+
+lint: build
+	$(PY) -m mypy genostage
+
+clean:
+	rm -rf build $(VENV) *.egg-info genostage/*.so ext/_*.c

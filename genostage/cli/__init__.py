@@ -1,0 +1,116 @@
+"""The ``genostage`` command: the only place that turns exceptions into exit codes.
+
+Exit status (also in the README):
+
+====  =====================================================================
+0     success
+1     bad input data (FORMAT errors: FASTQ, BAM, plans, checksum lists) or another genostage error
+2     usage error: bad option, malformed URI
+3     not found: a missing object, prefix, bucket or file
+4     access denied
+5     transfer failed after retries (network, server errors), or the object changed
+6     checksum mismatch that persisted after retries
+7     insufficient space on the scratch file system
+8     unsafe path: a key or symlink that would land outside its directory
+N     ``genostage run``: the tool's own exit status when it fails
+128+N stopped by signal N (130 for SIGINT, 143 for SIGTERM)
+====  =====================================================================
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import List, Optional, Sequence
+
+from .. import __version__
+from .. import errors as E
+
+# Subcommand modules, each with ``register(subparsers)``; a parser sets ``func``.
+COMMANDS: List[str] = []
+
+EXIT_OK = 0
+EXIT_DATA = 1
+EXIT_USAGE = 2
+EXIT_NOT_FOUND = 3
+EXIT_ACCESS = 4
+EXIT_TRANSFER = 5
+EXIT_CHECKSUM = 6
+EXIT_SPACE = 7
+EXIT_UNSAFE = 8
+
+_CODES = [
+    (E.UsageError, EXIT_USAGE),
+    (E.NotFound, EXIT_NOT_FOUND),
+    (E.AccessDenied, EXIT_ACCESS),
+    (E.ChecksumMismatch, EXIT_CHECKSUM),
+    (E.StorageError, EXIT_TRANSFER),
+    (E.InsufficientSpace, EXIT_SPACE),
+    (E.UnsafePath, EXIT_UNSAFE),
+    (E.FormatError, EXIT_DATA),
+]
+
+log = logging.getLogger("genostage")
+
+
+def exit_code(exc: BaseException) -> int:
+    """The exit status for an exception raised by the library."""
+    if isinstance(exc, E.ToolFailed):
+        return exc.returncode if exc.returncode > 0 else 128 - exc.returncode
+    if isinstance(exc, E.Interrupted):
+        return 128 + exc.signum
+    for cls, code in _CODES:
+        if isinstance(exc, cls):
+            return code
+    return EXIT_DATA
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="genostage",
+        description="The job layer of batch genomics pipelines.",
+    )
+    parser.add_argument("--version", action="version", version=f"genostage {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (repeat for debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMANDS:
+        importlib.import_module(f".{name}", __name__).register(sub)
+    return parser
+
+
+def setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("genostage: %(message)s"))
+    root = logging.getLogger("genostage")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+    if verbose > 2:
+        logging.getLogger("botocore").setLevel(logging.DEBUG)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose, args.quiet)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("genostage: interrupted", file=sys.stderr)
+        return 130
+    except E.GenostageError as exc:
+        print(f"genostage: {exc}", file=sys.stderr)
+        return exit_code(exc)
+    except BrokenPipeError:
+        return EXIT_DATA
+
+
+def run_main() -> None:  # pragma: no cover - console entry wrapper
+    sys.exit(main())
+
+
+__all__: List[str] = ["main", "exit_code", "build_parser", "COMMANDS"]

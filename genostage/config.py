@@ -1,0 +1,64 @@
+"""One validated settings object for transfers (units and memory cost documented)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Optional
+
+from .errors import UsageError
+from .units import parse_size
+
+MiB = 1024 * 1024
+
+
+@dataclass
+class TransferConfig:
+    """How genostage moves bytes.
+
+    Memory cost: at most ``concurrency x part_size`` bytes of part buffers are
+    held at once (uploads) and ``concurrency x io_chunk`` (downloads, which stream
+    each part to disk); with the defaults, 10 x 16 MiB = 160 MiB.
+
+    - ``concurrency``: worker threads (objects and parts in flight), 1..256.
+    - ``part_size``: bytes per ranged GET / multipart part, 5 MiB..5 GiB.
+    - ``multipart_threshold``: objects at least this large move in parts.
+    - ``max_attempts``: tries per part for transient errors (5xx, throttling, resets,
+      timeouts, corrupted bytes); missing objects and access denied are never retried.
+    - ``endpoint_url``: any S3-compatible endpoint (also ``AWS_ENDPOINT_URL``).
+    - ``sse`` / ``sse_kms_key_id``: server-side encryption of uploads.
+    - ``requester_pays``: send ``RequestPayer=requester``.
+    - ``verify``: checksum every transfer end to end (on by default).
+    - ``checksum_algorithm``: the full-object checksum sent with uploads.
+    """
+
+    concurrency: int = 10
+    part_size: int = 16 * MiB
+    multipart_threshold: int = 16 * MiB
+    io_chunk: int = 1 * MiB
+    max_attempts: int = 5
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    endpoint_url: Optional[str] = None
+    region: Optional[str] = None
+    sse: Optional[str] = None
+    sse_kms_key_id: Optional[str] = None
+    requester_pays: bool = False
+    verify: bool = True
+    checksum_algorithm: str = "crc64nvme"
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.part_size = parse_size(self.part_size)
+        self.multipart_threshold = parse_size(self.multipart_threshold)
+        if not 1 <= self.concurrency <= 256:
+            raise UsageError(f"concurrency must be 1..256, got {self.concurrency}")
+        if not 5 * MiB <= self.part_size <= 5 * 1024**3:
+            raise UsageError(f"part size must be 5 MiB..5 GiB, got {self.part_size}")
+        if self.max_attempts < 1:
+            raise UsageError("max_attempts must be at least 1")
+        if self.sse not in (None, "AES256", "aws:kms"):
+            raise UsageError(f"--sse must be AES256 or aws:kms, got {self.sse!r}")
+        if self.sse_kms_key_id and self.sse != "aws:kms":
+            raise UsageError("--sse-kms-key-id needs --sse aws:kms")
+        if self.endpoint_url is None:
+            self.endpoint_url = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None

@@ -1,0 +1,38 @@
+"""Stores: where bytes live. ``store_for(location)`` picks one."""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from ..config import TransferConfig
+from ..location import Location
+from .base import Counters, ObjectInfo, Store, Upload
+from .local import LocalStore
+from .s3 import S3Store
+
+
+class Stores:
+    """Hands out one store per scheme, sharing one S3 client (created lazily)."""
+
+    def __init__(self, config: Optional[TransferConfig] = None, s3_client: Any = None) -> None:
+        self.config = config or TransferConfig()
+        self._s3_client = s3_client
+        self._s3: Optional[S3Store] = None
+        self._local = LocalStore()
+
+    def for_location(self, loc: Location) -> Store:
+        if loc.is_s3:
+            if self._s3 is None:
+                self._s3 = S3Store(self._s3_client, self.config)
+            return self._s3
+        return self._local
+
+    @property
+    def s3(self) -> S3Store:
+        return self.for_location(Location("s3", "x"))  # type: ignore[return-value]
+
+    @property
+    def local(self) -> LocalStore:
+        return self._local
+
+
+__all__ = ["Counters", "LocalStore", "ObjectInfo", "S3Store", "Store", "Stores", "Upload"]

@@ -1,0 +1,139 @@
+"""The local file system as a store."""
+from __future__ import annotations
+
+import errno
+import os
+import uuid
+from typing import Dict, Iterator, Optional
+
+from ..errors import AccessDenied, NotFound, StorageError
+from ..location import Location
+from .base import ObjectInfo, Store, Upload
+
+
+def _oserror(exc: OSError, loc: Location) -> StorageError:
+    if exc.errno == errno.ENOENT:
+        return NotFound(f"{loc} does not exist")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return AccessDenied(f"{loc}: permission denied")
+    return StorageError(f"{loc}: {exc.strerror or exc}")
+
+
+def temp_name(path: str) -> str:
+    """A hidden sibling name for writing ``path`` before the final rename."""
+    head, tail = os.path.split(path)
+    return os.path.join(head, f".{tail}.genostage-{uuid.uuid4().hex[:12]}.tmp")
+
+
+class LocalUpload(Upload):
+    def __init__(self, store: "LocalStore", loc: Location, size: int) -> None:
+        self._store = store
+        self._loc = loc
+        self._size = size
+        os.makedirs(os.path.dirname(loc.path) or ".", exist_ok=True)
+        self._tmp = temp_name(loc.path)
+        self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.ftruncate(self._fd, size)
+
+    def write_part(self, number: int, offset: int, data: "bytes | memoryview",
+                   checksums: Optional[Dict[str, str]] = None) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.pwrite(self._fd, view, offset)
+            view = view[n:]
+            offset += n
+        self._store.counters.add(requests=1, written=len(data))
+
+    def complete(self, checksums: Optional[Dict[str, str]] = None) -> ObjectInfo:
+        os.fsync(self._fd)
+        os.close(self._fd)
+        self._fd = -1
+        os.replace(self._tmp, self._loc.path)
+        return self._store.stat(self._loc)
+
+    def abort(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        try:
+            os.unlink(self._tmp)
+        except FileNotFoundError:
+            pass
+
+
+class LocalStore(Store):
+    """Files on local disk; paths are absolute (see :func:`genostage.location.parse`)."""
+
+    def stat(self, loc: Location, checksums: bool = True) -> ObjectInfo:
+        try:
+            st = os.stat(loc.path)
+        except OSError as exc:
+            raise _oserror(exc, loc) from None
+        if not os.path.isfile(loc.path):
+            raise NotFound(f"{loc} is not a regular file")
+        return ObjectInfo(loc, st.st_size, mtime=st.st_mtime)
+
+    def list(self, prefix: Location) -> Iterator[ObjectInfo]:
+        root = prefix.path.rstrip("/") or "/"
+        if not os.path.isdir(root):
+            raise NotFound(f"{prefix} is not a directory")
+        for dirpath, dirnames, filenames in os.walk(root, onerror=None):
+            dirnames.sort()
+            for fname in sorted(filenames):
+                full = os.path.join(dirpath, fname)
+                rel = os.path.relpath(full, root).replace(os.sep, "/")
+                try:
+                    st = os.stat(full)
+                except OSError:
+                    st = os.lstat(full)
+                yield ObjectInfo(Location("file", path=full), st.st_size, mtime=st.st_mtime, relative=rel)
+
+    def read_range(self, loc: Location, start: int, length: int, etag: Optional[str] = None) -> bytes:
+        try:
+            with open(loc.path, "rb") as fh:
+                fh.seek(start)
+                data = fh.read(length)
+        except OSError as exc:
+            raise _oserror(exc, loc) from None
+        self.counters.add(requests=1, read=len(data))
+        return data
+
+    def iter_range(self, loc: Location, start: int, length: int, etag: Optional[str] = None,
+                   chunk: int = 1 << 20) -> Iterator[bytes]:
+        try:
+            fh = open(loc.path, "rb")
+        except OSError as exc:
+            raise _oserror(exc, loc) from None
+        self.counters.add(requests=1)
+        with fh:
+            fh.seek(start)
+            while length > 0:
+                data = fh.read(min(chunk, length))
+                if not data:
+                    return
+                self.counters.add(read=len(data))
+                length -= len(data)
+                yield data
+
+    def put_bytes(self, loc: Location, data: bytes, checksums: Optional[Dict[str, str]] = None) -> ObjectInfo:
+        up = self.begin_upload(loc, len(data))
+        try:
+            up.write_part(1, 0, data)
+            return up.complete()
+        except BaseException:
+            up.abort()
+            raise
+
+    def begin_upload(self, loc: Location, size: int) -> LocalUpload:
+        try:
+            return LocalUpload(self, loc, size)
+        except OSError as exc:
+            raise _oserror(exc, loc) from None
+
+    def delete(self, loc: Location) -> None:
+        try:
+            os.unlink(loc.path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise _oserror(exc, loc) from None

@@ -1,0 +1,20 @@
+"""Build the compiled kernels; everything else is in pyproject.toml."""
+import os
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+CFLAGS = ["-O3", "-std=c11"] if os.name != "nt" else []
+
+# name -> sources; each kernel is a small private module wrapped by a Python one.
+KERNELS = {
+}
+
+extensions = [
+    Extension(name, sources, extra_compile_args=CFLAGS, include_dirs=["ext"])
+    for name, sources in KERNELS.items()
+]
+
+setup(
+    ext_modules=cythonize(extensions, language_level=3, compiler_directives={"boundscheck": False, "wraparound": False}),
+)
