@@ -28,7 +28,11 @@ from .. import __version__
 from .. import errors as E
 
 # Subcommand modules, each with ``register(subparsers)``; a parser sets ``func``.
-COMMANDS: List[str] = ["run", "cp"]
+COMMANDS: List[str] = [
+    "run",
+    "cp",
+    "checksum",
+]
 
 EXIT_OK = 0
 EXIT_DATA = 1
