@@ -171,7 +171,8 @@ def test_sigterm_during_upload_aborts_it(s3, s3_client, bucket, tmp_path):
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=25)
     assert proc.returncode == 143, "".join(lines) + err
-    assert keys(s3_client, bucket, "up/") == []
+    assert keys(s3_client, bucket, "up/") == ["up/manifest.json"]  # the output was not published
+    assert json.loads(get(s3_client, bucket, "up/manifest.json"))["status"] == "interrupted"
     assert s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
     assert scratch_dirs(root) == []
 
