@@ -28,7 +28,13 @@ from .. import __version__
 from .. import errors as E
 
 # Subcommand modules, each with ``register(subparsers)``; a parser sets ``func``.
-COMMANDS: List[str] = ["image", "batch"]
+COMMANDS: List[str] = [
+    "run",
+    "cp",
+    "checksum",
+    "image",
+    "batch",
+]
 
 EXIT_OK = 0
 EXIT_DATA = 1

@@ -193,6 +193,7 @@ class S3Store(Store):
             checksums=sums,
             checksum_type=resp.get("ChecksumType"),
             parts_count=resp.get("PartsCount"),
+            sse=resp.get("ServerSideEncryption"),
         )
 
     def list(self, prefix: Location) -> Iterator[ObjectInfo]:

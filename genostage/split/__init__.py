@@ -1,0 +1,1 @@
+"""Splitting BAM and FASTQ into chunks, and chunk plans made with ranged reads."""

@@ -1,0 +1,104 @@
+"""Chunk plans: one JSON format shared by BAM and FASTQ.
+
+A plan is made once (``genostage plan``) from a few ranged reads of the source,
+then each array-job child fetches only its chunk (``genostage chunk``)::
+
+    {
+      "format": "genostage-plan/1",
+      "kind": "bam" | "fastq",
+      "sources": [{"uri": ..., "size": ..., "etag": ..., "version_id": ...}],  # 2 for paired FASTQ
+      "header": {...},            # kind-specific (BAM: compressed byte range of the header)
+      "chunks": [{...}, ...],     # kind-specific, in order; chunk i is "--index i"
+      "created_by": "genostage 0.1.0",
+      "bytes_read": N             # what making the plan read from the source(s)
+    }
+
+A plan is refused when a source no longer matches its recorded size/ETag/version.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from .. import __version__
+from ..errors import FormatError, ObjectChanged, UsageError
+from ..location import parse
+from ..store import ObjectInfo, Stores
+
+FORMAT = "genostage-plan/1"
+KINDS = ("bam", "fastq")
+
+
+@dataclass
+class Plan:
+    kind: str
+    sources: List[Dict[str, Any]]
+    chunks: List[Dict[str, Any]]
+    header: Dict[str, Any] = field(default_factory=dict)
+    bytes_read: int = 0
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"format": FORMAT, "kind": self.kind, "sources": self.sources, "header": self.header,
+                "chunks": self.chunks, "created_by": f"genostage {__version__}",
+                "bytes_read": self.bytes_read, **self.extra}
+
+    def chunk(self, index: int) -> Dict[str, Any]:
+        if not 0 <= index < len(self.chunks):
+            raise UsageError(f"chunk index {index} out of range: the plan has {len(self.chunks)} chunks (0..{len(self.chunks) - 1})")
+        return self.chunks[index]
+
+
+def source_entry(info: ObjectInfo) -> Dict[str, Any]:
+    return {"uri": str(info.location), "size": info.size, "etag": info.etag, "version_id": info.version_id}
+
+
+def from_json(data: Any, where: str) -> Plan:
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise FormatError(f"not a genostage plan (expected \"format\": \"{FORMAT}\")", path=where)
+    if data.get("kind") not in KINDS:
+        raise FormatError(f"unknown plan kind {data.get('kind')!r} (expected one of {', '.join(KINDS)})", path=where)
+    for key in ("sources", "chunks"):
+        if not isinstance(data.get(key), list) or not data[key]:
+            raise FormatError(f"plan has no {key}", path=where)
+    known = {"format", "kind", "sources", "header", "chunks", "created_by", "bytes_read"}
+    return Plan(data["kind"], data["sources"], data["chunks"], data.get("header") or {},
+                int(data.get("bytes_read") or 0), {k: v for k, v in data.items() if k not in known})
+
+
+def load(uri: str, stores: Optional[Stores] = None) -> Plan:
+    """Read a plan from a local path or an ``s3://`` URI."""
+    stores = stores or Stores()
+    loc = parse(uri)
+    store = stores.for_location(loc)
+    info = store.stat(loc, checksums=False)
+    raw = store.read_range(loc, 0, info.size)
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise FormatError(f"plan is not valid JSON ({exc})", path=uri) from None
+    return from_json(data, uri)
+
+
+def save(plan: Plan, uri: str, stores: Optional[Stores] = None) -> None:
+    """Write a plan (atomically) to a local path or an ``s3://`` URI."""
+    stores = stores or Stores()
+    loc = parse(uri)
+    body = (json.dumps(plan.to_json(), indent=1) + "\n").encode()
+    stores.for_location(loc).put_bytes(loc, body)
+
+
+def check_unchanged(plan: Plan, stores: Stores) -> List[ObjectInfo]:
+    """Stat every source and refuse the plan if one changed since it was made."""
+    infos = []
+    for src in plan.sources:
+        loc = parse(src["uri"])
+        info = stores.for_location(loc).stat(loc, checksums=False)
+        same = info.size == src.get("size") and (src.get("etag") in (None, info.etag)) and \
+            (src.get("version_id") in (None, info.version_id))
+        if not same:
+            raise ObjectChanged(f"{src['uri']} changed since the plan was made "
+                                f"(size {src.get('size')} -> {info.size}, ETag {src.get('etag')} -> {info.etag}); make a new plan")
+        infos.append(info)
+    return infos
