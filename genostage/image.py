@@ -184,7 +184,7 @@ def _call(argv: Sequence[str], stdin: Optional[str] = None, capture: bool = True
           runner: Runner = subprocess.run) -> "subprocess.CompletedProcess[str]":
     log.debug("running %s", " ".join(argv))
     try:
-        proc = runner(list(argv), input=stdin, text=True,
+        proc = runner(list(argv), input=stdin, text=True, errors="replace",
                       stdout=subprocess.PIPE if capture else None,
                       stderr=subprocess.STDOUT if capture else None)
     except FileNotFoundError:
@@ -195,9 +195,14 @@ def _call(argv: Sequence[str], stdin: Optional[str] = None, capture: bool = True
 
 
 def podman_engine(storage_driver: Optional[str] = None, runner: Runner = subprocess.run) -> Engine:
+    """podman without a daemon: vfs storage, chroot isolation, the host's network.
+
+    ``--layers=false``: on vfs every cached layer is a full copy of the root file system, which
+    costs more time and disk than rebuilding these small images.
+    """
     driver = storage_driver or os.environ.get("GENOSTAGE_PODMAN_STORAGE_DRIVER", "vfs")
     return Engine("podman", ["podman", "--storage-driver", driver],
-                  ["--isolation", "chroot", "--network", "host", "--layers"], runner)
+                  ["--isolation", "chroot", "--network", "host", "--layers=false"], runner)
 
 
 def detect_engine(prefer: Optional[str] = None, runner: Runner = subprocess.run) -> Engine:

@@ -78,10 +78,12 @@ def test_tool_readme_has_an_example(tool: str) -> None:
     assert "genostage run" in readme and tool in readme
 
 
-def test_compiled_tool_is_multi_stage() -> None:
-    text = (REPO / "containers" / "bwa" / "Dockerfile").read_text()
-    assert re.search(r"^FROM \S+ AS build$", text, re.M)
-    assert "COPY --from=build" in text
+def test_base_is_multi_stage_and_ships_no_pip() -> None:
+    text = (REPO / "containers" / "base" / "Dockerfile").read_text()
+    assert re.search(r"^FROM \S+ AS install$", text, re.M)
+    final = text[text.rindex("\nFROM "):]
+    assert "COPY --from=install /opt/genostage /opt/genostage" in final
+    assert "pip" not in final and "python3-venv" not in final
 
 
 def test_image_spec_versions_and_unknown_names() -> None:
