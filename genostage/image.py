@@ -48,7 +48,8 @@ path-include /usr/share/locale/locale.alias
 path-exclude /usr/share/lintian/*
 """
 SLIM_APT_CFG = """\
-# genostage: do not keep downloaded packages in images
+# genostage: retry flaky downloads; do not keep downloaded packages in images
+Acquire::Retries "3";
 DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
 APT::Update::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
 Dir::Cache::pkgcache "";
@@ -288,7 +289,15 @@ def bootstrap_rootfs(mirror: str, suite: str = DEBIAN_SUITE, cache: Path = CACHE
         rootfs = work / "rootfs"
         started = time.monotonic()
         log.info("debootstrap --variant=minbase %s from %s (about a minute)", suite, mirror)
-        _call(["debootstrap", "--variant=minbase", suite, str(rootfs), mirror], runner=runner)
+        for attempt in (1, 2):  # debootstrap itself does not retry a failed download
+            try:
+                _call(["debootstrap", "--variant=minbase", suite, str(rootfs), mirror], runner=runner)
+                break
+            except EngineFailed:
+                if attempt == 2:
+                    raise
+                log.warning("debootstrap failed; trying once more")
+                shutil.rmtree(rootfs, ignore_errors=True)
         _slim(rootfs)
         partial = work / "rootfs.tar"
         _call(["tar", "--numeric-owner", "-C", str(rootfs), "-cf", str(partial), "."], runner=runner)

@@ -64,7 +64,8 @@ def samtools_image(storage: Dict[str, str]) -> Dict[str, object]:
     seconds = time.monotonic() - started
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     report = proc.stdout.strip().splitlines()[-1]
-    sys.stderr.write(f"\n{report} (base + samtools, {seconds:.0f} s in all)\n")
+    built = [line for line in proc.stderr.splitlines() if line.startswith("genostage: built ")]
+    sys.stderr.write("\n" + "\n".join(built) + f"\n(base + samtools, {seconds:.0f} s in all)\n")
     return {"tag": "genostage/samtools:1.16.1", "report": report, "log": proc.stderr}
 
 

@@ -229,3 +229,34 @@ def test_push_of_an_image_not_built() -> None:
     with pytest.raises(NotFound, match="genostage image build samtools"):
         image.push("samtools", "123456789012", region="us-east-1", engine=engine, repo=REPO, ecr=ecr)
     assert ecr.describe_repositories()["repositories"] == []
+
+
+def test_bootstrap_rootfs_is_cached_and_retried_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """debootstrap stands in as a function that makes a tiny tree; tar is the real one."""
+    monkeypatch.setattr(shutil, "which", lambda name: f"/usr/sbin/{name}")
+    calls: List[str] = []
+
+    def runner(argv: List[str], **kwargs: Any) -> "subprocess.CompletedProcess[str]":
+        if argv[0] != "debootstrap":
+            return subprocess.run(argv, **kwargs)
+        calls.append(argv[0])
+        if len(calls) == 1:
+            return subprocess.CompletedProcess(argv, 1, "E: Couldn't download packages\n", None)
+        rootfs = Path(argv[3])
+        for d in ("etc/dpkg/dpkg.cfg.d", "etc/apt/apt.conf.d", "usr/share/doc/bash", "usr/share/man/man1",
+                  "var/cache/apt/archives"):
+            (rootfs / d).mkdir(parents=True)
+        (rootfs / "usr/share/doc/bash/copyright").write_text("GPL")
+        (rootfs / "usr/share/doc/bash/README").write_text("docs")
+        (rootfs / "usr/share/man/man1/bash.1").write_text("man")
+        (rootfs / "var/cache/apt/archives/bash.deb").write_text("deb")
+        return subprocess.CompletedProcess(argv, 0, "", None)
+
+    tarball, key = image.bootstrap_rootfs("http://mirror.invalid/debian", cache=tmp_path, runner=runner)
+    assert calls == ["debootstrap", "debootstrap"] and key in tarball.name
+    names = subprocess.run(["tar", "-tf", str(tarball)], capture_output=True, text=True, check=True).stdout.split()
+    assert "./usr/share/doc/bash/copyright" in names and "./etc/dpkg/dpkg.cfg.d/genostage-slim" in names
+    assert not [n for n in names if n.endswith(("README", "bash.1", ".deb"))]
+    assert [p.name for p in tmp_path.iterdir()] == [tarball.name]  # no work directory left behind
+    again, _ = image.bootstrap_rootfs("http://mirror.invalid/debian", cache=tmp_path, runner=runner)
+    assert again == tarball and len(calls) == 2  # cached: debootstrap not run again
