@@ -302,6 +302,9 @@ def bootstrap_rootfs(mirror: str, suite: str = DEBIAN_SUITE, cache: Path = CACHE
         partial = work / "rootfs.tar"
         _call(["tar", "--numeric-owner", "-C", str(rootfs), "-cf", str(partial), "."], runner=runner)
         os.replace(partial, tarball)
+        for old in cache.glob(f"debian-{suite}-*.tar"):
+            if old != tarball:  # made from other inputs (mirror, recipe): superseded
+                old.unlink(missing_ok=True)
         log.info("Debian %s root file system: %s in %.0f s", suite, format_size(tarball.stat().st_size),
                  time.monotonic() - started)
     finally:
