@@ -18,6 +18,8 @@ def register(subparsers: Any) -> None:
     b.add_argument("tool", metavar="TOOL", help="base, or a tool folder under containers/ (samtools, bwa, bcftools)")
     b.add_argument("--tag", help="image tag (default genostage/TOOL:VERSION)")
     b.add_argument("--base", metavar="IMAGE", help="use this base image instead of building genostage/base")
+    b.add_argument("--python", default=sys.executable, metavar="EXE",
+                   help="interpreter that builds the genostage wheel (default: this one; match the image's CPython)")
     _common(b)
     b.set_defaults(func=_build)
 
@@ -44,7 +46,7 @@ def _build(args: argparse.Namespace) -> int:
     from .. import image
 
     engine = image.detect_engine(args.engine)
-    built = image.build(args.tool, tag=args.tag, engine=engine, repo=args.repo, base=args.base)
+    built = image.build(args.tool, tag=args.tag, engine=engine, repo=args.repo, base=args.base, python=args.python)
     print(built)
     return 0
 
