@@ -91,6 +91,8 @@ class _Copy:
         self.journal: Optional[str] = None
         self.resumed = 0
         self.repaired = 0
+        self.put_info: Optional[ObjectInfo] = None
+        self.dest_verified: Optional[str] = None
 
     @property
     def single(self) -> bool:
@@ -160,6 +162,9 @@ class Transfer:
 
     # -- preparation ---------------------------------------------------------
     def _prepare(self, src: ObjectInfo, dest: Location) -> _Copy:
+        if self.config.verify and src.location.is_s3 and not src.checksums and src.size >= self.config.multipart_threshold:
+            # a listing carries no checksum values: ask for the full-object one (one HEAD per large object)
+            src = self.stores.for_location(src.location).stat(src.location)
         expected = ck.expected_for(src) if self.config.verify else None
         if expected and expected[0] == "md5" and src.sse == "aws:kms":
             expected = None  # an SSE-KMS ETag is not an MD5 of the bytes
@@ -284,9 +289,16 @@ class Transfer:
         self._journal(c, part)
 
     def _single_put(self, c: _Copy, part: _Part, data: bytes) -> None:
+        """One PutObject; the returned ETag (an MD5 unless SSE-KMS) checks what the store received."""
         store = self.stores.for_location(c.dest)
-        store.put_bytes(c.dest, data, {ALWAYS: ck.to_wire(ALWAYS, part.values[ALWAYS])})
-        c.upload = None
+        info = store.put_bytes(c.dest, data, {ALWAYS: ck.to_wire(ALWAYS, part.values[ALWAYS])})
+        c.put_info = info
+        if self.config.verify and self.config.sse != "aws:kms" and ck.is_md5_etag(info.etag):
+            md5 = hashlib.md5(data).hexdigest()
+            if info.etag != md5:
+                store.delete(c.dest)
+                raise ChecksumMismatch(str(c.dest), "md5 (ETag)", md5, str(info.etag))
+            c.dest_verified = "md5"
 
     def _feed_md5(self, c: _Copy, index: int, data: bytes) -> None:
         """MD5 is not combinable: feed parts in order, holding early arrivals (bounded by the pool size)."""
@@ -347,13 +359,13 @@ class Transfer:
                     self._active.remove(c)
             c.upload = None
         else:
-            info = self.stores.for_location(c.dest).stat(c.dest)
+            info = c.put_info or self.stores.for_location(c.dest).stat(c.dest)
         self._check_destination(c, info, actual)
         if c.journal is not None and os.path.exists(c.journal):
             os.unlink(c.journal)
         return TransferResult(
             source=str(c.src.location), destination=str(c.dest), size=c.src.size, etag=c.src.etag,
-            version_id=c.src.version_id, checksums=actual, verified=verified or "size",
+            version_id=c.src.version_id, checksums=actual, verified=verified or c.dest_verified or "size",
             seconds=round(time.monotonic() - c.started, 3), parts=len(c.parts),
             resumed_parts=c.resumed, repaired_parts=c.repaired)
 
@@ -385,8 +397,11 @@ class Transfer:
         problem = None
         if info.size != c.src.size:
             problem = ("size", str(c.src.size), str(info.size))
-        elif reported and "-" not in reported and info.checksum_type != "COMPOSITE" and reported != actual[ALWAYS]:
-            problem = (ALWAYS, actual[ALWAYS], reported)
+        elif reported and "-" not in reported and info.checksum_type != "COMPOSITE":
+            if reported != actual[ALWAYS]:
+                problem = (ALWAYS, actual[ALWAYS], reported)
+            elif c.dest.is_s3:
+                c.dest_verified = ALWAYS
         if problem:
             self.stores.for_location(c.dest).delete(c.dest)
             raise ChecksumMismatch(str(c.dest), *problem)
