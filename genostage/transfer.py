@@ -64,6 +64,7 @@ class _Part:
     length: int
     values: Dict[str, Any] = field(default_factory=dict)  # algorithm -> int CRC / bytes md5
     done: bool = False
+    resumed: bool = False
 
 
 class _Copy:
@@ -203,7 +204,7 @@ class Transfer:
                 part = c.parts[entry["index"]]
                 part.values = {k: (bytes.fromhex(v) if k == "md5" else v) for k, v in entry["values"].items()}
                 if not part.done:
-                    part.done = True
+                    part.done = part.resumed = True
                     c.remaining -= 1
                     c.resumed += 1
         if c.resumed:
@@ -300,13 +301,25 @@ class Transfer:
                 raise ChecksumMismatch(str(c.dest), "md5 (ETag)", md5, str(info.etag))
             c.dest_verified = "md5"
 
-    def _feed_md5(self, c: _Copy, index: int, data: bytes) -> None:
-        """MD5 is not combinable: feed parts in order, holding early arrivals (bounded by the pool size)."""
+    def _feed_md5(self, c: _Copy, index: Optional[int] = None, data: bytes = b"") -> None:
+        """MD5 is not combinable: feed parts in order, holding early arrivals (bounded by the pool size).
+
+        Parts resumed from an earlier attempt are read back from the partial file
+        on disk (never fetched again)."""
         with c.lock:
-            c.md5_pending[index] = data
-            while c.md5_next in c.md5_pending:
-                assert c.md5 is not None
-                c.md5.update(c.md5_pending.pop(c.md5_next))
+            if index is not None:
+                c.md5_pending[index] = data
+            assert c.md5 is not None
+            while c.md5_next < len(c.parts):
+                part = c.parts[c.md5_next]
+                if c.md5_next in c.md5_pending:
+                    c.md5.update(c.md5_pending.pop(c.md5_next))
+                elif part.resumed:
+                    with open(self._partial_paths(c)[0], "rb") as fh:
+                        fh.seek(part.start)
+                        c.md5.update(fh.read(part.length))
+                else:
+                    break
                 c.md5_next += 1
 
     def _journal(self, c: _Copy, part: _Part) -> None:
@@ -344,6 +357,8 @@ class Transfer:
         return name
 
     def _finish(self, c: _Copy) -> TransferResult:
+        if c.md5 is not None:
+            self._feed_md5(c)  # resumed parts after the last fetched one
         actual = self._actual(c)
         try:
             verified = self._verify(c, actual)
