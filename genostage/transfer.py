@@ -100,11 +100,15 @@ class _Copy:
         return len(self.parts) == 1
 
 
-def _part_values(algorithms: Sequence[str], data: "bytes | memoryview", etag_parts: bool) -> Dict[str, Any]:
-    values: Dict[str, Any] = {name: ck.crc(name, data) for name in algorithms}
-    if etag_parts:
-        values["md5"] = hashlib.md5(data).digest()
-    return values
+def download_part_size(size: int, config: TransferConfig) -> int:
+    """Ranged-GET size for a download streamed to disk: at least ``config.part_size``, and large
+    enough that an object takes about two rounds of ``concurrency`` requests (at most 256 MiB).
+
+    Streaming to disk keeps memory at ``io_chunk`` per request whatever the part size, and
+    fewer, larger requests cost less per byte on every server."""
+    mib = 1 << 20
+    rounds = -(-size // (2 * config.concurrency))
+    return max(config.part_size, min(256 * mib, -(-rounds // mib) * mib))
 
 
 class Transfer:
@@ -177,6 +181,8 @@ class Transfer:
                 expected = None
             else:
                 part_size = guessed
+        elif dest.scheme == "file" and not (expected and expected[0] == "md5"):
+            part_size = download_part_size(src.size, self.config)
         if src.size < self.config.multipart_threshold and not (expected and expected[0] == "etag"):
             part_size = max(src.size, 1)
         c = _Copy(src, dest, part_size, expected)
@@ -248,25 +254,48 @@ class Transfer:
                     self._active.append(c)
             return c.upload
 
-    def _fetch(self, c: _Copy, part: _Part, progress: Progress) -> bytes:
-        """Read one part from the source, retrying transient failures with backoff."""
+    def _streams(self, c: _Copy) -> bool:
+        """Downloads to a local file stream each piece to disk; others hold the part in memory."""
+        return c.dest.scheme == "file" and c.md5 is None
+
+    def _fetch(self, c: _Copy, part: _Part, progress: Progress,
+               sink: Optional[Upload] = None) -> Tuple[Dict[str, Any], Optional[bytes]]:
+        """Read one part, checksumming each piece as it arrives, retrying transient failures.
+
+        With a ``sink`` every piece is written at its offset as it arrives and no
+        data is returned; without one the part's bytes are returned.
+        """
         store = self.stores.for_location(c.src.location)
+        want_md5 = c.expected is not None and c.expected[0] == "etag"
         delay = 0.2
         for attempt in range(1, self.config.max_attempts + 1):
             pieces: List[bytes] = []
+            values: Dict[str, Any] = {name: 0 for name in c.algorithms}
+            md5 = hashlib.md5() if want_md5 else None
             got = 0
             try:
                 for piece in store.iter_range(c.src.location, part.start, part.length, etag=c.src.etag,
                                               chunk=self.config.io_chunk):
                     if self.cancel.is_set():
                         raise Interrupted(getattr(self.cancel, "signum", 15))
-                    pieces.append(piece)
+                    for name in c.algorithms:
+                        values[name] = ck.crc(name, piece, values[name])
+                    if md5 is not None:
+                        md5.update(piece)
+                    if sink is not None:
+                        sink.write_part(part.index + 1, part.start + got, piece)
+                    else:
+                        pieces.append(piece)
                     got += len(piece)
                     progress.update(len(piece))
                 if got != part.length:
                     raise TransferFailed(f"{c.src.location}: short read at byte {part.start + got} "
                                          f"(expected {part.length} bytes from {part.start})")
-                return b"".join(pieces) if len(pieces) != 1 else pieces[0]
+                if md5 is not None:
+                    values["md5"] = md5.digest()
+                if sink is not None:
+                    return values, None
+                return values, (b"".join(pieces) if len(pieces) != 1 else pieces[0])
             except TransferFailed as exc:
                 progress.update(-got)
                 if attempt == self.config.max_attempts:
@@ -277,15 +306,18 @@ class Transfer:
         raise AssertionError("unreachable")
 
     def _move_part(self, c: _Copy, part: _Part, progress: Progress) -> None:
-        data = self._fetch(c, part, progress)
-        part.values = _part_values(c.algorithms, data, c.expected is not None and c.expected[0] == "etag")
-        if c.md5 is not None:
-            self._feed_md5(c, part.index, data)
-        if c.single and c.dest.is_s3:
-            self._single_put(c, part, data)
+        if self._streams(c):
+            part.values, _ = self._fetch(c, part, progress, sink=self._ensure_upload(c))
         else:
-            self._ensure_upload(c).write_part(part.index + 1, part.start, data,
-                                              {ALWAYS: ck.to_wire(ALWAYS, part.values[ALWAYS])})
+            part.values, data = self._fetch(c, part, progress)
+            assert data is not None
+            if c.md5 is not None:
+                self._feed_md5(c, part.index, data)
+            if c.single and c.dest.is_s3:
+                self._single_put(c, part, data)
+            else:
+                self._ensure_upload(c).write_part(part.index + 1, part.start, data,
+                                                  {ALWAYS: ck.to_wire(ALWAYS, part.values[ALWAYS])})
         part.done = True
         self._journal(c, part)
 
@@ -388,13 +420,19 @@ class Transfer:
         """Fetch every part again; rewrite those whose bytes differ; True once the whole value matches."""
         if c.md5 is not None or c.upload is None:
             return False  # single-stream checks: the batch-level retry handles them
+        quiet = Progress(None, "", enabled=False)
         for _ in range(self.config.max_attempts - 1):
             changed = 0
             for part in c.parts:
-                data = self._fetch(c, part, Progress(None, "", enabled=False))
-                values = _part_values(c.algorithms, data, c.expected is not None and c.expected[0] == "etag")
+                if self._streams(c):
+                    values, _ = self._fetch(c, part, quiet, sink=c.upload)
+                else:
+                    values, data = self._fetch(c, part, quiet)
+                    if values != part.values:
+                        assert data is not None
+                        c.upload.write_part(part.index + 1, part.start, data,
+                                            {ALWAYS: ck.to_wire(ALWAYS, values[ALWAYS])})
                 if values != part.values:
-                    c.upload.write_part(part.index + 1, part.start, data, {ALWAYS: ck.to_wire(ALWAYS, values[ALWAYS])})
                     part.values = values
                     changed += 1
             c.repaired += changed
