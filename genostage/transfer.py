@@ -102,13 +102,14 @@ class _Copy:
 
 def download_part_size(size: int, config: TransferConfig) -> int:
     """Ranged-GET size for a download streamed to disk: at least ``config.part_size``, and large
-    enough that an object takes about two rounds of ``concurrency`` requests (at most 256 MiB).
+    enough that an object takes one round of ``concurrency`` requests (at most 256 MiB).
 
     Streaming to disk keeps memory at ``io_chunk`` per request whatever the part size, and
-    fewer, larger requests cost less per byte on every server."""
+    fewer, larger requests cost less per byte on every server (some S3-compatible servers,
+    moto among them, read the whole object for every ranged GET)."""
     mib = 1 << 20
-    rounds = -(-size // (2 * config.concurrency))
-    return max(config.part_size, min(256 * mib, -(-rounds // mib) * mib))
+    share = -(-size // config.concurrency)
+    return max(config.part_size, min(256 * mib, -(-share // mib) * mib))
 
 
 class Transfer:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 
 import pytest
 
@@ -147,7 +148,7 @@ def test_resume_from_journal(s3, s3_client, bucket, tmp_path):
     src = tmp_path / "src.bin"
     src.write_bytes(data)
     cfg = TransferConfig(endpoint_url=s3.endpoint_url, part_size=5 * MiB, multipart_threshold=5 * MiB,
-                         concurrency=1, max_attempts=1)
+                         concurrency=2, max_attempts=1)
     copy(str(src), f"s3://{bucket}/r.bin", stores=Stores(cfg, s3_client))
     part = download_part_size(len(data), cfg)
     assert len(data) > part  # at least two parts
@@ -158,12 +159,15 @@ def test_resume_from_journal(s3, s3_client, bucket, tmp_path):
     dest = parse(str(tmp_path / "r.bin"))
     real_iter = stores.s3.iter_range
     calls = {"n": 0}
+    first_done = threading.Event()
 
-    def dying_iter(*a, **kw):  # the first attempt dies after its first part
+    def dying_iter(*a, **kw):  # the first attempt dies once its first part is in
         calls["n"] += 1
         if calls["n"] > 1:
+            first_done.wait(30)
             raise TransferFailed("connection reset (injected)")
         yield from real_iter(*a, **kw)
+        first_done.set()
     stores.s3.iter_range = dying_iter
     t = Transfer(stores, cfg, partial_dir=str(partial), show_progress=False)
     with pytest.raises(TransferFailed):
