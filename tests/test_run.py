@@ -225,3 +225,29 @@ def test_killed_download_resumes_when_the_same_job_is_retried(s3, s3_client, buc
     assert manifest["inputs"][0]["resumed_parts"] >= 2 and manifest["inputs"][0]["verified"] == "md5"
     assert get(s3_client, bucket, "out/sum.txt").split()[0].decode() == __import__("hashlib").md5(data).hexdigest()
     assert scratch_dirs(root) == []
+
+
+@pytest.mark.slow
+@BOTH
+def test_thousand_small_objects_in_and_out(s3, s3_client, bucket, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda i: put(s3_client, bucket, f"many/{i // 100:02d}/obj{i:04d}.txt", b"%d\n" % i), range(1000)))
+    r = genostage(["run", "--scratch", str(tmp_path / "s"), "-i", f"many=s3://{bucket}/many/",
+                   "-o", f"copy=s3://{bucket}/copy/", "--shell", "--",
+                   "cp -r {many}/. {copy}/ && find {many} -type f | wc -l > {copy}/count.txt"], timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert get(s3_client, bucket, "copy/count.txt").strip() == b"1000"
+    assert len(keys(s3_client, bucket, "copy/")) == 1002  # 1000 + count.txt + manifest.json
+    assert get(s3_client, bucket, "copy/07/obj0712.txt") == b"712\n"
+
+
+def test_sse_and_requester_pays_are_sent(s3, s3_client, bucket, tmp_path):
+    r = genostage(["run", "--scratch", str(tmp_path), "--sse", "AES256", "--requester-pays",
+                   "-o", f"out=s3://{bucket}/enc/out.txt", "--shell", "--", "echo hi > {out}"])
+    assert r.returncode == 0, r.stderr
+    head = s3_client.head_object(Bucket=bucket, Key="enc/out.txt")
+    assert head["ServerSideEncryption"] == "AES256"
+    r = genostage(["run", "--scratch", str(tmp_path), "--sse-kms-key-id", "k", "--", "true"])
+    assert r.returncode == 2 and "--sse-kms-key-id needs --sse aws:kms" in r.stderr
