@@ -38,7 +38,7 @@ test: system-deps container-deps build
 test-fast: build
 	$(PY) -m pytest -m "not slow and not containers" -x $(PYTEST_ARGS)
 
-# Only the container image tests (builds the base and samtools images with podman; ~4 min clean).
+# Only the container image tests (builds the base and samtools images with podman; 4-7 min on 2 busy cores).
 test-containers: system-deps container-deps build
 	$(PY) -m pytest -m containers $(PYTEST_ARGS)
 
