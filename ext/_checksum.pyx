@@ -25,7 +25,7 @@ cdef extern from "crc_kernels.h":
 ALGORITHMS = ("crc32", "crc32c", "crc64nvme")
 PATHS = ("portable", "pclmul", "avx512")
 WIDTHS = {"crc32": 32, "crc32c": 32, "crc64nvme": 64}
-# Buffers at least this long are checksummed with the GIL released.
+# Buffers longer than this are checksummed with the GIL released.
 NOGIL_THRESHOLD = 4096
 
 gs_crc_init()
@@ -52,7 +52,7 @@ cdef uint64_t _run(int alg, int path, uint64_t value, object buf) except? 0xFFFF
     try:
         data = view.buf
         n = <size_t>view.len
-        if n >= NOGIL_THRESHOLD:
+        if n > NOGIL_THRESHOLD:
             with nogil:
                 out = gs_crc_update_path(alg, path, value, data, n)
         else:

@@ -96,7 +96,63 @@ class Checksum:
         return f"<Checksum {self.name} {self.hexdigest()} over {self.length} bytes>"
 
 
-class ETag:
+def _bytes_view(buf: Buffer) -> memoryview:
+    view = memoryview(buf)
+    return view.cast("B") if view.ndim != 1 or view.itemsize != 1 else view
+
+
+class _Parted:
+    """A checksum made of per-part checksums of ``part_size`` bytes (the last part may be short)."""
+
+    name = ""
+
+    def __init__(self, part_size: int) -> None:
+        if part_size <= 0:
+            raise UsageError(f"part size must be positive, got {part_size}")
+        self.part_size = part_size
+        self.length = 0
+        self._fill = 0
+        self._part = self._new_part()
+        self._done: List[Any] = []
+
+    def _new_part(self) -> Any:
+        raise NotImplementedError
+
+    def _finish(self, part: Any) -> Any:
+        raise NotImplementedError
+
+    def update(self, buf: Buffer) -> None:
+        with _bytes_view(buf) as data:
+            self._whole_update(data)
+            pos, n = 0, data.nbytes
+            while pos < n:
+                take = min(n - pos, self.part_size - self._fill)
+                self._part.update(data[pos:pos + take])
+                self._fill += take
+                pos += take
+                if self._fill == self.part_size:
+                    self._done.append(self._finish(self._part))
+                    self._part = self._new_part()
+                    self._fill = 0
+            self.length += n
+
+    def _whole_update(self, data: memoryview) -> None:
+        pass
+
+    def _copy_into(self, other: "_Parted") -> None:
+        other.length = self.length
+        other._fill = self._fill
+        other._part = self._part.copy()
+        other._done = list(self._done)
+
+    def part_values(self) -> List[Any]:
+        """The per-part values so far (the last one possibly short; one part for an empty object)."""
+        if self._fill or not self._done:
+            return self._done + [self._finish(self._part)]
+        return list(self._done)
+
+
+class ETag(_Parted):
     """The ETag S3 gives an object uploaded in parts of ``part_size`` bytes.
 
     An object shorter than ``multipart_threshold`` (default: ``part_size``) is
@@ -108,48 +164,31 @@ class ETag:
     name = "etag"
 
     def __init__(self, part_size: int, multipart_threshold: Optional[int] = None) -> None:
-        if part_size <= 0:
-            raise UsageError(f"ETag part size must be positive, got {part_size}")
-        self.part_size = part_size
+        super().__init__(part_size)
         self.multipart_threshold = part_size if multipart_threshold is None else multipart_threshold
-        self.length = 0
         self._whole = hashlib.md5()
-        self._part = hashlib.md5()
-        self._part_fill = 0
-        self._parts: List[bytes] = []
 
-    def update(self, buf: Buffer) -> None:
-        with memoryview(buf) as view:
-            data = view.cast("B") if view.ndim != 1 or view.itemsize != 1 else view
-            self._whole.update(data)
-            pos, n = 0, data.nbytes
-            while pos < n:
-                take = min(n - pos, self.part_size - self._part_fill)
-                self._part.update(data[pos:pos + take])
-                self._part_fill += take
-                pos += take
-                if self._part_fill == self.part_size:
-                    self._parts.append(self._part.digest())
-                    self._part = hashlib.md5()
-                    self._part_fill = 0
-            self.length += n
+    def _new_part(self) -> Any:
+        return hashlib.md5()
+
+    def _finish(self, part: Any) -> bytes:
+        return bytes(part.digest())
+
+    def _whole_update(self, data: memoryview) -> None:
+        self._whole.update(data)
 
     def copy(self) -> "ETag":
         other = ETag(self.part_size, self.multipart_threshold)
-        other.length = self.length
+        self._copy_into(other)
         other._whole = self._whole.copy()
-        other._part = self._part.copy()
-        other._part_fill = self._part_fill
-        other._parts = list(self._parts)
         return other
 
     def part_md5s(self) -> List[bytes]:
         """md5 digests of the parts so far (the last one possibly short)."""
-        return self._parts + ([self._part.digest()] if self._part_fill else [])
+        return self.part_values()
 
     def multipart_value(self) -> str:
-        parts = self.part_md5s() or [self._part.digest()]
-        return etag_of_parts(parts)
+        return etag_of_parts(self.part_values())
 
     def single_value(self) -> str:
         return str(self._whole.hexdigest())
@@ -159,8 +198,11 @@ class ETag:
             return self.single_value()
         return self.multipart_value()
 
-    wire = value
-    hexdigest = value
+    def wire(self) -> str:
+        return self.value()
+
+    def hexdigest(self) -> str:
+        return self.value()
 
     def matches(self, etag: str) -> bool:
         """True if ``etag`` (quotes allowed) is either form of this object's ETag."""
@@ -168,14 +210,60 @@ class ETag:
         return etag == (self.multipart_value() if "-" in etag else self.single_value())
 
 
-def new(name: str, part_size: Optional[int] = None) -> "Checksum | ETag":
-    """A running checksum: one of :data:`ALGORITHMS`, ``etag`` (with ``part_size``) or ``etag:SIZE``."""
-    if name.startswith("etag:") and name[5:].isdigit():
-        return ETag(int(name[5:]))
+class Composite(_Parted):
+    """The S3 COMPOSITE checksum (``BASE64-N``) of an object uploaded in parts of ``part_size``."""
+
+    def __init__(self, algorithm: str, part_size: int) -> None:
+        self.algorithm = _check_name(algorithm)
+        self.name = f"composite:{algorithm}"
+        super().__init__(part_size)
+
+    def _new_part(self) -> "Checksum":
+        return Checksum(self.algorithm)
+
+    def _finish(self, part: "Checksum") -> Union[int, bytes]:
+        return part.value()
+
+    def copy(self) -> "Composite":
+        other = Composite(self.algorithm, self.part_size)
+        self._copy_into(other)
+        return other
+
+    def value(self) -> str:
+        return composite_wire(self.algorithm, self.part_values())
+
+    def wire(self) -> str:
+        return self.value()
+
+    def hexdigest(self) -> str:
+        return self.value()
+
+    def matches(self, text: str) -> bool:
+        """Compare with a reported value; some servers leave out the ``-N``."""
+        mine = self.value()
+        return text == mine or ("-" not in text and text == mine.rsplit("-", 1)[0])
+
+
+AnyChecksum = Union[Checksum, ETag, Composite]
+
+
+def new(name: str, part_size: Optional[int] = None) -> AnyChecksum:
+    """A running checksum by name.
+
+    One of :data:`ALGORITHMS`; ``etag`` (needs ``part_size``) or ``etag:SIZE``; or
+    ``composite:ALGO:SIZE`` for an S3 COMPOSITE checksum with parts of SIZE bytes.
+    """
     if name == "etag":
         if part_size is None:
-            raise UsageError("the etag checksum needs a part size")
+            raise UsageError("the etag checksum needs a part size (--part-size)")
         return ETag(part_size)
+    kind, _, rest = name.partition(":")
+    if kind == "etag" and rest.isdigit():
+        return ETag(int(rest))
+    if kind == "composite":
+        algorithm, _, size = rest.partition(":")
+        if size.isdigit():
+            return Composite(algorithm, int(size))
     return Checksum(name)
 
 
@@ -309,10 +397,8 @@ class MultiChecksum:
     """Several checksums fed from one stream (CRCs, md5, sha256, ETags)."""
 
     def __init__(self, algorithms: Iterable[str], part_size: Optional[int] = None) -> None:
-        self.sums: Dict[str, "Checksum | ETag"] = {}
+        self.sums: Dict[str, AnyChecksum] = {}
         for name in dict.fromkeys(algorithms):
-            if not name.startswith("etag"):
-                _check_name(name)
             self.sums[name] = new(name, part_size)
         self.length = 0
 
@@ -402,11 +488,7 @@ def file_crcs(path: "str | os.PathLike[str]", names: Sequence[str], threads: Opt
 def _check_names(algorithms: Iterable[str], part_size: Optional[int]) -> List[str]:
     names = list(dict.fromkeys(algorithms))
     for name in names:
-        if name == "etag":
-            if part_size is None:
-                raise UsageError("the etag checksum needs a part size (--part-size)")
-        elif not (name.startswith("etag:") and name[5:].isdigit()):
-            _check_name(name)
+        new(name, part_size)  # raises for what is unknown or incomplete
     return names
 
 
@@ -480,7 +562,7 @@ def file_checksums(path: "str | os.PathLike[str]", algorithms: Iterable[str] = (
 
 
 __all__ = [
-    "ALGORITHMS", "CRCS", "Checksum", "ETag", "MultiChecksum", "new", "crc", "combine", "to_wire",
+    "ALGORITHMS", "CRCS", "Checksum", "ETag", "Composite", "MultiChecksum", "new", "crc", "combine", "to_wire",
     "from_wire", "wire_to_bytes", "composite_wire", "etag_of_parts", "expected_for",
     "guess_etag_part_size", "etag_part_sizes", "parts_in_etag", "file_checksums", "file_crcs",
     "is_md5_etag", "default_threads", "object_checksums", "full_object_value",
