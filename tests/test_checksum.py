@@ -276,7 +276,8 @@ def test_composite_and_etag_match_moto_values() -> None:
     assert e.value() == "298c9a5c8205ea8eeef29652993678aa-2"
     assert e.matches('"298c9a5c8205ea8eeef29652993678aa-2"')
     assert e.matches(hashlib.md5(data).hexdigest())
-    comp = C.new("composite:crc32c:5242880")
+    comp = C.Composite("crc32c", 5 * MiB)
+    assert isinstance(C.new("composite:crc32c:5242880"), C.Composite)
     for lo in range(0, len(data), 3_000_001):
         comp.update(data[lo:lo + 3_000_001])
     assert comp.value() == "210PZw==-2" and comp.matches("210PZw==") and not comp.matches("210PZw==-3")
