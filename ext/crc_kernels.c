@@ -38,12 +38,16 @@ typedef struct {
     uint64_t x2n[64]; /* x^(2^k) mod P */
     /* fold constants for distances of 128, 256, 384, 512, 1024 and 2048 bits */
     uint64_t k128[2], k256[2], k384[2], k512[2], k1024[2], k2048[2];
+    /* for shifting 32-bit states with CLMUL + crc32 (CRC32C): x^r for r < 64, x^(2^k - 33) for k >= 6 */
+    uint64_t xlow[64], xpow2k_33[64];
 } crc_def;
 
 static crc_def defs[GS_CRC_NALGS];
 static const uint64_t polys[GS_CRC_NALGS] = {0xEDB88320u, 0x82F63B78u, 0x9A6C9329AC4BC9B5ull};
 static const int widths[GS_CRC_NALGS] = {32, 32, 64};
 static int initialised = 0;
+/* CRC32C buffers at least this long use CLMUL and the crc32 instruction together. */
+#define GS_HYBRID_MIN 24576
 static int best_path = GS_PATH_PORTABLE;
 static int active_path = GS_PATH_PORTABLE;
 static int supported[GS_CRC_NPATHS] = {1, 0, 0};
@@ -119,6 +123,10 @@ static void init_def(crc_def *d, uint64_t poly, int width)
     fold_constants(d, 512, d->k512);
     fold_constants(d, 1024, d->k1024);
     fold_constants(d, 2048, d->k2048);
+    for (int r = 0; r < 64; r++)
+        d->xlow[r] = xpow(d, (uint64_t)r);
+    for (int k = 6; k < 64; k++)
+        d->xpow2k_33[k] = xpow(d, (1ull << k) - 33);
 }
 
 /* ---- portable: slicing-by-8 ------------------------------------------------ */
@@ -246,6 +254,16 @@ static inline __m512i fold512(__m512i x, __m512i k, __m512i data)
 
 #define LDZ(q) _mm512_loadu_si512((const void *)(q))
 
+/* Fold the four 128-bit lanes of a 512-bit accumulator into one 128-bit block. */
+GS_TARGET_AVX512
+static inline __m128i lanes_to_128(const crc_def *d, __m512i z)
+{
+    __m128i l0 = _mm512_extracti32x4_epi32(z, 0), l1 = _mm512_extracti32x4_epi32(z, 1);
+    __m128i l2 = _mm512_extracti32x4_epi32(z, 2), l3 = _mm512_extracti32x4_epi32(z, 3);
+    __m128i x = _mm_ternarylogic_epi64(fold128(l0, kvec(d->k384)), fold128(l1, kvec(d->k256)), l3, 0x96);
+    return _mm_xor_si128(x, fold128(l2, kvec(d->k128)));
+}
+
 /* Folds n >= 256 bytes with 4 512-bit accumulators (16 lanes of 128 bits). */
 GS_TARGET_AVX512
 static uint64_t fold_avx512(int alg, const crc_def *d, uint64_t s, const uint8_t *p, size_t n)
@@ -272,10 +290,7 @@ static uint64_t fold_avx512(int alg, const crc_def *d, uint64_t s, const uint8_t
         p += 64;
         n -= 64;
     }
-    __m128i l0 = _mm512_extracti32x4_epi32(z0, 0), l1 = _mm512_extracti32x4_epi32(z0, 1);
-    __m128i l2 = _mm512_extracti32x4_epi32(z0, 2), l3 = _mm512_extracti32x4_epi32(z0, 3);
-    __m128i x = _mm_ternarylogic_epi64(fold128(l0, kvec(d->k384)), fold128(l1, kvec(d->k256)), l3, 0x96);
-    x = _mm_xor_si128(x, fold128(l2, kvec(d->k128)));
+    __m128i x = lanes_to_128(d, z0);
     const __m128i k128 = kvec(d->k128);
     while (n >= 16) {
         x = _mm_xor_si128(fold128(x, k128), LD(p));
@@ -288,6 +303,86 @@ static uint64_t fold_avx512(int alg, const crc_def *d, uint64_t s, const uint8_t
     return tail_update(alg, d, s, p, n);
 }
 
+
+/* ---- CRC32C: CLMUL folding and the crc32 instruction side by side ----------
+ * The folding is bound by CLMUL throughput and the crc32 instruction runs on
+ * other execution units, so the buffer is cut into a folded region A and three
+ * crc32 streams B1 B2 B3 that advance in the same loop; their states are then
+ * shifted into place (state * x^(8 len) mod P) and XOR-ed together. */
+
+/* a * b * x^33 mod P for reflected 32-bit CRC32C values: CLMUL, then crc32 reduces. */
+GS_TARGET_SSE
+static inline uint32_t mul33(uint32_t a, uint32_t b)
+{
+    __m128i prod = _mm_clmulepi64_si128(_mm_cvtsi32_si128((int)a), _mm_cvtsi32_si128((int)b), 0);
+    return (uint32_t)_mm_crc32_u64(0, (uint64_t)_mm_cvtsi128_si64(prod));
+}
+
+/* x^e mod P (CRC32C), e >= 0, by CLMUL multiplications. */
+GS_TARGET_SSE
+static uint32_t xpow_fast32(const crc_def *d, uint64_t e)
+{
+    uint32_t p = (uint32_t)d->xlow[e & 63];
+    e >>= 6;
+    for (int k = 6; e; k++, e >>= 1)
+        if (e & 1)
+            p = mul33(p, (uint32_t)d->xpow2k_33[k]);
+    return p;
+}
+
+/* The state c of a region, moved forward over `len` more bytes (len >= 5). */
+GS_TARGET_SSE
+static inline uint32_t shift32(const crc_def *d, uint32_t c, uint64_t len)
+{
+    return mul33(c, xpow_fast32(d, 8 * len - 33));
+}
+
+#define HYB_Q 2 /* qwords per crc32 stream per loop iteration */
+
+GS_TARGET_AVX512
+static uint64_t crc32c_hybrid(const crc_def *d, uint64_t s, const uint8_t *p, size_t n)
+{
+    const size_t per = 256 + 3 * 8 * HYB_Q;
+    const size_t iters = n / per;
+    const size_t A = 256 * iters, B = 8 * HYB_Q * iters;
+    const uint8_t *pa = p, *p1 = p + A, *p2 = p1 + B, *p3 = p2 + B, *end = p + n;
+    uint64_t c1 = 0, c2 = 0, c3 = 0;
+    __m512i z0 = _mm512_xor_si512(LDZ(pa), _mm512_zextsi128_si512(_mm_cvtsi64_si128((long long)s)));
+    __m512i z1 = LDZ(pa + 64), z2 = LDZ(pa + 128), z3 = LDZ(pa + 192);
+    const __m512i k4 = _mm512_broadcast_i32x4(kvec(d->k2048));
+    pa += 256;
+    for (size_t i = 0;;) {
+        for (int q = 0; q < HYB_Q; q++) {
+            uint64_t v1, v2, v3;
+            memcpy(&v1, p1, 8);
+            memcpy(&v2, p2, 8);
+            memcpy(&v3, p3, 8);
+            c1 = _mm_crc32_u64(c1, v1);
+            c2 = _mm_crc32_u64(c2, v2);
+            c3 = _mm_crc32_u64(c3, v3);
+            p1 += 8;
+            p2 += 8;
+            p3 += 8;
+        }
+        if (++i == iters)
+            break;
+        z0 = fold512(z0, k4, LDZ(pa));
+        z1 = fold512(z1, k4, LDZ(pa + 64));
+        z2 = fold512(z2, k4, LDZ(pa + 128));
+        z3 = fold512(z3, k4, LDZ(pa + 192));
+        pa += 256;
+    }
+    const __m512i k1 = _mm512_broadcast_i32x4(kvec(d->k512));
+    z0 = fold512(z0, k1, z1);
+    z0 = fold512(z0, k1, z2);
+    z0 = fold512(z0, k1, z3);
+    uint8_t last[16];
+    _mm_storeu_si128((__m128i *)last, lanes_to_128(d, z0));
+    uint32_t ca = (uint32_t)hw_crc32c(0, last, 16);
+    uint32_t state = shift32(d, ca, 3 * B) ^ shift32(d, (uint32_t)c1, 2 * B) ^ shift32(d, (uint32_t)c2, B) ^ (uint32_t)c3;
+    return hw_crc32c(state, p3, (size_t)(end - p3));
+}
+
 #endif /* GS_X86 */
 
 /* ---- dispatch ------------------------------------------------------------- */
@@ -296,8 +391,11 @@ static uint64_t update_state(int alg, int path, uint64_t s, const uint8_t *p, si
 {
     const crc_def *d = &defs[alg];
 #if GS_X86
-    if (path == GS_PATH_AVX512 && n >= 512)
+    if (path == GS_PATH_AVX512 && n >= 512) {
+        if (alg == GS_CRC32C && n >= GS_HYBRID_MIN)
+            return crc32c_hybrid(d, s, p, n);
         return fold_avx512(alg, d, s, p, n);
+    }
     if (path >= GS_PATH_PCLMUL) {
         if (n >= 64)
             return fold_sse(alg, d, s, p, n);

@@ -98,6 +98,18 @@ def test_large_buffers(path: str, name: str) -> None:
         assert K.crc(name, piece, 12345) == REFERENCES[name](piece, 12345)
 
 
+@pytest.mark.parametrize("name", ["crc32", "crc32c", "crc64nvme"])
+def test_lengths_around_the_large_buffer_strategies(path: str, name: str) -> None:
+    # CRC32C switches to CLMUL + crc32 streams at 24 KiB; cover lengths on both sides
+    rng = random.Random(11)
+    data = rng.randbytes(80_000)
+    lengths = list(range(24576 - 400, 24576 + 400, 13)) + [rng.randrange(512, 80_000 - 64) for _ in range(60)]
+    for n in lengths:
+        off = rng.randrange(64)
+        piece = data[off:off + n]
+        assert K.crc(name, piece, 99) == REFERENCES[name](piece, 99), (n, off)
+
+
 def test_paths_agree_with_each_other() -> None:
     data = os.urandom(100_003)
     for name in ("crc32", "crc32c", "crc64nvme"):
