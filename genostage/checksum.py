@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import itertools
 import os
 import re
 import threading
@@ -411,6 +412,53 @@ class MultiChecksum:
         return {name: s.wire() for name, s in self.sums.items()}
 
 
+class _Fanout:
+    """Feeds each slow checksum (md5, sha256, ETags) from its own thread, in order.
+
+    CRCs are fast enough to run in the caller's thread.  ``feed`` returns the
+    futures that still read the buffer; the caller must not reuse it before they finish.
+    """
+
+    def __init__(self, multi: MultiChecksum, threads: Optional[int]) -> None:
+        sums = list(multi.sums.values())
+        self.multi = multi
+        self.slow = [s for s in sums if not (isinstance(s, Checksum) and s.name in CRCS)]
+        self.fast = [s for s in sums if isinstance(s, Checksum) and s.name in CRCS]
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        lanes = cpus if threads is None else threads
+        self.parallel = lanes > 1 and len(self.slow) + (1 if self.fast else 0) >= 2
+        self.pools: List[Any] = []
+        if self.parallel:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self.pools = [ThreadPoolExecutor(1, thread_name_prefix="genostage-hash") for _ in self.slow]
+
+    def feed(self, view: memoryview) -> List[Any]:
+        if not self.parallel:
+            self.multi.update(view)
+            return []
+        futures = [pool.submit(s.update, view) for pool, s in zip(self.pools, self.slow)]
+        for s in self.fast:
+            s.update(view)
+        self.multi.length += view.nbytes
+        return futures
+
+    def close(self) -> None:
+        for pool in self.pools:
+            pool.shutdown(wait=True)
+
+    def __enter__(self) -> "_Fanout":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _wait(futures: List[Any]) -> None:
+    for fut in futures:
+        fut.result()
+
+
 def _read_into(fd: int, view: memoryview, offset: int, path: str) -> int:
     """Fill ``view`` from ``offset``; a short read means the file shrank."""
     got = 0
@@ -530,8 +578,14 @@ def object_checksums(store: Any, info: Any, algorithms: Iterable[str] = ("crc64n
                 out[name] = combine(name, out[name], v, length) if start else v
         return {name: to_wire(name, out[name]) for name in names}
     multi = MultiChecksum(names, part_size)
-    for data in store.iter_range(loc, 0, size, etag=etag, chunk=chunk):
-        multi.update(data)
+    pending: List[List[Any]] = []
+    with _Fanout(multi, threads) as fan:
+        for data in store.iter_range(loc, 0, size, etag=etag, chunk=chunk):
+            pending.append(fan.feed(memoryview(data)))
+            if len(pending) > 4:  # bound the bytes held by slow hashers
+                _wait(pending.pop(0))
+        for futures in pending:
+            _wait(futures)
     if multi.length != size:
         raise ObjectChanged(f"{loc}: got {multi.length} bytes of {size}")
     return multi.wire()
@@ -542,7 +596,8 @@ def file_checksums(path: "str | os.PathLike[str]", algorithms: Iterable[str] = (
     """Several checksums of one file in one pass, as wire values (``etag`` needs ``part_size``).
 
     CRCs alone: the file is split over ``threads`` threads and the parts combined.
-    With md5, sha256 or etag: one sequential pass feeding every algorithm.
+    With md5, sha256 or etag: one sequential pass, each of these hashed in its own
+    thread (unless ``threads=1``) while the CRCs run in the reading thread.
     """
     names = _check_names(algorithms, part_size)
     path = os.fspath(path)
@@ -550,14 +605,18 @@ def file_checksums(path: "str | os.PathLike[str]", algorithms: Iterable[str] = (
         values = file_crcs(path, names, threads)
         return {name: to_wire(name, values[name]) for name in names}
     multi = MultiChecksum(names, part_size)
-    buf = bytearray(4 * MiB)
-    view = memoryview(buf)
-    with open(path, "rb") as f:
-        while True:
-            n = f.readinto(buf)
+    ring = [bytearray(4 * MiB) for _ in range(3)]
+    pending: List[List[Any]] = [[] for _ in ring]
+    with open(path, "rb", buffering=0) as f, _Fanout(multi, threads) as fan:
+        for i in itertools.count():
+            slot = i % len(ring)
+            _wait(pending[slot])  # the slow hashers are done with this buffer
+            n = f.readinto(ring[slot])
             if not n:
                 break
-            multi.update(view[:n])
+            pending[slot] = fan.feed(memoryview(ring[slot])[:n])
+        for futures in pending:
+            _wait(futures)
     return multi.wire()
 
 

@@ -362,3 +362,16 @@ def test_file_checksums_threads(tmp_path, size: int) -> None:  # type: ignore[no
 def test_file_checksums_missing(tmp_path) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(FileNotFoundError):
         C.file_checksums(tmp_path / "nope", ["crc32c"])
+
+
+def test_file_checksums_hashers_in_threads(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # several 4 MiB reads, so the read buffers are reused while other threads hash them
+    data = os.urandom(13 * MiB + 5)
+    f = tmp_path / "f.bin"
+    f.write_bytes(data)
+    expected = {"md5": hashlib.md5(data).hexdigest(),
+                "sha256": base64.b64encode(hashlib.sha256(data).digest()).decode(),
+                "crc32c": C.to_wire("crc32c", google_crc32c.value(data)),
+                "etag": C.etag_of_parts([hashlib.md5(data[i:i + 5 * MiB]).digest() for i in range(0, len(data), 5 * MiB)])}
+    for threads in (1, 2, None):
+        assert C.file_checksums(f, list(expected), part_size=5 * MiB, threads=threads) == expected
