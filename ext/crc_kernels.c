@@ -50,7 +50,7 @@ static int initialised = 0;
 #define GS_HYBRID_MIN 24576
 static int best_path = GS_PATH_PORTABLE;
 static int active_path = GS_PATH_PORTABLE;
-static int supported[GS_CRC_NPATHS] = {1, 0, 0};
+static int supported[GS_CRC_NPATHS] = {1, 0, 0, 0};
 
 static inline uint64_t load64le(const uint8_t *p)
 {
@@ -153,6 +153,7 @@ static uint64_t table_update(const crc_def *d, uint64_t s, const uint8_t *p, siz
 #if GS_X86
 
 #define GS_TARGET_SSE __attribute__((target("pclmul,sse4.2")))
+#define GS_TARGET_AVX2 __attribute__((target("avx2,vpclmulqdq,pclmul,sse4.2")))
 #define GS_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,vpclmulqdq,pclmul,sse4.2")))
 
 /* The SSE4.2 crc32 instruction computes CRC32C state updates (no inversion). */
@@ -244,6 +245,67 @@ static uint64_t fold_sse(int alg, const crc_def *d, uint64_t s, const uint8_t *p
     s = tail_update(alg, d, 0, last, 16);
     return tail_update(alg, d, s, p, n);
 }
+
+/* ---- AVX2 + VPCLMULQDQ (256-bit; AMD Zen 3, Intel Alder Lake) ---------------- */
+
+GS_TARGET_AVX2
+static inline __m256i fold256(__m256i x, __m256i k, __m256i data)
+{
+    return _mm256_xor_si256(_mm256_xor_si256(_mm256_clmulepi64_epi128(x, k, 0x00), _mm256_clmulepi64_epi128(x, k, 0x11)),
+                            data);
+}
+
+#define LDY(q) _mm256_loadu_si256((const __m256i *)(q))
+
+/* Folds n >= 256 bytes with 8 256-bit accumulators (16 lanes of 128 bits). */
+GS_TARGET_AVX2
+static uint64_t fold_avx2(int alg, const crc_def *d, uint64_t s, const uint8_t *p, size_t n)
+{
+    __m256i y0 = _mm256_xor_si256(LDY(p), _mm256_zextsi128_si256(_mm_cvtsi64_si128((long long)s)));
+    __m256i y1 = LDY(p + 32), y2 = LDY(p + 64), y3 = LDY(p + 96);
+    __m256i y4 = LDY(p + 128), y5 = LDY(p + 160), y6 = LDY(p + 192), y7 = LDY(p + 224);
+    p += 256;
+    n -= 256;
+    const __m256i k8 = _mm256_broadcastsi128_si256(kvec(d->k2048));
+    while (n >= 256) {
+        y0 = fold256(y0, k8, LDY(p));
+        y1 = fold256(y1, k8, LDY(p + 32));
+        y2 = fold256(y2, k8, LDY(p + 64));
+        y3 = fold256(y3, k8, LDY(p + 96));
+        y4 = fold256(y4, k8, LDY(p + 128));
+        y5 = fold256(y5, k8, LDY(p + 160));
+        y6 = fold256(y6, k8, LDY(p + 192));
+        y7 = fold256(y7, k8, LDY(p + 224));
+        p += 256;
+        n -= 256;
+    }
+    const __m256i k1 = _mm256_broadcastsi128_si256(kvec(d->k256));
+    y1 = fold256(y0, k1, y1);
+    y2 = fold256(y1, k1, y2);
+    y3 = fold256(y2, k1, y3);
+    y4 = fold256(y3, k1, y4);
+    y5 = fold256(y4, k1, y5);
+    y6 = fold256(y5, k1, y6);
+    y0 = fold256(y6, k1, y7);
+    while (n >= 32) {
+        y0 = fold256(y0, k1, LDY(p));
+        p += 32;
+        n -= 32;
+    }
+    const __m128i k128 = kvec(d->k128);
+    __m128i x = _mm_xor_si128(fold128(_mm256_castsi256_si128(y0), k128), _mm256_extracti128_si256(y0, 1));
+    while (n >= 16) {
+        x = _mm_xor_si128(fold128(x, k128), LD(p));
+        p += 16;
+        n -= 16;
+    }
+    uint8_t last[16];
+    _mm_storeu_si128((__m128i *)last, x);
+    s = tail_update(alg, d, 0, last, 16);
+    return tail_update(alg, d, s, p, n);
+}
+
+/* ---- AVX-512 + VPCLMULQDQ (512-bit; AMD Zen 4, Intel Ice Lake and later) ------ */
 
 GS_TARGET_AVX512
 static inline __m512i fold512(__m512i x, __m512i k, __m512i data)
@@ -396,6 +458,8 @@ static uint64_t update_state(int alg, int path, uint64_t s, const uint8_t *p, si
             return crc32c_hybrid(d, s, p, n);
         return fold_avx512(alg, d, s, p, n);
     }
+    if (path >= GS_PATH_AVX2 && n >= 256)
+        return fold_avx2(alg, d, s, p, n);
     if (path >= GS_PATH_PCLMUL) {
         if (n >= 64)
             return fold_sse(alg, d, s, p, n);
@@ -417,12 +481,17 @@ int gs_crc_init(void)
     __builtin_cpu_init();
     if (__builtin_cpu_supports("pclmul") && __builtin_cpu_supports("sse4.2")) {
         supported[GS_PATH_PCLMUL] = 1;
-        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("vpclmulqdq"))
+            supported[GS_PATH_AVX2] = 1;
+        if (supported[GS_PATH_AVX2] && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("vpclmulqdq"))
             supported[GS_PATH_AVX512] = 1;
     }
 #endif
-    best_path = supported[GS_PATH_AVX512] ? GS_PATH_AVX512 : supported[GS_PATH_PCLMUL] ? GS_PATH_PCLMUL : GS_PATH_PORTABLE;
+    best_path = GS_PATH_PORTABLE;
+    for (int path = 0; path < GS_CRC_NPATHS; path++)
+        if (supported[path])
+            best_path = path;
     active_path = best_path;
     initialised = 1;
     return best_path;
