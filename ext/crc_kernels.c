@@ -445,6 +445,62 @@ static uint64_t crc32c_hybrid(const crc_def *d, uint64_t s, const uint8_t *p, si
     return hw_crc32c(state, p3, (size_t)(end - p3));
 }
 
+#define HYB_SSE_Q 4 /* qwords per crc32 stream per 128 folded bytes */
+
+/* The same for CPUs with PCLMULQDQ but no VPCLMULQDQ: 8 xmm accumulators + 3 crc32 streams. */
+GS_TARGET_SSE
+static uint64_t crc32c_hybrid_sse(const crc_def *d, uint64_t s, const uint8_t *p, size_t n)
+{
+    const size_t per = 128 + 3 * 8 * HYB_SSE_Q;
+    const size_t iters = n / per;
+    const size_t A = 128 * iters, B = 8 * HYB_SSE_Q * iters;
+    const uint8_t *pa = p, *p1 = p + A, *p2 = p1 + B, *p3 = p2 + B, *end = p + n;
+    uint64_t c1 = 0, c2 = 0, c3 = 0;
+    __m128i x0 = _mm_xor_si128(LD(pa), _mm_cvtsi64_si128((long long)s));
+    __m128i x1 = LD(pa + 16), x2 = LD(pa + 32), x3 = LD(pa + 48);
+    __m128i x4 = LD(pa + 64), x5 = LD(pa + 80), x6 = LD(pa + 96), x7 = LD(pa + 112);
+    const __m128i k8 = kvec(d->k1024);
+    pa += 128;
+    for (size_t i = 0;;) {
+        for (int q = 0; q < HYB_SSE_Q; q++) {
+            uint64_t v1, v2, v3;
+            memcpy(&v1, p1, 8);
+            memcpy(&v2, p2, 8);
+            memcpy(&v3, p3, 8);
+            c1 = _mm_crc32_u64(c1, v1);
+            c2 = _mm_crc32_u64(c2, v2);
+            c3 = _mm_crc32_u64(c3, v3);
+            p1 += 8;
+            p2 += 8;
+            p3 += 8;
+        }
+        if (++i == iters)
+            break;
+        x0 = _mm_xor_si128(fold128(x0, k8), LD(pa));
+        x1 = _mm_xor_si128(fold128(x1, k8), LD(pa + 16));
+        x2 = _mm_xor_si128(fold128(x2, k8), LD(pa + 32));
+        x3 = _mm_xor_si128(fold128(x3, k8), LD(pa + 48));
+        x4 = _mm_xor_si128(fold128(x4, k8), LD(pa + 64));
+        x5 = _mm_xor_si128(fold128(x5, k8), LD(pa + 80));
+        x6 = _mm_xor_si128(fold128(x6, k8), LD(pa + 96));
+        x7 = _mm_xor_si128(fold128(x7, k8), LD(pa + 112));
+        pa += 128;
+    }
+    const __m128i k1 = kvec(d->k128);
+    x1 = _mm_xor_si128(fold128(x0, k1), x1);
+    x2 = _mm_xor_si128(fold128(x1, k1), x2);
+    x3 = _mm_xor_si128(fold128(x2, k1), x3);
+    x4 = _mm_xor_si128(fold128(x3, k1), x4);
+    x5 = _mm_xor_si128(fold128(x4, k1), x5);
+    x6 = _mm_xor_si128(fold128(x5, k1), x6);
+    x0 = _mm_xor_si128(fold128(x6, k1), x7);
+    uint8_t last[16];
+    _mm_storeu_si128((__m128i *)last, x0);
+    uint32_t ca = (uint32_t)hw_crc32c(0, last, 16);
+    uint32_t state = shift32(d, ca, 3 * B) ^ shift32(d, (uint32_t)c1, 2 * B) ^ shift32(d, (uint32_t)c2, B) ^ (uint32_t)c3;
+    return hw_crc32c(state, p3, (size_t)(end - p3));
+}
+
 #endif /* GS_X86 */
 
 /* ---- dispatch ------------------------------------------------------------- */
@@ -461,6 +517,8 @@ static uint64_t update_state(int alg, int path, uint64_t s, const uint8_t *p, si
     if (path >= GS_PATH_AVX2 && n >= 256)
         return fold_avx2(alg, d, s, p, n);
     if (path >= GS_PATH_PCLMUL) {
+        if (alg == GS_CRC32C && path == GS_PATH_PCLMUL && n >= GS_HYBRID_MIN)
+            return crc32c_hybrid_sse(d, s, p, n);
         if (n >= 64)
             return fold_sse(alg, d, s, p, n);
         return tail_update(alg, d, s, p, n);
