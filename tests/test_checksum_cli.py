@@ -53,6 +53,13 @@ def test_default_is_crc64nvme_wire(files: List[Path], capsys: pytest.CaptureFixt
     ]
 
 
+def test_standard_input(tmp_path: Path) -> None:
+    data = os.urandom(9 * MiB + 3)
+    out = subprocess.run([sys.executable, "-m", "genostage", "checksum", "-a", "md5", "-"], input=data,
+                         capture_output=True, check=True)
+    assert out.stdout.decode() == f"{hashlib.md5(data).hexdigest()}  -\n"
+
+
 def test_missing_file_and_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["checksum", str(tmp_path / "nope")]) == EXIT_NOT_FOUND
     assert "no such file" in capsys.readouterr().err

@@ -10,6 +10,7 @@ import argparse
 import logging
 import os
 import re
+import sys
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -36,11 +37,13 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
         description="Print checksums (default crc64nvme) of local files and s3:// objects, or "
         "verify them against a list (--check) like sha256sum -c.",
     )
-    p.add_argument("paths", nargs="*", metavar="PATH_OR_URI", help="local files or s3:// objects/prefixes")
+    p.add_argument("paths", nargs="*", metavar="PATH_OR_URI",
+                   help="local files, s3:// objects or prefixes, or - for standard input")
     p.add_argument("-a", "--algorithm", action="append", choices=CHOICES,
                    help="checksum algorithm (repeat for several; default crc64nvme)")
     p.add_argument("--part-size", metavar="SIZE", help="part size for the multipart ETag (e.g. 8MiB)")
-    p.add_argument("--threads", type=int, metavar="N", help="threads per file (CRCs only)")
+    p.add_argument("--threads", type=int, metavar="N", help="threads per file: CRCs split the file into N ranges; md5/sha256/etag each "
+                   "hash in their own thread unless N is 1 (default: the CPUs available)")
     p.add_argument("-c", "--check", action="append", metavar="FILE",
                    help="verify the checksums listed in FILE (sha256sum/md5sum output, tagged lines, "
                    "or a sidecar such as reads.fq.gz.md5 holding just the hash)")
@@ -150,6 +153,8 @@ class Context:
     def checksums(self, text: str, algorithms: Optional[Sequence[str]] = None) -> List[Tuple[str, Dict[str, str]]]:
         """(display name, {algorithm: wire}) for a local file, an object or every object under a prefix."""
         algos = list(algorithms or self.opts.algorithms)
+        if text == "-":
+            return [("-", stdin_checksums(algos, self.opts.part_size))]
         loc = parse(text)
         if not loc.is_s3:
             if os.path.isdir(loc.path):
@@ -233,6 +238,20 @@ class Context:
 def _parts_of(value: str) -> Optional[int]:
     m = re.search(r"-([0-9]+)$", value.strip('"'))
     return int(m.group(1)) if m else None
+
+
+def stdin_checksums(algos: Sequence[str], part_size: Optional[int]) -> Dict[str, str]:
+    """Checksums of standard input, read to its end."""
+    multi = C.MultiChecksum(algos, part_size)
+    buf = bytearray(4 * 1024 * 1024)
+    view = memoryview(buf)
+    stream = sys.stdin.buffer
+    while True:
+        n = stream.readinto(buf)
+        if not n:
+            break
+        multi.update(view[:n])
+    return multi.wire()
 
 
 def reported_value(info, algo: str) -> Optional[str]:  # type: ignore[no-untyped-def]
