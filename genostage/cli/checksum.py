@@ -247,7 +247,7 @@ def stdin_checksums(algos: Sequence[str], part_size: Optional[int]) -> Dict[str,
     view = memoryview(buf)
     stream = sys.stdin.buffer
     while True:
-        n = stream.readinto(buf)
+        n = stream.readinto(buf)  # type: ignore[union-attr]
         if not n:
             break
         multi.update(view[:n])
