@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -65,25 +66,26 @@ def peers() -> Dict[str, List[Tuple[str, Callable[[Any], int]]]]:
 
 
 def rate(func: Callable[[], Any], nbytes: int, min_time: float, repeats: int) -> float:
-    """Best GB/s over ``repeats`` rounds of at least ``min_time`` seconds each."""
+    """GB/s of the fastest batch of calls.
+
+    Calls are timed in batches of about 100 microseconds (one call for big buffers),
+    for at least ``min_time`` seconds or ``repeats`` batches; the best batch counts,
+    which keeps the figure meaningful on a machine other jobs share.
+    """
+    start = time.perf_counter()
     func()
+    once = max(time.perf_counter() - start, 1e-7)
+    batch = max(1, int(100e-6 / once))
     best = float("inf")
-    for _ in range(repeats):
-        calls = 0
-        start = time.perf_counter()
-        while True:
+    deadline = time.perf_counter() + min_time
+    rounds = 0
+    while rounds < repeats or time.perf_counter() < deadline:
+        t0 = time.perf_counter()
+        for _ in range(batch):
             func()
-            calls += 1
-            elapsed = time.perf_counter() - start
-            if elapsed >= min_time:
-                break
-        best = min(best, elapsed / calls)
+        best = min(best, (time.perf_counter() - t0) / batch)
+        rounds += 1
     return nbytes / best / GB
-
-
-def memory_bandwidth(big: np.ndarray, repeats: int) -> float:
-    words = big.view(np.int64)
-    return rate(lambda: words.sum(), big.nbytes, 0.0, repeats)
 
 
 def bench_buffers(quick: bool) -> Tuple[Dict[Tuple[str, str, str], float], float, Dict[str, Dict[str, float]]]:
@@ -92,19 +94,38 @@ def bench_buffers(quick: bool) -> Tuple[Dict[Tuple[str, str, str], float], float
     small = rng.integers(0, 256, 4 * KiB, dtype=np.uint8).tobytes()
     mid = rng.integers(0, 256, MiB, dtype=np.uint8).tobytes()
     big = rng.integers(0, 2**63, GiB // 8, dtype=np.uint64).tobytes()  # bytes: google-crc32c takes no other buffer
-    big_arr = np.frombuffer(big, dtype=np.uint8)
+    words = np.frombuffer(big, dtype=np.int64)
     reps = 3 if quick else 5
-    membw = memory_bandwidth(big_arr, reps)
-    for algo, impls in peers().items():
-        for label, buf, min_time in (("4KiB", small, 0.1), ("1MiB", mid, 0.2), ("1GiB", big, 0.0)):
+    table = peers()
+    for algo, impls in table.items():
+        for label, buf, min_time in (("4KiB", small, 0.2), ("1MiB", mid, 0.3)):
             ref = impls[0][1](buf)
             for name, func in impls:
-                if name == "zlib" and label == "1GiB" and quick:
-                    continue
                 value = func(buf)
                 assert value == ref, f"{name} {algo} {label}: {value:#x} != genostage {ref:#x}"
-                results[(algo, name, label)] = rate(lambda: func(buf), len(buf) if label != "1GiB" else GiB,
-                                                    min_time, reps if label != "1GiB" else max(2, reps - 2))
+                results[(algo, name, label)] = rate(lambda: func(buf), len(buf), min_time, reps)
+    # 1 GiB from memory: rounds that time the numpy sum and every implementation once each,
+    # so that all of them see the same background load; the best round of each counts.
+    refs = {algo: impls[0][1](big) for algo, impls in table.items()}
+    best: Dict[str, float] = {}
+    for r in range(reps):
+        jobs: List[Tuple[str, Callable[[], Any]]] = [("membw", words.sum)]
+        for algo, impls in table.items():
+            for name, func in impls:
+                slow = results[(algo, name, "1MiB")] < 10
+                if not slow or r < 2:
+                    jobs.append((f"{algo}/{name}", lambda func=func: func(big)))  # type: ignore[misc]
+        for key, job in jobs:
+            start = time.perf_counter()
+            value = job()
+            elapsed = time.perf_counter() - start
+            if key != "membw":
+                assert value == refs[key.split("/")[0]], key
+            best[key] = min(best.get(key, float("inf")), elapsed)
+    membw = GiB / best.pop("membw") / GB
+    for key, seconds in best.items():
+        algo, name = key.split("/")
+        results[(algo, name, "1GiB")] = GiB / seconds / GB
     paths: Dict[str, Dict[str, float]] = {}
     for p in K.supported_paths():
         previous = K.set_path(p)
@@ -113,11 +134,11 @@ def bench_buffers(quick: bool) -> Tuple[Dict[Tuple[str, str, str], float], float
         finally:
             K.set_path(previous)
     for h in ("md5", "sha256"):
-        for label, buf in (("1MiB", mid), ("1GiB", big)):
-            n = MiB if label == "1MiB" else GiB
-            results[(h, "hashlib", label)] = rate(lambda: hashlib.new(h, buf).digest(), n, 0.2 if n == MiB else 0.0,
-                                                  3 if n == MiB else 1)
-    del big, big_arr
+        results[(h, "hashlib", "1MiB")] = rate(lambda: hashlib.new(h, mid).digest(), MiB, 0.2, 3)
+        start = time.perf_counter()
+        hashlib.new(h, big).digest()
+        results[(h, "hashlib", "1GiB")] = GiB / (time.perf_counter() - start) / GB
+    del big, words
     return results, membw, paths
 
 
@@ -135,32 +156,46 @@ def make_file(path: str, size: int) -> None:
     os.replace(path + ".tmp", path)
 
 
-def timed(cmd: str) -> float:
+def timed(cmd: str) -> Tuple[float, float]:
+    """Wall-clock seconds and CPU seconds (user + system) of a shell command."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run(cmd, shell=True, check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - start
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def bench_file(path: str, size: int, repeats: int) -> Dict[str, float]:
     out: Dict[str, float] = {}
     subprocess.run(f"cat '{path}' > /dev/null", shell=True, check=True)  # into the page cache
     values = {}
-    for threads in (1, 2):
-        best = float("inf")
-        for _ in range(repeats):
-            start = time.perf_counter()
+    walls: Dict[int, float] = {1: float("inf"), 2: float("inf")}
+    cpus: Dict[int, float] = {1: float("inf"), 2: float("inf")}
+    for _ in range(repeats):
+        for threads in (1, 2):  # alternate, so both see the same background load
+            start, cpu0 = time.perf_counter(), time.process_time()
             values[threads] = C.file_checksums(path, ["crc64nvme"], threads=threads)
-            best = min(best, time.perf_counter() - start)
-        out[f"file 1 thread" if threads == 1 else "file 2 threads"] = size / best / GB
+            walls[threads] = min(walls[threads], time.perf_counter() - start)
+            cpus[threads] = min(cpus[threads], time.process_time() - cpu0)
+    out["file 1 thread"] = size / walls[1] / GB
+    out["file 2 threads"] = size / walls[2] / GB
+    out["file 1 thread, per CPU-second"] = size / cpus[1] / GB
+    out["file 2 threads, per CPU-second"] = size / cpus[2] / GB
     assert values[1] == values[2], values
     exe = os.path.join(os.path.dirname(sys.executable), "genostage")
     cli = f"'{exe}' checksum '{path}'"
     printed = subprocess.run(cli, shell=True, check=True, capture_output=True, text=True).stdout.split()[0]
     assert printed == values[1]["crc64nvme"], (printed, values[1])
-    cat_t = min(timed(f"cat '{path}' > /dev/null") for _ in range(repeats))
-    cli_t = min(timed(cli) for _ in range(repeats))
-    out["cat > /dev/null"] = size / cat_t / GB
-    out["genostage checksum"] = size / cli_t / GB
+    cat: List[Tuple[float, float]] = []
+    ours: List[Tuple[float, float]] = []
+    for _ in range(repeats):
+        cat.append(timed(f"cat '{path}' > /dev/null"))
+        ours.append(timed(cli))
+    out["cat > /dev/null"] = size / min(w for w, _ in cat) / GB
+    out["genostage checksum"] = size / min(w for w, _ in ours) / GB
+    out["cat > /dev/null, per CPU-second"] = size / min(c for _, c in cat) / GB
+    out["genostage checksum, per CPU-second"] = size / min(c for _, c in ours) / GB
     return out
 
 
@@ -194,7 +229,7 @@ def main() -> int:
     data_file = os.path.join(args.data_dir, "bench-4g.bin")
     make_file(data_file, file_size)
     try:
-        files = bench_file(data_file, file_size, 2 if args.quick else 3)
+        files = bench_file(data_file, file_size, 2 if args.quick else 5)
     finally:
         if not args.keep:
             os.remove(data_file)
@@ -215,10 +250,16 @@ def main() -> int:
         rows.append((f"{a} 1GiB vs memory bandwidth", g(a, "1GiB") / membw, 0.9))
     rows.append(("file: 2 threads vs 1 thread", files["file 2 threads"] / files["file 1 thread"], 1.7))
     rows.append(("genostage checksum vs cat > /dev/null", files["genostage checksum"] / files["cat > /dev/null"], 0.8))
+    rows.append(("(info) genostage checksum vs cat, per CPU-second",
+                 files["genostage checksum, per CPU-second"] / files["cat > /dev/null, per CPU-second"], 0.0))
+    print(f"\nload average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs "
+          "(other jobs share this machine; wall-clock ratios suffer when it is busy)")
     print("\n## Ratios vs targets (issue 3)\n")
     print("| comparison | ratio | target | |\n| --- | ---: | ---: | --- |")
     for what, ratio, target in rows:
-        print(f"| {what} | {ratio:.2f}x | >= {target:.1f}x | {'PASS' if ratio >= target else 'FAIL'} |")
+        verdict = "-" if target == 0 else ("PASS" if ratio >= target else "FAIL")
+        shown = "-" if target == 0 else f">= {target:.1f}x"
+        print(f"| {what} | {ratio:.2f}x | {shown} | {verdict} |")
     return 0
 
 
