@@ -1,5 +1,7 @@
-/* CRC32, CRC32C and CRC64NVME: portable slicing-by-8, PCLMULQDQ folding and
- * VPCLMULQDQ/AVX-512 folding, chosen at run time.
+/* CRC32, CRC32C and CRC64NVME, chosen at run time among: portable slicing-by-16;
+ * PCLMULQDQ folding; VPCLMULQDQ folding on 256-bit (AVX2) or 512-bit (AVX-512)
+ * registers.  CRC32C also runs SSE4.2 crc32-instruction streams beside the
+ * folding on large buffers (see crc32c_hybrid).
  *
  * Representation.  A reflected CRC of width w keeps the coefficient of x^d in
  * bit (w-1-d).  A 16-byte block loaded into a 128-bit register keeps the
@@ -34,7 +36,7 @@ typedef struct {
     int width;
     uint64_t poly; /* reflected */
     uint64_t mask; /* all ones of the width */
-    uint64_t table[8][256];
+    uint64_t table[16][256]; /* table[k][b]: byte b followed by k zero bytes */
     uint64_t x2n[64]; /* x^(2^k) mod P */
     /* fold constants for distances of 128, 256, 384, 512, 1024 and 2048 bits */
     uint64_t k128[2], k256[2], k384[2], k512[2], k1024[2], k2048[2];
@@ -111,7 +113,7 @@ static void init_def(crc_def *d, uint64_t poly, int width)
             c = (c & 1) ? (c >> 1) ^ poly : c >> 1;
         d->table[0][b] = c;
     }
-    for (int k = 1; k < 8; k++)
+    for (int k = 1; k < 16; k++)
         for (int b = 0; b < 256; b++)
             d->table[k][b] = (d->table[k - 1][b] >> 8) ^ d->table[0][d->table[k - 1][b] & 0xff];
     d->x2n[0] = 1ull << (width - 2); /* x^1 */
@@ -129,7 +131,7 @@ static void init_def(crc_def *d, uint64_t poly, int width)
         d->xpow2k_33[k] = xpow(d, (1ull << k) - 33);
 }
 
-/* ---- portable: slicing-by-8 ------------------------------------------------ */
+/* ---- portable: slicing-by-16 ----------------------------------------------- */
 
 static uint64_t table_update(const crc_def *d, uint64_t s, const uint8_t *p, size_t n)
 {
@@ -137,6 +139,15 @@ static uint64_t table_update(const crc_def *d, uint64_t s, const uint8_t *p, siz
     while (n && ((uintptr_t)p & 7)) {
         s = t[0][(s ^ *p++) & 0xff] ^ (s >> 8);
         n--;
+    }
+    while (n >= 16) {
+        uint64_t v = load64le(p) ^ s, w = load64le(p + 8);
+        s = t[15][v & 0xff] ^ t[14][(v >> 8) & 0xff] ^ t[13][(v >> 16) & 0xff] ^ t[12][(v >> 24) & 0xff] ^
+            t[11][(v >> 32) & 0xff] ^ t[10][(v >> 40) & 0xff] ^ t[9][(v >> 48) & 0xff] ^ t[8][v >> 56] ^
+            t[7][w & 0xff] ^ t[6][(w >> 8) & 0xff] ^ t[5][(w >> 16) & 0xff] ^ t[4][(w >> 24) & 0xff] ^
+            t[3][(w >> 32) & 0xff] ^ t[2][(w >> 40) & 0xff] ^ t[1][(w >> 48) & 0xff] ^ t[0][w >> 56];
+        p += 16;
+        n -= 16;
     }
     while (n >= 8) {
         uint64_t v = load64le(p) ^ s;
