@@ -20,6 +20,7 @@ import hashlib
 import itertools
 import os
 import re
+import stat
 import threading
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -601,7 +602,8 @@ def file_checksums(path: "str | os.PathLike[str]", algorithms: Iterable[str] = (
     """
     names = _check_names(algorithms, part_size)
     path = os.fspath(path)
-    if all(name in CRCS for name in names):
+    regular = stat.S_ISREG(os.stat(path).st_mode)  # a pipe or device is read once, front to back
+    if regular and all(name in CRCS for name in names):
         values = file_crcs(path, names, threads)
         return {name: to_wire(name, values[name]) for name in names}
     multi = MultiChecksum(names, part_size)

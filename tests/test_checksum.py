@@ -375,3 +375,22 @@ def test_file_checksums_hashers_in_threads(tmp_path) -> None:  # type: ignore[no
                 "etag": C.etag_of_parts([hashlib.md5(data[i:i + 5 * MiB]).digest() for i in range(0, len(data), 5 * MiB)])}
     for threads in (1, 2, None):
         assert C.file_checksums(f, list(expected), part_size=5 * MiB, threads=threads) == expected
+
+
+def test_file_checksums_of_a_pipe(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    data = os.urandom(5 * MiB + 1)
+
+    def writer() -> None:
+        with open(fifo, "wb") as w:
+            w.write(data)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        got = C.file_checksums(fifo, ["crc64nvme", "crc32"], threads=2)
+    finally:
+        t.join()
+    assert got == {"crc64nvme": C.to_wire("crc64nvme", awscrt.checksums.crc64nvme(data)),
+                   "crc32": C.to_wire("crc32", zlib.crc32(data))}
