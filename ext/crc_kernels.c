@@ -1,7 +1,8 @@
 /* CRC32, CRC32C and CRC64NVME, chosen at run time among: portable slicing-by-16;
  * PCLMULQDQ folding; VPCLMULQDQ folding on 256-bit (AVX2) or 512-bit (AVX-512)
- * registers.  CRC32C also runs SSE4.2 crc32-instruction streams beside the
- * folding on large buffers (see crc32c_hybrid).
+ * registers; on AArch64, PMULL folding with the CRC32/CRC32C instructions for
+ * the tails.  CRC32C also runs SSE4.2 crc32-instruction streams beside the
+ * folding on large x86 buffers (see crc32c_hybrid).
  *
  * Representation.  A reflected CRC of width w keeps the coefficient of x^d in
  * bit (w-1-d).  A 16-byte block loaded into a 128-bit register keeps the
@@ -32,6 +33,21 @@
 #define GS_X86 0
 #endif
 
+#if defined(__aarch64__) && defined(__GNUC__) && defined(__linux__)
+#define GS_ARM 1
+#include <arm_acle.h>
+#include <arm_neon.h>
+#include <sys/auxv.h>
+#ifndef HWCAP_PMULL
+#define HWCAP_PMULL (1 << 4)
+#endif
+#ifndef HWCAP_CRC32
+#define HWCAP_CRC32 (1 << 7)
+#endif
+#else
+#define GS_ARM 0
+#endif
+
 typedef struct {
     int width;
     uint64_t poly; /* reflected */
@@ -52,7 +68,7 @@ static int initialised = 0;
 #define GS_HYBRID_MIN 24576
 static int best_path = GS_PATH_PORTABLE;
 static int active_path = GS_PATH_PORTABLE;
-static int supported[GS_CRC_NPATHS] = {1, 0, 0, 0};
+static int supported[GS_CRC_NPATHS] = {1, 0, 0, 0, 0};
 
 static inline uint64_t load64le(const uint8_t *p)
 {
@@ -514,6 +530,103 @@ static uint64_t crc32c_hybrid_sse(const crc_def *d, uint64_t s, const uint8_t *p
 
 #endif /* GS_X86 */
 
+
+#if GS_ARM
+
+/* ---- AArch64: PMULL folding; the CRC32/CRC32C instructions for the tails ---- */
+
+#define GS_TARGET_ARM __attribute__((target("+crc+crypto")))
+
+GS_TARGET_ARM
+static uint64_t arm_crc32x(int alg, uint64_t s, const uint8_t *p, size_t n)
+{
+    uint32_t c = (uint32_t)s;
+    while (n >= 8) {
+        uint64_t v;
+        memcpy(&v, p, 8);
+        c = alg == GS_CRC32C ? __crc32cd(c, v) : __crc32d(c, v);
+        p += 8;
+        n -= 8;
+    }
+    while (n--) {
+        c = alg == GS_CRC32C ? __crc32cb(c, *p) : __crc32b(c, *p);
+        p++;
+    }
+    return c;
+}
+
+static inline uint64_t arm_tail(int alg, const crc_def *d, uint64_t s, const uint8_t *p, size_t n)
+{
+    if (alg == GS_CRC64NVME)
+        return table_update(d, s, p, n);
+    return arm_crc32x(alg, s, p, n);
+}
+
+GS_TARGET_ARM
+static inline uint64x2_t fold_pmull1(uint64x2_t x, poly64x2_t k, uint64x2_t data)
+{
+    poly64x2_t px = vreinterpretq_p64_u64(x);
+    uint64x2_t lo = vreinterpretq_u64_p128(vmull_p64(vgetq_lane_p64(px, 0), vgetq_lane_p64(k, 0)));
+    uint64x2_t hi = vreinterpretq_u64_p128(vmull_high_p64(px, k));
+    return veorq_u64(veorq_u64(lo, hi), data);
+}
+
+#define LDA(q) vreinterpretq_u64_u8(vld1q_u8(q))
+
+GS_TARGET_ARM
+static inline poly64x2_t kvec_arm(const uint64_t k[2])
+{
+    return vreinterpretq_p64_u64(vld1q_u64(k));
+}
+
+/* Folds n >= 64 bytes with 8 (then 1) 128-bit accumulators, as fold_sse does. */
+GS_TARGET_ARM
+static uint64_t fold_pmull(int alg, const crc_def *d, uint64_t s, const uint8_t *p, size_t n)
+{
+    uint64x2_t x0 = veorq_u64(LDA(p), vsetq_lane_u64(s, vdupq_n_u64(0), 0));
+    p += 16;
+    n -= 16;
+    if (n >= 240) {
+        uint64x2_t x1 = LDA(p), x2 = LDA(p + 16), x3 = LDA(p + 32), x4 = LDA(p + 48);
+        uint64x2_t x5 = LDA(p + 64), x6 = LDA(p + 80), x7 = LDA(p + 96);
+        p += 112;
+        n -= 112;
+        const poly64x2_t k8 = kvec_arm(d->k1024);
+        while (n >= 128) {
+            x0 = fold_pmull1(x0, k8, LDA(p));
+            x1 = fold_pmull1(x1, k8, LDA(p + 16));
+            x2 = fold_pmull1(x2, k8, LDA(p + 32));
+            x3 = fold_pmull1(x3, k8, LDA(p + 48));
+            x4 = fold_pmull1(x4, k8, LDA(p + 64));
+            x5 = fold_pmull1(x5, k8, LDA(p + 80));
+            x6 = fold_pmull1(x6, k8, LDA(p + 96));
+            x7 = fold_pmull1(x7, k8, LDA(p + 112));
+            p += 128;
+            n -= 128;
+        }
+        const poly64x2_t k1 = kvec_arm(d->k128);
+        x1 = fold_pmull1(x0, k1, x1);
+        x2 = fold_pmull1(x1, k1, x2);
+        x3 = fold_pmull1(x2, k1, x3);
+        x4 = fold_pmull1(x3, k1, x4);
+        x5 = fold_pmull1(x4, k1, x5);
+        x6 = fold_pmull1(x5, k1, x6);
+        x0 = fold_pmull1(x6, k1, x7);
+    }
+    const poly64x2_t k1 = kvec_arm(d->k128);
+    while (n >= 16) {
+        x0 = fold_pmull1(x0, k1, LDA(p));
+        p += 16;
+        n -= 16;
+    }
+    uint8_t last[16];
+    vst1q_u8(last, vreinterpretq_u8_u64(x0));
+    s = arm_tail(alg, d, 0, last, 16);
+    return arm_tail(alg, d, s, p, n);
+}
+
+#endif /* GS_ARM */
+
 /* ---- dispatch ------------------------------------------------------------- */
 
 static uint64_t update_state(int alg, int path, uint64_t s, const uint8_t *p, size_t n)
@@ -534,6 +647,9 @@ static uint64_t update_state(int alg, int path, uint64_t s, const uint8_t *p, si
             return fold_sse(alg, d, s, p, n);
         return tail_update(alg, d, s, p, n);
     }
+#elif GS_ARM
+    if (path == GS_PATH_PMULL)
+        return n >= 64 ? fold_pmull(alg, d, s, p, n) : arm_tail(alg, d, s, p, n);
 #else
     (void)path;
 #endif
@@ -555,6 +671,13 @@ int gs_crc_init(void)
         if (supported[GS_PATH_AVX2] && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("vpclmulqdq"))
             supported[GS_PATH_AVX512] = 1;
+    }
+#endif
+#if GS_ARM
+    {
+        unsigned long hw = getauxval(AT_HWCAP);
+        if ((hw & HWCAP_PMULL) && (hw & HWCAP_CRC32))
+            supported[GS_PATH_PMULL] = 1;
     }
 #endif
     best_path = GS_PATH_PORTABLE;
