@@ -472,6 +472,64 @@ static uint64_t crc32c_hybrid(const crc_def *d, uint64_t s, const uint8_t *p, si
     return hw_crc32c(state, p3, (size_t)(end - p3));
 }
 
+#define HYB_AVX2_Q 3 /* qwords per crc32 stream per 256 folded bytes */
+
+/* AVX2 + VPCLMULQDQ: 8 ymm accumulators + 3 crc32 streams. */
+GS_TARGET_AVX2
+static uint64_t crc32c_hybrid_avx2(const crc_def *d, uint64_t s, const uint8_t *p, size_t n)
+{
+    const size_t per = 256 + 3 * 8 * HYB_AVX2_Q;
+    const size_t iters = n / per;
+    const size_t A = 256 * iters, B = 8 * HYB_AVX2_Q * iters;
+    const uint8_t *pa = p, *p1 = p + A, *p2 = p1 + B, *p3 = p2 + B, *end = p + n;
+    uint64_t c1 = 0, c2 = 0, c3 = 0;
+    __m256i y0 = _mm256_xor_si256(LDY(pa), _mm256_zextsi128_si256(_mm_cvtsi64_si128((long long)s)));
+    __m256i y1 = LDY(pa + 32), y2 = LDY(pa + 64), y3 = LDY(pa + 96);
+    __m256i y4 = LDY(pa + 128), y5 = LDY(pa + 160), y6 = LDY(pa + 192), y7 = LDY(pa + 224);
+    const __m256i k8 = _mm256_broadcastsi128_si256(kvec(d->k2048));
+    pa += 256;
+    for (size_t i = 0;;) {
+        for (int q = 0; q < HYB_AVX2_Q; q++) {
+            uint64_t v1, v2, v3;
+            memcpy(&v1, p1, 8);
+            memcpy(&v2, p2, 8);
+            memcpy(&v3, p3, 8);
+            c1 = _mm_crc32_u64(c1, v1);
+            c2 = _mm_crc32_u64(c2, v2);
+            c3 = _mm_crc32_u64(c3, v3);
+            p1 += 8;
+            p2 += 8;
+            p3 += 8;
+        }
+        if (++i == iters)
+            break;
+        y0 = fold256(y0, k8, LDY(pa));
+        y1 = fold256(y1, k8, LDY(pa + 32));
+        y2 = fold256(y2, k8, LDY(pa + 64));
+        y3 = fold256(y3, k8, LDY(pa + 96));
+        y4 = fold256(y4, k8, LDY(pa + 128));
+        y5 = fold256(y5, k8, LDY(pa + 160));
+        y6 = fold256(y6, k8, LDY(pa + 192));
+        y7 = fold256(y7, k8, LDY(pa + 224));
+        pa += 256;
+    }
+    const __m256i k1 = _mm256_broadcastsi128_si256(kvec(d->k256));
+    y1 = fold256(y0, k1, y1);
+    y2 = fold256(y1, k1, y2);
+    y3 = fold256(y2, k1, y3);
+    y4 = fold256(y3, k1, y4);
+    y5 = fold256(y4, k1, y5);
+    y6 = fold256(y5, k1, y6);
+    y0 = fold256(y6, k1, y7);
+    const __m128i k128 = kvec(d->k128);
+    __m128i x = _mm_xor_si128(fold128(_mm256_castsi256_si128(y0), k128), _mm256_extracti128_si256(y0, 1));
+    uint8_t last[16];
+    _mm_storeu_si128((__m128i *)last, x);
+    uint32_t ca = (uint32_t)hw_crc32c(0, last, 16);
+    uint32_t state = shift32(d, ca, 3 * B) ^ shift32(d, (uint32_t)c1, 2 * B) ^ shift32(d, (uint32_t)c2, B) ^ (uint32_t)c3;
+    return hw_crc32c(state, p3, (size_t)(end - p3));
+}
+
 #define HYB_SSE_Q 4 /* qwords per crc32 stream per 128 folded bytes */
 
 /* The same for CPUs with PCLMULQDQ but no VPCLMULQDQ: 8 xmm accumulators + 3 crc32 streams. */
@@ -638,6 +696,8 @@ static uint64_t update_state(int alg, int path, uint64_t s, const uint8_t *p, si
             return crc32c_hybrid(d, s, p, n);
         return fold_avx512(alg, d, s, p, n);
     }
+    if (path == GS_PATH_AVX2 && alg == GS_CRC32C && n >= GS_HYBRID_MIN)
+        return crc32c_hybrid_avx2(d, s, p, n);
     if (path >= GS_PATH_AVX2 && n >= 256)
         return fold_avx2(alg, d, s, p, n);
     if (path >= GS_PATH_PCLMUL) {
