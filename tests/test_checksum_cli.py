@@ -206,3 +206,16 @@ def test_check_list_naming_s3_objects(s3, s3_client, bucket: str, tmp_path: Path
     ok = run_cli(["--endpoint-url", s3.endpoint_url, "-c", str(lst)])
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout == f"s3://{bucket}/a/b.bin: OK\n"
+
+
+def test_check_multipart_etag_guesses_the_part_size(tmp_path: Path) -> None:
+    data = os.urandom(9 * MiB)
+    (tmp_path / "big.bin").write_bytes(data)
+    parts = [hashlib.md5(data[i:i + 8 * MiB]).digest() for i in range(0, len(data), 8 * MiB)]
+    etag = C.etag_of_parts(parts)  # 8 MiB parts (aws cli's default), 2 parts
+    (tmp_path / "list.txt").write_text(f"ETAG (big.bin) = {etag}\n")
+    ok = run_cli(["-c", "list.txt"], cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout == "big.bin: OK\n"
+    (tmp_path / "list.txt").write_text(f"ETAG (big.bin) = {etag[:-1]}3\n")  # 3 parts of 3 MiB: another value
+    assert run_cli(["-c", "list.txt"], cwd=tmp_path).returncode == EXIT_CHECKSUM
