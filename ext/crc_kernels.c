@@ -33,6 +33,15 @@
 #define GS_X86 0
 #endif
 
+/* 256/512-bit VPCLMULQDQ code needs GCC >= 10 or clang >= 8 (intrinsics such as _mm512_zextsi128_si512). */
+#ifndef GS_VPCLMUL
+#if GS_X86 && (defined(__clang__) ? __clang_major__ >= 8 : __GNUC__ >= 10)
+#define GS_VPCLMUL 1
+#else
+#define GS_VPCLMUL 0
+#endif
+#endif
+
 #if defined(__aarch64__) && defined(__GNUC__) && defined(__linux__)
 #define GS_ARM 1
 #include <arm_acle.h>
@@ -273,6 +282,8 @@ static uint64_t fold_sse(int alg, const crc_def *d, uint64_t s, const uint8_t *p
     return tail_update(alg, d, s, p, n);
 }
 
+#if GS_VPCLMUL
+
 /* ---- AVX2 + VPCLMULQDQ (256-bit; AMD Zen 3, Intel Alder Lake) ---------------- */
 
 GS_TARGET_AVX2
@@ -393,6 +404,8 @@ static uint64_t fold_avx512(int alg, const crc_def *d, uint64_t s, const uint8_t
 }
 
 
+#endif /* GS_VPCLMUL */
+
 /* ---- CRC32C: CLMUL folding and the crc32 instruction side by side ----------
  * The folding is bound by CLMUL throughput and the crc32 instruction runs on
  * other execution units, so the buffer is cut into a folded region A and three
@@ -425,6 +438,8 @@ static inline uint32_t shift32(const crc_def *d, uint32_t c, uint64_t len)
 {
     return mul33(c, xpow_fast32(d, 8 * len - 33));
 }
+
+#if GS_VPCLMUL
 
 #define HYB_Q 2 /* qwords per crc32 stream per loop iteration */
 
@@ -529,6 +544,8 @@ static uint64_t crc32c_hybrid_avx2(const crc_def *d, uint64_t s, const uint8_t *
     uint32_t state = shift32(d, ca, 3 * B) ^ shift32(d, (uint32_t)c1, 2 * B) ^ shift32(d, (uint32_t)c2, B) ^ (uint32_t)c3;
     return hw_crc32c(state, p3, (size_t)(end - p3));
 }
+
+#endif /* GS_VPCLMUL */
 
 #define HYB_SSE_Q 4 /* qwords per crc32 stream per 128 folded bytes */
 
@@ -691,6 +708,7 @@ static uint64_t update_state(int alg, int path, uint64_t s, const uint8_t *p, si
 {
     const crc_def *d = &defs[alg];
 #if GS_X86
+#if GS_VPCLMUL
     if (path == GS_PATH_AVX512 && n >= 512) {
         if (alg == GS_CRC32C && n >= GS_HYBRID_MIN)
             return crc32c_hybrid(d, s, p, n);
@@ -700,6 +718,7 @@ static uint64_t update_state(int alg, int path, uint64_t s, const uint8_t *p, si
         return crc32c_hybrid_avx2(d, s, p, n);
     if (path >= GS_PATH_AVX2 && n >= 256)
         return fold_avx2(alg, d, s, p, n);
+#endif
     if (path >= GS_PATH_PCLMUL) {
         if (alg == GS_CRC32C && path == GS_PATH_PCLMUL && n >= GS_HYBRID_MIN)
             return crc32c_hybrid_sse(d, s, p, n);
@@ -726,11 +745,13 @@ int gs_crc_init(void)
     __builtin_cpu_init();
     if (__builtin_cpu_supports("pclmul") && __builtin_cpu_supports("sse4.2")) {
         supported[GS_PATH_PCLMUL] = 1;
+#if GS_VPCLMUL
         if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("vpclmulqdq"))
             supported[GS_PATH_AVX2] = 1;
         if (supported[GS_PATH_AVX2] && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("vpclmulqdq"))
             supported[GS_PATH_AVX512] = 1;
+#endif
     }
 #endif
 #if GS_ARM
