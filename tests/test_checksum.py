@@ -394,3 +394,15 @@ def test_file_checksums_of_a_pipe(tmp_path) -> None:  # type: ignore[no-untyped-
         t.join()
     assert got == {"crc64nvme": C.to_wire("crc64nvme", awscrt.checksums.crc64nvme(data)),
                    "crc32": C.to_wire("crc32", zlib.crc32(data))}
+
+
+@pytest.mark.parametrize("use_mmap", [True, False])
+def test_file_crcs_mapped_and_read(tmp_path, monkeypatch: pytest.MonkeyPatch, use_mmap: bool) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(C, "MMAP_MIN", MiB)  # small files take the mmap path too
+    monkeypatch.setattr(C, "MMAP_SLICE", 256 * 1024 + 3)
+    data = os.urandom(5 * MiB + 17)
+    f = tmp_path / "f.bin"
+    f.write_bytes(data)
+    for threads in (1, 2, 3):
+        got = C.file_crcs(f, ["crc64nvme", "crc32c"], threads=threads, use_mmap=use_mmap)
+        assert got == {"crc64nvme": awscrt.checksums.crc64nvme(data), "crc32c": google_crc32c.value(data)}
