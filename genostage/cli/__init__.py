@@ -28,7 +28,7 @@ from .. import __version__
 from .. import errors as E
 
 # Subcommand modules, each with ``register(subparsers)``; a parser sets ``func``.
-COMMANDS: List[str] = []
+COMMANDS: List[str] = ["plan", "gather"]
 
 EXIT_OK = 0
 EXIT_DATA = 1
