@@ -58,10 +58,13 @@ class Window:
 
     def voffset(self, u: int) -> Tuple[int, int]:
         """Virtual offset of position ``u`` of ``data`` and the size of its block (0 at the window's end)."""
+        after = self.start  # the block after the last one holding data before ``u``
         for coffset, size, dstart, dlen in self.blocks:
             if dstart <= u < dstart + dlen:
                 return make_virtual(coffset, u - dstart), size
-        return make_virtual(self.end, 0), 0
+            if dlen and dstart + dlen <= u:
+                after = coffset + size
+        return make_virtual(after, 0), 0
 
 
 def inflate_at(buf: "bytes | memoryview", offset: int, src: Source, where: int) -> bytes:
