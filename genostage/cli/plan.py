@@ -25,6 +25,10 @@ def register(subparsers: Any) -> None:
     how.add_argument("--parts", type=int, help="number of chunks (cut at about equal compressed sizes)")
     how.add_argument("--records", type=int, help="records per chunk (reads the whole file)")
     how.add_argument("--bytes", type=parse_size, help="compressed bytes per chunk (e.g. 256M)")
+    how.add_argument("--by-reference", action="store_true", help="one chunk per reference (needs .bai/.csi)")
+    how.add_argument("--regions", metavar="FILE", help="one chunk per region of a BED or chr:beg-end file (.bai/.csi)")
+    how.add_argument("--equal-bases", type=int, metavar="N", help="N chunks covering equal genomic lengths (.bai/.csi)")
+    b.add_argument("--index", help="the .bai/.csi (default: URI.bai, URI.csi)")
     b.add_argument("--by-name", action="store_true", help="never separate records with the same QNAME")
     b.add_argument("--threads", type=int, default=1, help="inflate threads for --records")
     b.add_argument("-o", "--output", required=True, help="plan file (local or s3://)")
@@ -58,8 +62,14 @@ def _plan_bam(args: argparse.Namespace) -> int:
     from ..split.bam import make_plan
 
     stores = Stores()
+    runs = None
+    if args.by_reference or args.regions or args.equal_bases:
+        from ..split.bam_index import index_runs
+
+        runs = index_runs(args.uri, stores, index_uri=args.index, by_reference=args.by_reference,
+                          regions=args.regions, equal_bases=args.equal_bases)
     plan = make_plan(args.uri, stores, parts=args.parts, records=args.records, size=args.bytes,
-                     by_name=args.by_name, threads=args.threads)
+                     by_name=args.by_name, threads=args.threads, runs=runs)
     return _save(plan, args, stores)
 
 

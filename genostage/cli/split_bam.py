@@ -34,14 +34,14 @@ def _split_bam(args: argparse.Namespace) -> int:
     from ..split.bam import split_bam
 
     stores = Stores()
-    cuts = None
+    runs = None
     if args.by_reference or args.regions or args.equal_bases:
-        from ..split.bam_index import index_cuts
+        from ..split.bam_index import index_runs
 
-        cuts = index_cuts(args.input, stores, index_uri=args.index, by_reference=args.by_reference,
+        runs = index_runs(args.input, stores, index_uri=args.index, by_reference=args.by_reference,
                           regions=args.regions, equal_bases=args.equal_bases)
     report = split_bam(args.input, args.out_dir, stores, parts=args.parts, records=args.records, size=args.bytes,
-                       by_name=args.by_name, threads=max(1, args.threads), level=args.level, cuts=cuts)
+                       by_name=args.by_name, threads=max(1, args.threads), level=args.level, runs=runs)
     for part in report["parts"]:
         log.debug("%s: %s", part["path"], format_size(part["bytes_written"]))
     log.info("%d parts in %s; read %s, wrote %s", len(report["parts"]), args.out_dir,

@@ -112,8 +112,13 @@ def parts_for_bytes(src: Source, header: BamHeader, size: int) -> int:
 
 
 def chunks_from_cuts(cuts: List[Cut]) -> List[Dict[str, Any]]:
+    return chunks_from_runs(list(zip(cuts, cuts[1:])))
+
+
+def chunks_from_runs(runs: List[Tuple[Cut, Cut]]) -> List[Dict[str, Any]]:
+    """Plan chunks from runs (start cut, end cut): records from start (inclusive) to end (exclusive)."""
     chunks = []
-    for (start, _s), (end, end_size) in zip(cuts, cuts[1:]):
+    for (start, _s), (end, end_size) in runs:
         first, last = run_bytes(start, end, end_size)
         chunks.append({"start": start, "end": end, "bytes": [first, last]})
     return chunks
@@ -121,31 +126,34 @@ def chunks_from_cuts(cuts: List[Cut]) -> List[Dict[str, Any]]:
 
 # -- plans --------------------------------------------------------------------
 def make_plan(uri: str, stores: Stores, parts: Optional[int] = None, records: Optional[int] = None,
-              size: Optional[int] = None, by_name: bool = False, threads: int = 1) -> Plan:
-    """A plan for ``uri`` (local path or ``s3://``) from a few ranged reads."""
+              size: Optional[int] = None, by_name: bool = False, threads: int = 1,
+              runs: Optional[List[Tuple[Cut, Cut]]] = None) -> Plan:
+    """A plan for ``uri`` (local path or ``s3://``) from a few ranged reads.
+
+    ``runs`` (from :func:`genostage.split.bam_index.index_runs`) replaces the
+    parts/records/size cuts.
+    """
     src = Source(uri, stores)
     before = src.store.counters.snapshot()["bytes_read"]
     header = read_header(src)
-    if records is not None:
-        from .bam_records import record_cuts
+    if runs is None:
+        if records is not None:
+            from .bam_records import record_cuts
 
-        cuts = record_cuts(src, header, records, by_name, threads)
-    else:
-        n = parts if parts is not None else parts_for_bytes(src, header, size or 0)
-        cuts = byte_cuts(src, header, n, by_name)
-    entry = source_entry(src.info)
-    entry["mtime"] = src.info.mtime
-    plan = Plan("bam", [entry], chunks_from_cuts(cuts),
-                header={"bytes": [0, header.byte_end], "length": len(header.data),
-                        "first_record": header.first_record, "n_ref": header.n_ref})
+            cuts = record_cuts(src, header, records, by_name, threads)
+        else:
+            n = parts if parts is not None else parts_for_bytes(src, header, size or 0)
+            cuts = byte_cuts(src, header, n, by_name)
+        runs = list(zip(cuts, cuts[1:]))
+    plan = plan_from_runs(src, header, runs)
     plan.bytes_read = src.store.counters.snapshot()["bytes_read"] - before
     return plan
 
 
-def plan_from_cuts(src: Source, header: BamHeader, cuts: List[Cut]) -> Plan:
+def plan_from_runs(src: Source, header: BamHeader, runs: List[Tuple[Cut, Cut]]) -> Plan:
     entry = source_entry(src.info)
     entry["mtime"] = src.info.mtime
-    return Plan("bam", [entry], chunks_from_cuts(cuts),
+    return Plan("bam", [entry], chunks_from_runs(runs),
                 header={"bytes": [0, header.byte_end], "length": len(header.data),
                         "first_record": header.first_record, "n_ref": header.n_ref})
 
@@ -200,11 +208,11 @@ def part_names(src: Source, n: int) -> List[str]:
     return [f"{stem}.part{i:0{width}d}.bam" for i in range(n)]
 
 
-def split_to_dir(src: Source, header: BamHeader, cuts: List[Cut], out_dir: str, threads: int = 1,
+def split_to_dir(src: Source, header: BamHeader, runs: List[Tuple[Cut, Cut]], out_dir: str, threads: int = 1,
                  level: int = 6) -> List[Dict[str, Any]]:
-    """Write one BAM per run between consecutive cuts into ``out_dir``; all appear, or none."""
+    """Write one BAM per run into ``out_dir``; all appear, or none."""
     os.makedirs(out_dir, exist_ok=True)
-    chunks = chunks_from_cuts(cuts)
+    chunks = chunks_from_runs(runs)
     names = part_names(src, len(chunks))
     temps = [os.path.join(out_dir, f".{name}.genostage-{os.getpid()}.tmp") for name in names]
 
@@ -236,12 +244,16 @@ def split_to_dir(src: Source, header: BamHeader, cuts: List[Cut], out_dir: str, 
 
 def split_bam(uri: str, out_dir: str, stores: Stores, parts: Optional[int] = None, records: Optional[int] = None,
               size: Optional[int] = None, by_name: bool = False, threads: int = 1, level: int = 6,
-              cuts: Optional[List[Cut]] = None) -> Dict[str, Any]:
-    """Split ``uri`` into BAM files in ``out_dir``; returns a report (parts, bytes read and written)."""
+              runs: Optional[List[Tuple[Cut, Cut]]] = None) -> Dict[str, Any]:
+    """Split ``uri`` into BAM files in ``out_dir``; returns a report (parts, bytes read and written).
+
+    ``runs`` (from :func:`genostage.split.bam_index.index_runs`) replaces the
+    parts/records/size cuts.
+    """
     src = Source(uri, stores)
     before = src.store.counters.snapshot()["bytes_read"]
     header = read_header(src)
-    if cuts is None:
+    if runs is None:
         if records is not None:
             from .bam_records import record_cuts
 
@@ -249,7 +261,8 @@ def split_bam(uri: str, out_dir: str, stores: Stores, parts: Optional[int] = Non
         else:
             n = parts if parts is not None else parts_for_bytes(src, header, size or 0)
             cuts = byte_cuts(src, header, n, by_name)
-    results = split_to_dir(src, header, cuts, out_dir, threads, level)
+        runs = list(zip(cuts, cuts[1:]))
+    results = split_to_dir(src, header, runs, out_dir, threads, level)
     return {"source": src.path, "parts": results,
             "bytes_read": src.store.counters.snapshot()["bytes_read"] - before,
             "bytes_written": sum(r["bytes_written"] for r in results)}
