@@ -20,7 +20,7 @@ from .errors import FormatError
 try:  # the compiled kernel (absent only before `make build`)
     from . import _bgzf as _kernel
 except ImportError:  # pragma: no cover
-    _kernel = None
+    _kernel = None  # type: ignore[assignment]
 
 try:  # optional accelerator: degrade gracefully to zlib
     from isal import isal_zlib as _fast_zlib  # type: ignore[import-not-found]
