@@ -46,6 +46,7 @@ def test_plan_and_chunks_on_s3(big_bam: str, stores, bucket: str, tmp_path, part
     header_bytes = plan.header["bytes"][1]
     assert plan.bytes_read == plan_read
     assert plan_read <= header_bytes + parts * 512 * KiB
+    assert plan_read < 64 * KiB + parts * 130 * KiB  # the header window and one small window per cut
     assert plan.sources[0]["etag"]
     save(plan, f"s3://{bucket}/plans/p.json", stores)
     plan = load(f"s3://{bucket}/plans/p.json", stores)

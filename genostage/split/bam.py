@@ -19,7 +19,7 @@ from ..bgzf import BgzfWriter, make_virtual, split_virtual
 from ..errors import FormatError, UsageError
 from ..store import Stores
 from .bam_copy import copy_records, run_bytes
-from .bam_io import BamHeader, Source, Window, check_eof, header_from_bytes, read_header, read_window, record_name
+from .bam_io import BamHeader, Source, Window, check_eof, header_from_bytes, read_header, record_name, window_from
 from .plan import Plan, source_entry
 
 log = logging.getLogger("genostage.split.bam")
@@ -62,7 +62,7 @@ def find_cut(src: Source, header: BamHeader, target: int, by_name: bool = False)
                 raise src.error("no BGZF block found after this offset", offset=target)
             length = _grow(src, length, target)
             continue
-        win = read_window(src, target + b, length - b)
+        win = window_from(src, target + b, memoryview(buf)[b:])
         if not win.blocks:
             length = _grow(src, length, target)
             continue

@@ -76,7 +76,11 @@ def inflate_at(buf: "bytes | memoryview", offset: int, src: Source, where: int) 
 
 def read_window(src: Source, start: int, length: int) -> Window:
     """Read ``length`` bytes at ``start`` (a block start) and inflate the whole blocks in them."""
-    buf = src.read(start, length)
+    return window_from(src, start, src.read(start, length))
+
+
+def window_from(src: Source, start: int, buf: "bytes | memoryview") -> Window:
+    """Inflate the whole blocks of ``buf``, which holds the source's bytes from ``start`` (a block start)."""
     nxt, _count, status, offsets = K.walk_blocks(buf, 0, True)
     if status < 0:
         raise src.error("not a BGZF block (expected gzip magic 1f 8b 08 04 with a BC field)", offset=start + nxt)
