@@ -343,3 +343,39 @@ def first_at_or_after(const uint8_t[::1] data, Py_ssize_t start, int32_t ref, in
     if q + 12 <= n:
         return q, 1
     return q, -1
+
+
+cdef extern from "unistd.h" nogil:
+    ssize_t pread(int fd, void *buf, size_t count, long offset)
+
+
+def walk_blocks_fd(int fd, Py_ssize_t start, Py_ssize_t end):
+    """Walk the block headers of a file between byte offsets ``start`` and ``end`` with small preads
+    (the data itself is not read): ``(stop, count, status)`` as :func:`walk_blocks`; status -2 on a read error."""
+    cdef uint8_t head[1024]
+    cdef Py_ssize_t pos = start, size, got, want
+    cdef Py_ssize_t count = 0
+    cdef int status = 0
+    with nogil:
+        while pos < end:
+            want = 32 if end - pos > 32 else end - pos  # the usual header is 18 bytes
+            got = pread(fd, head, want, pos)
+            if got < 0:
+                status = -2
+                break
+            size = _bsize(head, got)
+            if size == 0 and got == 32:  # a longer extra field: read more of it
+                want = 1024 if end - pos > 1024 else end - pos
+                got = pread(fd, head, want, pos)
+                if got < 0:
+                    status = -2
+                    break
+                size = _bsize(head, got)
+            if size < 0:
+                status = -1
+                break
+            if size == 0 or pos + size > end:
+                break
+            pos += size
+            count += 1
+    return pos, count, status

@@ -292,3 +292,18 @@ def test_cli_split_bam(bams: Dict[str, str], tmp_path) -> None:
                               "--by-name", "--threads", "2"])
     assert args.func(args) == 0
     check_parts(bams["name"], sorted(str(p) for p in (tmp_path / "o").iterdir()))
+
+
+def test_chunk_to_a_pipe(bams: Dict[str, str], tmp_path) -> None:
+    """``genostage chunk -o -`` into a pipe (the kernel copy falls back to sendfile)."""
+    import sys
+
+    plan = str(tmp_path / "plan.json")
+    assert main(["plan", "bam", bams["coordinate"], "--parts", "2", "-o", plan]) == 0
+    parts = []
+    for i in range(2):
+        proc = subprocess.run([sys.executable, "-m", "genostage", "chunk", plan, "--index", str(i)],
+                              stdout=subprocess.PIPE, check=True)
+        Path(tmp_path / f"p{i}.bam").write_bytes(proc.stdout)
+        parts.append(str(tmp_path / f"p{i}.bam"))
+    check_parts(bams["coordinate"], parts)

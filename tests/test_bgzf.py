@@ -144,3 +144,16 @@ def test_bgzf_inflate_block_uses_kernel_errors(tmp_path: Path) -> None:
     assert gzip.decompress(raw) == b"x" * 100_000
     with pytest.raises(FormatError, match="truncated"):
         bgzf.inflate_block(raw[:30], path="f.bam", offset=5)
+
+
+def test_walk_blocks_fd(tmp_path: Path) -> None:
+    raw = _bgzf(bytes(range(256)) * 500, 7_000)
+    path = tmp_path / "x.bgzf"
+    path.write_bytes(raw)
+    offsets = K.walk_blocks(raw, 0, True)[3]
+    assert offsets is not None
+    with open(path, "rb") as fh:
+        assert K.walk_blocks_fd(fh.fileno(), 0, len(raw)) == (len(raw), len(offsets), 0)
+        assert K.walk_blocks_fd(fh.fileno(), offsets[2], offsets[5]) == (offsets[5], 3, 0)
+        assert K.walk_blocks_fd(fh.fileno(), offsets[2], offsets[5] - 1) == (offsets[4], 2, 0)
+        assert K.walk_blocks_fd(fh.fileno(), offsets[2] + 1, offsets[5])[2] == -1

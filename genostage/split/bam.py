@@ -193,7 +193,7 @@ def write_bam(out: BinaryIO, header: BamHeader, src: Source, start: int, end: in
     writer = BgzfWriter(out, level)
     writer.write(header.data)
     writer.flush()
-    stats: Dict[str, Any] = copy_records(writer, pieces, start, end, src)
+    stats: Dict[str, Any] = copy_records(writer, pieces, start, end, src, out)
     writer.close()
     stats["bytes_written"] = writer.compressed_bytes
     return stats

@@ -27,7 +27,7 @@ def gather_bam(parts: List[str], out: BinaryIO, stores: Stores, level: int = 6) 
     copied = reencoded = 0
     for src, h, eof in zip(sources, headers, eofs):
         first = h.first_record >> 16
-        stats = copy_records(writer, src.iter(first, eof - first), h.first_record, make_virtual(eof, 0), src)
+        stats = copy_records(writer, src.iter(first, eof - first), h.first_record, make_virtual(eof, 0), src, out)
         copied += stats["blocks_copied"]
         reencoded += stats["blocks_reencoded"]
     writer.close()
