@@ -113,8 +113,12 @@ def check_unchanged(plan: Plan, stores: Stores) -> List[ObjectInfo]:
             (src.get("version_id") in (None, info.version_id)) and \
             (src.get("mtime") is None or info.mtime is None or abs(info.mtime - src["mtime"]) < 1e-6)
         if not same:
-            raise ObjectChanged(f"{src['uri']} changed since the plan was made "
-                                f"(size {src.get('size')} -> {info.size}, ETag {src.get('etag')} -> {info.etag}); make a new plan")
+            what = [f"size {src.get('size')} -> {info.size}"]
+            if src.get("etag") or info.etag:
+                what.append(f"ETag {src.get('etag')} -> {info.etag}")
+            if src.get("mtime") is not None and info.mtime is not None:
+                what.append(f"modified {src['mtime']:.6f} -> {info.mtime:.6f}")
+            raise ObjectChanged(f"{src['uri']} changed since the plan was made ({', '.join(what)}); make a new plan")
         infos.append(info)
     return infos
 
