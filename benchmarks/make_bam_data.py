@@ -4,7 +4,7 @@ Reads are sampled from a random reference with 0.5% substitutions, Illumina-styl
 qualities, NM/MD-free tags; records are written already sorted as SAM text piped into
 ``samtools view -b`` (no aligner run: `bwa mem` on 10M reads takes hours on 2 cores).
 
-    python benchmarks/make_bam_data.py OUT.bam --reads 11000000
+    python benchmarks/make_bam_data.py OUT.bam --reads 18000000 --level 3
 """
 from __future__ import annotations
 
@@ -54,10 +54,11 @@ def records(rng: np.random.Generator, name: str, ref: np.ndarray, n_frag: int, s
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("out")
-    ap.add_argument("--reads", type=int, default=11_000_000)
+    ap.add_argument("--reads", type=int, default=18_000_000)
     ap.add_argument("--contigs", type=int, default=24)
     ap.add_argument("--genome", type=int, default=200_000_000)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--level", type=int, default=3, help="deflate level of the BAM (3 makes >= 1 GiB from 18M reads)")
     args = ap.parse_args()
     rng = np.random.default_rng(42)
     lens = rng.integers(args.genome // args.contigs // 2, args.genome // args.contigs * 3 // 2, args.contigs)
@@ -65,7 +66,8 @@ def main() -> None:
     header = "@HD\tVN:1.6\tSO:coordinate\n" + "".join(f"@SQ\tSN:{n}\tLN:{ln}\n" for n, ln in zip(names, lens))
     header += "@RG\tID:s1\tSM:sample1\tPL:ILLUMINA\n@PG\tID:sim\tPN:make_bam_data.py\n"
     tmp = args.out + ".tmp"
-    proc = subprocess.Popen(["samtools", "view", "-@", str(args.threads), "-b", "-o", tmp, "-"],
+    proc = subprocess.Popen(["samtools", "view", "-@", str(args.threads), "--output-fmt", f"bam,level={args.level}",
+                             "-o", tmp, "-"],
                             stdin=subprocess.PIPE, text=True, bufsize=1 << 20)
     assert proc.stdin is not None
     proc.stdin.write(header)
