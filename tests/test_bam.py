@@ -164,7 +164,7 @@ def test_split_copies_inner_blocks_byte_for_byte(bams: Dict[str, str], tmp_path)
         # only the header block and the two edge blocks are new; all others are the source's own
         assert len(foreign) <= 3 and part["blocks_reencoded"] <= 2
         assert part["blocks_copied"] == len(blocks) - len(foreign) - 1  # minus the EOF block
-        assert part["blocks_copied"] > 10
+        assert part["blocks_copied"] >= 2
 
 
 @pytest.mark.parametrize("every", [1, 7, 500, 10_000])
