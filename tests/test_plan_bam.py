@@ -62,6 +62,7 @@ def test_plan_and_chunks_on_s3(big_bam: str, stores, bucket: str, tmp_path, part
     check_parts(big_bam, paths)
 
 
+@pytest.mark.parametrize("s3", ["moto", "rclone"], indirect=True)
 def test_gather_s3_parts(big_bam: str, stores, bucket: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
     uri = _upload(stores, bucket, big_bam, "big.bam")
     plan = make_plan(uri, stores, parts=3)
