@@ -8,7 +8,7 @@ import random
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import pytest
 
@@ -181,7 +181,7 @@ def test_split_records(bams: Dict[str, str], tmp_path, name: str, every: int) ->
 
 
 @pytest.mark.parametrize("how", [{"records": 3}, {"records": 100}, {"parts": 5}, {"parts": 40}])
-def test_split_by_name_keeps_pairs_together(bams: Dict[str, str], tmp_path, how: Dict[str, int]) -> None:
+def test_split_by_name_keeps_pairs_together(bams: Dict[str, str], tmp_path, how: Dict[str, Any]) -> None:
     report = split_bam(bams["name"], str(tmp_path / "o"), Stores(), by_name=True, **how)
     paths = [p["path"] for p in report["parts"]]
     check_parts(bams["name"], paths)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Dict, List
+from typing import Any, Dict, List
 
 import pytest
 
@@ -32,7 +32,7 @@ def indexed(request, tmp_path_factory: pytest.TempPathFactory) -> str:  # type: 
     return path
 
 
-def _parsed(path: str) -> List[pysam.AlignedSegment]:
+def _parsed(path: str) -> List[Any]:
     with pysam.AlignmentFile(path, "rb", check_sq=False) as fh:
         return list(fh.fetch(until_eof=True))
 

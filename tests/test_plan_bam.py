@@ -106,3 +106,14 @@ def test_parse_plan_ref() -> None:
 def test_fastq_plans_dispatch(tmp_path) -> None:
     fastq_plan = pytest.importorskip("genostage.split.fastq_plan")
     assert hasattr(fastq_plan, "make_plan") and hasattr(fastq_plan, "write_chunk")
+
+
+def test_split_s3_source(big_bam: str, stores, bucket: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from genostage.split.bam import split_bam
+
+    uri = _upload(stores, bucket, big_bam, "split/big.bam")
+    before = stores.s3.counters.snapshot()["bytes_read"]
+    report = split_bam(uri, str(tmp_path / "o"), stores, parts=5, threads=2)
+    assert report["bytes_read"] == stores.s3.counters.snapshot()["bytes_read"] - before
+    assert report["bytes_read"] <= 1.01 * os.path.getsize(big_bam) + 5 * 256 * KiB
+    check_parts(big_bam, [p["path"] for p in report["parts"]])

@@ -6,6 +6,7 @@ import logging
 import sys
 from typing import Any
 
+from ..errors import UsageError
 from ..store import Stores
 from ..units import format_size
 
@@ -25,6 +26,8 @@ def register(subparsers: Any) -> None:
 def _gather_bam(args: argparse.Namespace) -> int:
     from ..split.bam_gather import gather_bam, gather_to_file
 
+    if args.output.startswith("s3://"):
+        raise UsageError("gather writes a local file or stdout (-o -); upload it with genostage cp")
     stores = Stores()
     if args.output == "-":
         stats = gather_bam(args.parts, sys.stdout.buffer, stores)

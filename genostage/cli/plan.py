@@ -95,6 +95,8 @@ def chunk_index(value: "int | None") -> int:
 def _chunk(args: argparse.Namespace) -> int:
     from ..split.plan import fetch_chunk, load, write_chunk
 
+    if args.output.startswith("s3://"):
+        raise UsageError("chunk writes a local file or stdout (-o -), not an s3:// object")
     stores = Stores()
     index = chunk_index(args.index)
     plan = load(args.plan, stores)
