@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from ..errors import UsageError
+from ..location import parse
 from ..store import Stores
 from ..units import format_size, parse_size
 
@@ -62,6 +63,8 @@ def _plan_bam(args: argparse.Namespace) -> int:
     from ..split.bam import make_plan
 
     stores = Stores()
+    counters = stores.for_location(parse(args.uri)).counters
+    before = counters.snapshot()["bytes_read"]
     runs = None
     if args.by_reference or args.regions or args.equal_bases:
         from ..split.bam_index import index_runs
@@ -70,6 +73,7 @@ def _plan_bam(args: argparse.Namespace) -> int:
                           regions=args.regions, equal_bases=args.equal_bases)
     plan = make_plan(args.uri, stores, parts=args.parts, records=args.records, size=args.bytes,
                      by_name=args.by_name, threads=args.threads, runs=runs)
+    plan.bytes_read = counters.snapshot()["bytes_read"] - before  # index scans included
     return _save(plan, args, stores)
 
 
