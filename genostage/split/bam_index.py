@@ -23,7 +23,7 @@ from .bam_io import BamHeader, Source, check_eof, read_header, read_window
 
 Cut = Tuple[int, int]
 Run = Tuple[Cut, Cut]
-SCAN_WINDOW = 256 << 10
+SCAN_WINDOW = 96 << 10
 MAX_SCAN = 256 << 20
 
 
