@@ -11,7 +11,7 @@ from libc.string cimport memcpy, memset
 
 cdef extern from "zlib.h" nogil:
     ctypedef struct z_stream:
-        const uint8_t *next_in
+        uint8_t *next_in
         unsigned int avail_in
         uint8_t *next_out
         unsigned int avail_out
@@ -166,7 +166,7 @@ def inflate(const uint8_t[::1] buf, Py_ssize_t offset=0):
     with nogil:
         rc = inflateInit2(&strm, -15)
         if rc == Z_OK:
-            strm.next_in = p + 12 + xlen
+            strm.next_in = <uint8_t *>(p + 12 + xlen)
             strm.avail_in = <unsigned int>(size - 12 - xlen - 8)
             strm.next_out = outp
             strm.avail_out = isize
