@@ -251,3 +251,32 @@ def test_sse_and_requester_pays_are_sent(s3, s3_client, bucket, tmp_path):
     assert head["ServerSideEncryption"] == "AES256"
     r = genostage(["run", "--scratch", str(tmp_path), "--sse-kms-key-id", "k", "--", "true"])
     assert r.returncode == 2 and "--sse-kms-key-id needs --sse aws:kms" in r.stderr
+
+
+def test_plan_chunk_as_a_staged_input(s3, s3_client, bucket, tmp_path):
+    pysam = pytest.importorskip("pysam")
+    header = {"HD": {"VN": "1.6", "SO": "coordinate"}, "SQ": [{"SN": "chr1", "LN": 100000}]}
+    src = tmp_path / "sample.bam"
+    with pysam.AlignmentFile(str(src), "wb", header=header) as out:
+        for i in range(3000):
+            seg = pysam.AlignedSegment(out.header)
+            seg.query_name = f"r{i}"
+            seg.reference_id, seg.reference_start, seg.mapping_quality = 0, i * 30, 60
+            seg.cigarstring = "50M"
+            seg.query_sequence = "ACGT" * 12 + "AC"
+            seg.query_qualities = pysam.qualitystring_to_array("I" * 50)
+            out.write(seg)
+    s3_client.upload_file(str(src), bucket, "sample.bam")
+    r = genostage(["plan", "bam", f"s3://{bucket}/sample.bam", "--parts", "3", "-o", f"s3://{bucket}/sample.plan.json"])
+    assert r.returncode == 0, r.stderr
+    counts = []
+    for i in range(3):
+        r = genostage(["run", "--scratch", str(tmp_path / "s"), "-i", f"bam=s3://{bucket}/sample.plan.json#{i}",
+                       "-o", f"n=s3://{bucket}/counts/{i}.txt", "--stdout", "n", "--", "samtools", "view", "-c", "{bam}"])
+        assert r.returncode == 0, r.stderr
+        counts.append(int(get(s3_client, bucket, f"counts/{i}.txt")))
+        manifest = json.loads(get(s3_client, bucket, "counts/manifest.json"))
+        assert manifest["inputs"][0]["kind"] == "chunk" and manifest["inputs"][0]["path"].endswith(f"sample.chunk-{i:04d}.bam")
+    assert sum(counts) == 3000 and all(c > 0 for c in counts)
+    r = genostage(["run", "--scratch", str(tmp_path / "s"), "-i", f"bam=s3://{bucket}/sample.plan.json#7", "--", "true"])
+    assert r.returncode == 2 and "out of range" in r.stderr
