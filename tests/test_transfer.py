@@ -203,3 +203,22 @@ def test_zero_byte_object(s3, s3_client, bucket, tmp_path):
     assert (tmp_path / "e.txt").read_bytes() == b""
     copy(str(tmp_path / "e.txt"), f"s3://{bucket}/e2.txt", stores=stores)
     assert get(s3_client, bucket, "e2.txt") == b""
+
+
+def test_object_uploaded_by_another_tool_in_odd_parts(s3, s3_client, bucket, tmp_path):
+    """A multipart upload with CRC32 part checksums (as aws-cli sends) and a 6 MiB part size
+    (no common size): moto reports a composite CRC32 without '-N'; the ETag's part size is
+    asked of the server (HeadObject PartNumber=1)."""
+    data = os.urandom(13 * MiB)
+    up = s3_client.create_multipart_upload(Bucket=bucket, Key="odd.bin", ChecksumAlgorithm="CRC32")
+    parts = []
+    for n, start in enumerate(range(0, len(data), 6 * MiB), 1):
+        r = s3_client.upload_part(Bucket=bucket, Key="odd.bin", UploadId=up["UploadId"], PartNumber=n,
+                                  Body=data[start:start + 6 * MiB], ChecksumAlgorithm="CRC32")
+        parts.append({"PartNumber": n, "ETag": r["ETag"], "ChecksumCRC32": r.get("ChecksumCRC32")})
+    s3_client.complete_multipart_upload(Bucket=bucket, Key="odd.bin", UploadId=up["UploadId"],
+                                        MultipartUpload={"Parts": parts})
+    stores = Stores(small_config(s3), s3_client)
+    res = copy(f"s3://{bucket}/odd.bin", str(tmp_path / "odd.bin"), stores=stores)[0]
+    assert (tmp_path / "odd.bin").read_bytes() == data
+    assert res.verified in ("etag", "crc32", "crc64nvme") and res.repaired_parts == 0
