@@ -178,7 +178,7 @@ class Transfer:
         if expected and expected[0] == "etag":
             n = int(expected[1].rsplit("-", 1)[1])
             store = self.stores.for_location(src.location)
-            first = store.first_part_size(src.location, src.etag) if hasattr(store, "first_part_size") else None
+            first = store.first_part_size(src.location) if hasattr(store, "first_part_size") else None
             guessed = first if first and -(-src.size // first) == n else ck.guess_etag_part_size(src.size, n)
             if guessed is None:
                 expected = None
