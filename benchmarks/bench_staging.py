@@ -17,6 +17,14 @@ Servers (``--server moto|rclone|both``):
 - rclone: ``genostage.s3server.rclone_server`` (``rclone serve s3`` over a directory
   under the data dir, path-style, credentials genostage.s3server.ACCESS_KEY/SECRET_KEY).
 
+On moto the big object is at most ``--moto-size`` (default 256 MiB): moto answers
+every ranged GET by reading the WHOLE object into one bytes object and slicing it
+(moto/s3/models.py ``FakeKey.value``, responses.py ``_handle_range_header``), so a
+parallel download of an S-byte object in P parts costs the server P x S bytes of
+reads and up to concurrency x S bytes of memory (2 GiB, 8 MiB parts, 10 in flight:
+512 GiB read, 20 GiB RSS). That measures moto, not the clients, and can exhaust the
+machine; ``--moto-size 2GiB`` restores the full size if you have the memory.
+
 Every download is checked file by file (names, count, MD5 of the bytes) and every
 upload by listing the prefix (names, count, sizes) and comparing each ETag with the
 MD5 of the local file (single-part ETags) or with the multipart ETag computed from
@@ -30,7 +38,7 @@ is flushed (``sync``) before each run. Data lives under ``--data-dir`` (default
 /work/bench-data/staging) and is deleted at the end unless ``--keep-data``.
 
     .venv/bin/python benchmarks/bench_staging.py [--server both] [--size 2GiB]
-        [--count 2000] [--small-size 64KiB] [--concurrency 10] [--repeat 1]
+        [--moto-size 256MiB] [--count 2000] [--small-size 64KiB] [--concurrency 10] [--repeat 1]
 
 Prints, per shape, direction, server and tool: median seconds, MB/s (10^6 bytes),
 the tool's peak RSS, the ratio to the faster of the two peers, and whether genostage
@@ -44,6 +52,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -426,11 +435,12 @@ def report(measures: Sequence[Measure], args: argparse.Namespace) -> Tuple[str, 
                 verdicts.append(ok)
                 target = f"{'PASS' if ok else 'FAIL'} (vs {best.tool})"
             spread = f"{min(m.seconds):.2f}-{max(m.seconds):.2f}" if len(m.seconds) > 1 else ""
-            rows.append([shape, direction, server, tool, f"{m.median_seconds:.2f}", spread, f"{m.mbps:.1f}",
+            data = f"{m.count} x {format_size(m.nbytes // m.count)}"
+            rows.append([shape, data, direction, server, tool, f"{m.median_seconds:.2f}", spread, f"{m.mbps:.1f}",
                          f"{max(m.peak_rss_mib):.0f}", f"{r:.2f}x", target])
-    headers = ["shape", "direction", "server", "tool", "seconds", "min-max", "MB/s", "peak RSS MiB",
+    headers = ["shape", "objects", "direction", "server", "tool", "seconds", "min-max", "MB/s", "peak RSS MiB",
                "vs faster peer", "target >= 1.0x"]
-    table = format_table(headers, rows, right=(4, 5, 6, 7, 8))
+    table = format_table(headers, rows, right=(5, 6, 7, 8, 9))
     passed = bool(verdicts) and all(verdicts)
     summary = (f"target (genostage >= 1.0x the faster peer, every shape and direction): "
                f"{'PASS' if passed else 'FAIL'} ({sum(verdicts)} of {len(verdicts)} cases)")
@@ -442,6 +452,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--server", choices=("moto", "rclone", "both"), default="both")
     p.add_argument("--size", default="2GiB", help="size of the big object (default 2GiB)")
+    p.add_argument("--moto-size", default="256MiB",
+                   help="cap on the big object's size on moto (default 256MiB; see the module docstring)")
     p.add_argument("--count", type=int, default=2000, help="number of small objects (default 2000)")
     p.add_argument("--small-size", default="64KiB", help="size of each small object (default 64KiB)")
     p.add_argument("--concurrency", type=int, default=10, help="requests in flight for every tool (default 10)")
@@ -468,8 +480,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     if not 1 <= args.concurrency <= 256:
         p.error("--concurrency must be 1..256")
     args.size_bytes = parse_size(args.size)
+    args.moto_size_bytes = min(args.size_bytes, parse_size(args.moto_size))
     args.small_bytes = parse_size(args.small_size)
     return args
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -483,16 +500,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     data.mkdir(parents=True, exist_ok=True)
     servers = ["moto", "rclone"] if args.server == "both" else [args.server]
     log(f"start: {load_average()}")
-    datasets: Dict[str, Dataset] = {}
+    signal.signal(signal.SIGTERM, _terminated)  # clean up (children, servers, data) when stopped
     try:
-        if "big" in args.shapes:
-            datasets["big"] = make_dataset("big", data / "src-big", {"big.bin": args.size_bytes})
+        small = None
         if "small" in args.shapes:
-            datasets["small"] = make_dataset("small", data / "src-small",
-                                             {f"f{i:05d}.bin": args.small_bytes for i in range(args.count)})
-        log("data: " + ", ".join(f"{k}: {v.count} file(s), {format_size(v.total)}" for k, v in datasets.items()))
+            small = make_dataset("small", data / "src-small",
+                                 {f"f{i:05d}.bin": args.small_bytes for i in range(args.count)})
+        bigs: Dict[int, Dataset] = {}
         measures: List[Measure] = []
         for kind in servers:
+            datasets: Dict[str, Dataset] = {}
+            if "big" in args.shapes:
+                size = args.moto_size_bytes if kind == "moto" else args.size_bytes
+                if size not in bigs:
+                    bigs[size] = make_dataset("big", data / f"src-big-{size}", {"big.bin": size})
+                datasets["big"] = bigs[size]
+            if small is not None:
+                datasets["small"] = small
+            log(f"[{kind}] data: " + ", ".join(f"{k}: {v.count} file(s), {format_size(v.total)}"
+                                               for k, v in datasets.items()))
             measures += bench_server(kind, datasets, args, log)
     finally:
         if not args.keep_data:
@@ -500,7 +526,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     table, passed = report(measures, args)
     checked = sorted({f"{m.direction} {m.shape}: {m.checked}" for m in measures})
     print(f"bench_staging: {' '.join(sys.argv[1:]) or '(defaults)'}")
-    print(f"big: 1 x {format_size(args.size_bytes)}; small: {args.count} x {format_size(args.small_bytes)}; "
+    print(f"big: 1 x {format_size(args.size_bytes)} (moto: {format_size(args.moto_size_bytes)}); "
+          f"small: {args.count} x {format_size(args.small_bytes)}; "
           f"concurrency {args.concurrency}; repeat {args.repeat}; seed {args.seed}; "
           f"moto in a child process, rclone serve s3")
     print(f"{load_average()} at the end; {time.monotonic() - started:.0f} s in all")

@@ -7,6 +7,7 @@ process, not its children), ``mb_per_s`` and ``ratio`` do the arithmetic, and
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import statistics
@@ -76,6 +77,11 @@ def run_timed(argv: Sequence[str], env: Optional[Mapping[str, str]] = None, cwd:
             timer.start()
         try:
             _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:  # interrupted: take the command (its whole process group) down too
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
         finally:
             if timer:
                 timer.cancel()
