@@ -60,7 +60,7 @@ import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -77,6 +77,7 @@ PEERS = ("aws", "s5cmd")
 SHAPES = ("big", "small")
 DIRECTIONS = ("download", "upload")
 HASH_CHUNK = 8 * 1024 * 1024
+T = TypeVar("T")
 VENV_BIN = Path(sys.executable).parent
 
 # moto in a child process: the project's own server helper, stopped by closing stdin.
@@ -346,14 +347,23 @@ class Measure:
     seconds: List[float] = field(default_factory=list)
     peak_rss_mib: List[float] = field(default_factory=list)
     checked: str = ""
+    errors: List[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.seconds) and not self.errors
 
     @property
     def median_seconds(self) -> float:
-        return median(self.seconds)
+        return median(self.seconds) if self.seconds else float("nan")
 
     @property
     def mbps(self) -> float:
-        return mb_per_s(self.nbytes, self.median_seconds)
+        return mb_per_s(self.nbytes, self.median_seconds) if self.ok else 0.0
+
+
+class ToolFailed(Exception):
+    """A tool exited with an error or produced a wrong result: recorded, the benchmark goes on."""
 
 
 def timed(cmd: List[str], env: Dict[str, str], timeout: float, what: str) -> RunResult:
@@ -387,20 +397,30 @@ def bench_server(kind: str, datasets: Dict[str, Dataset], args: argparse.Namespa
                         for tool in order:
                             m = measures.setdefault((shape, direction, tool),
                                                     Measure(kind, shape, direction, tool, ds.total, ds.count))
-                            if direction == "download":
-                                dest = work / f"down-{tool}"
-                                shutil.rmtree(dest, ignore_errors=True)
-                                cmd = tools.command(tool, f"s3://{BUCKET}/seed/{shape}/", str(dest) + "/")
-                                r = timed(cmd, env, args.timeout, f"{tool} download")
-                                verify_download(ds, dest, tool)
-                                m.checked = "md5 of every file"
-                                shutil.rmtree(dest, ignore_errors=True)
-                            else:
-                                prefix = f"up/{tool}/{shape}/"
-                                cmd = tools.command(tool, str(ds.root) + "/", f"s3://{BUCKET}/{prefix}")
-                                r = timed(cmd, env, args.timeout, f"{tool} upload")
-                                m.checked = verify_upload(client, ds, prefix, tool)
-                                delete_prefix(client, prefix)
+                            try:
+                                if direction == "download":
+                                    dest = work / f"down-{tool}"
+                                    shutil.rmtree(dest, ignore_errors=True)
+                                    cmd = tools.command(tool, f"s3://{BUCKET}/seed/{shape}/", str(dest) + "/")
+                                    r = _attempt(lambda: timed(cmd, env, args.timeout, f"{tool} download"))
+                                    _attempt(lambda: verify_download(ds, dest, tool))
+                                    m.checked = "md5 of every file"
+                                    shutil.rmtree(dest, ignore_errors=True)
+                                else:
+                                    prefix = f"up/{tool}/{shape}/"
+                                    cmd = tools.command(tool, str(ds.root) + "/", f"s3://{BUCKET}/{prefix}")
+                                    r = _attempt(lambda: timed(cmd, env, args.timeout, f"{tool} upload"))
+                                    m.checked = _attempt(lambda: verify_upload(client, ds, prefix, tool))
+                                    delete_prefix(client, prefix)
+                            except ToolFailed as exc:
+                                m.errors.append(str(exc))
+                                log(f"[{kind}] rep {rep + 1}/{args.repeat} {shape:5s} {direction:8s} {tool:9s} "
+                                    f"FAILED: {exc}")
+                                if direction == "download":
+                                    shutil.rmtree(work / f"down-{tool}", ignore_errors=True)
+                                else:
+                                    delete_prefix(client, f"up/{tool}/{shape}/")
+                                continue
                             m.seconds.append(r.seconds)
                             m.peak_rss_mib.append(r.peak_rss_mib)
                             log(f"[{kind}] rep {rep + 1}/{args.repeat} {shape:5s} {direction:8s} {tool:9s} "
@@ -413,6 +433,15 @@ def bench_server(kind: str, datasets: Dict[str, Dataset], args: argparse.Namespa
     return list(measures.values())
 
 
+def _attempt(fn: Callable[[], T]) -> T:
+    """Run one step of a case; a tool's failure or a wrong result becomes :class:`ToolFailed`."""
+    try:
+        return fn()
+    except (RuntimeError, AssertionError) as exc:
+        lines = [ln for ln in str(exc).splitlines() if ln.strip() and not ln.startswith("---")]
+        raise ToolFailed(" | ".join(lines[:1] + lines[-2:])[:600]) from None
+
+
 def report(measures: Sequence[Measure], args: argparse.Namespace) -> Tuple[str, bool]:
     rows = []
     verdicts = []
@@ -422,7 +451,7 @@ def report(measures: Sequence[Measure], args: argparse.Namespace) -> Tuple[str, 
         groups.setdefault((m.shape, m.direction, m.server), {})[m.tool] = m
     for (shape, direction, server), by_tool in sorted(groups.items(),
                                                       key=lambda kv: (key[kv[0][0]], DIRECTIONS.index(kv[0][1]), kv[0][2])):
-        peers = [by_tool[p] for p in PEERS if p in by_tool]
+        peers = [by_tool[p] for p in PEERS if p in by_tool and by_tool[p].ok]
         best = max(peers, key=lambda m: m.mbps) if peers else None
         for tool in TOOLS:
             if tool not in by_tool:
@@ -430,14 +459,19 @@ def report(measures: Sequence[Measure], args: argparse.Namespace) -> Tuple[str, 
             m = by_tool[tool]
             r = ratio(m.mbps, best.mbps) if best else float("nan")
             target = ""
-            if tool == "genostage" and best is not None:
-                ok = r >= 1.0
+            if tool == "genostage":
+                ok = best is not None and m.ok and r >= 1.0
                 verdicts.append(ok)
-                target = f"{'PASS' if ok else 'FAIL'} (vs {best.tool})"
+                target = f"{'PASS' if ok else 'FAIL'} (vs {best.tool if best else 'no peer'})"
+            if m.errors:
+                target = (target + " " if target else "") + f"ERROR in {len(m.errors)} run(s)"
             spread = f"{min(m.seconds):.2f}-{max(m.seconds):.2f}" if len(m.seconds) > 1 else ""
             data = f"{m.count} x {format_size(m.nbytes // m.count)}"
-            rows.append([shape, data, direction, server, tool, f"{m.median_seconds:.2f}", spread, f"{m.mbps:.1f}",
-                         f"{max(m.peak_rss_mib):.0f}", f"{r:.2f}x", target])
+            rows.append([shape, data, direction, server, tool,
+                         f"{m.median_seconds:.2f}" if m.seconds else "-", spread,
+                         f"{m.mbps:.1f}" if m.ok else "-",
+                         f"{max(m.peak_rss_mib):.0f}" if m.peak_rss_mib else "-",
+                         f"{r:.2f}x" if m.ok else "-", target])
     headers = ["shape", "objects", "direction", "server", "tool", "seconds", "min-max", "MB/s", "peak RSS MiB",
                "vs faster peer", "target >= 1.0x"]
     table = format_table(headers, rows, right=(5, 6, 7, 8, 9))
@@ -524,7 +558,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if not args.keep_data:
             shutil.rmtree(data, ignore_errors=True)
     table, passed = report(measures, args)
-    checked = sorted({f"{m.direction} {m.shape}: {m.checked}" for m in measures})
+    checked = sorted({f"{m.direction} {m.shape}: {m.checked}" for m in measures if m.checked})
     print(f"bench_staging: {' '.join(sys.argv[1:]) or '(defaults)'}")
     print(f"big: 1 x {format_size(args.size_bytes)} (moto: {format_size(args.moto_size_bytes)}); "
           f"small: {args.count} x {format_size(args.small_bytes)}; "
@@ -534,6 +568,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print()
     print(table)
     print("checked: " + "; ".join(checked))
+    for m in measures:
+        for err in m.errors:
+            print(f"ERROR {m.server} {m.shape} {m.direction} {m.tool}: {err}")
     if args.json:
         Path(args.json).write_text(json.dumps([m.__dict__ for m in measures], indent=1))
     return 1 if (args.strict and not passed) else 0
