@@ -32,8 +32,10 @@ the local file for the part size the ETag's part count implies; when no part siz
 fits, the object is read back and hashed. A wrong result stops the benchmark.
 
 The download sources are seeded once per server (``--seed``, default ``aws``: the way
-most objects reach S3) under ``seed/``; uploads go to ``up/<tool>/`` and are deleted
-after they are checked. Tools run in a rotating order, one at a time; the page cache
+most objects reach S3) under ``seed/``; uploads go to ``up/<tool>/<shape>/<repeat>/``,
+deleted after they are checked on moto (memory) and left until the server stops on
+rclone (``rclone serve s3`` v1.75.2 hung in a 1000-key DeleteObjects, after deleting
+849 keys, in one of our runs). Tools run in a rotating order, one at a time; the page cache
 is flushed (``sync``) before each run. Data lives under ``--data-dir`` (default
 /work/bench-data/staging) and is deleted at the end unless ``--keep-data``.
 
@@ -407,19 +409,20 @@ def bench_server(kind: str, datasets: Dict[str, Dataset], args: argparse.Namespa
                                     m.checked = "md5 of every file"
                                     shutil.rmtree(dest, ignore_errors=True)
                                 else:
-                                    prefix = f"up/{tool}/{shape}/"
+                                    prefix = f"up/{tool}/{shape}/{rep + 1}/"
                                     cmd = tools.command(tool, str(ds.root) + "/", f"s3://{BUCKET}/{prefix}")
                                     r = _attempt(lambda: timed(cmd, env, args.timeout, f"{tool} upload"))
                                     m.checked = _attempt(lambda: verify_upload(client, ds, prefix, tool))
-                                    delete_prefix(client, prefix)
+                                    if kind == "moto":
+                                        delete_prefix(client, prefix)
                             except ToolFailed as exc:
                                 m.errors.append(str(exc))
                                 log(f"[{kind}] rep {rep + 1}/{args.repeat} {shape:5s} {direction:8s} {tool:9s} "
                                     f"FAILED: {exc}")
                                 if direction == "download":
                                     shutil.rmtree(work / f"down-{tool}", ignore_errors=True)
-                                else:
-                                    delete_prefix(client, f"up/{tool}/{shape}/")
+                                elif kind == "moto":
+                                    delete_prefix(client, f"up/{tool}/{shape}/{rep + 1}/")
                                 continue
                             m.seconds.append(r.seconds)
                             m.peak_rss_mib.append(r.peak_rss_mib)
