@@ -50,6 +50,8 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     p.add_argument("--verify", action="store_true",
                    help="for s3:// objects, recompute from the bytes and compare with what the store reports")
     p.add_argument("--tag", action="store_true", help="print 'ALGO (NAME) = VALUE' lines")
+    p.add_argument("--no-mmap", dest="use_mmap", action="store_false",
+                   help="read files with pread instead of mapping them (for files that may shrink meanwhile)")
     p.add_argument("--endpoint-url", help="S3-compatible endpoint (default: AWS_ENDPOINT_URL)")
     p.set_defaults(func=run)
 
@@ -62,6 +64,7 @@ class Options:
     verify: bool
     endpoint_url: Optional[str]
     explicit: bool = False  # --algorithm given
+    use_mmap: bool = True
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         verify=args.verify,
         endpoint_url=args.endpoint_url,
         explicit=bool(args.algorithm),
+        use_mmap=args.use_mmap,
     )
     if opts.threads is not None and opts.threads < 1:
         raise UsageError("--threads must be at least 1")
@@ -168,7 +172,8 @@ class Context:
 
     def local(self, path: str, algos: Sequence[str]) -> Dict[str, str]:
         try:
-            return C.file_checksums(path, self._computable(algos), self.opts.part_size, self.opts.threads)
+            return C.file_checksums(path, self._computable(algos), self.opts.part_size, self.opts.threads,
+                                    use_mmap=self.opts.use_mmap)
         except FileNotFoundError:
             raise NotFound(f"{path}: no such file") from None
         except IsADirectoryError:
@@ -409,7 +414,7 @@ def compute_for_check(ctx: Context, target: str, algos: List[str], entry: Entry)
     if not loc.is_s3:
         if not os.path.isfile(loc.path):
             raise NotFound(f"{target}: no such file")
-        return C.file_checksums(loc.path, algos, None, ctx.opts.threads)
+        return C.file_checksums(loc.path, algos, None, ctx.opts.threads, use_mmap=ctx.opts.use_mmap)
     store = ctx.stores.for_location(loc)
     info = store.stat(loc)
     return C.object_checksums(store, info, algos, None, ctx.opts.threads)
