@@ -9,7 +9,7 @@ import pytest
 
 pysam = pytest.importorskip("pysam")
 
-from test_bam import check_parts, make_reads, quickcheck, records, write_bam  # noqa: E402
+from .test_bam import check_parts, make_reads, quickcheck, records, write_bam  # noqa: E402
 
 from genostage.errors import FormatError, UsageError  # noqa: E402
 from genostage.split.bam import make_plan, split_bam  # noqa: E402

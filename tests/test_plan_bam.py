@@ -8,7 +8,7 @@ import pytest
 
 pysam = pytest.importorskip("pysam")
 
-from test_bam import REFS3, check_parts, make_reads, records, write_bam  # noqa: E402
+from .test_bam import REFS3, check_parts, make_reads, records, write_bam  # noqa: E402
 
 from genostage.bgzf import EOF_BLOCK  # noqa: E402
 from genostage.cli import main  # noqa: E402
