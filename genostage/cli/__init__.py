@@ -28,7 +28,9 @@ from .. import __version__
 from .. import errors as E
 
 # Subcommand modules, each with ``register(subparsers)``; a parser sets ``func``.
-COMMANDS: List[str] = []
+COMMANDS: List[str] = [
+    "split",
+]
 
 EXIT_OK = 0
 EXIT_DATA = 1
