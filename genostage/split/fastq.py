@@ -126,6 +126,15 @@ class _Input:
         self.queue: List[Tuple[int, bytes, Optional[List[Tuple[bytes, int]]], int]] = []
         self.emitted = 0
         self.on_piece: Optional[Callable[["_Input", C.Piece, int], None]] = None
+        self.allow_empty = False  # a plan chunk may be empty
+        self.fh: Optional[BinaryIO] = None
+
+    def close(self) -> None:
+        close = getattr(self._pieces, "close", None)
+        if close is not None:
+            close()
+        if self.fh is not None:
+            self.fh.close()
 
     @property
     def gpos(self) -> int:
@@ -147,9 +156,9 @@ class _Input:
             raise
         if piece is None:
             self.eof = True
-            if self.ulen == 0:
+            if self.ulen == 0 and not self.allow_empty:
                 raise FormatError("the file is empty (no FASTQ records)", path=self.uri, fmt="FASTQ", line=0)
-            if not self.buf.endswith(b"\n"):
+            if self.buf and not self.buf.endswith(b"\n"):
                 piece = C.Piece(b"\n", self.cpos, self.cpos)  # a last line without its newline
             else:
                 return False
@@ -371,19 +380,14 @@ def _open_input(uri: str, stores: Stores, background: bool = True) -> _Input:
         except OSError as exc:
             from ..store.local import _oserror
             raise _oserror(exc, loc) from None
-    fmt, pieces = C.open_stream(fh, uri, background=background)
-    inp = _Input(uri, fmt, _closing(pieces, fh), info.size)
-    return inp
-
-
-def _closing(pieces: Iterator[C.Piece], fh: BinaryIO) -> Iterator[C.Piece]:
     try:
-        yield from pieces
-    finally:
-        close = getattr(pieces, "close", None)
-        if close is not None:
-            close()
+        fmt, pieces = C.open_stream(fh, uri, background=background)
+    except BaseException:
         fh.close()
+        raise
+    inp = _Input(uri, fmt, pieces, info.size)
+    inp.fh = fh
+    return inp
 
 
 def count_records(uri: str, stores: Optional[Stores] = None, interleaved: bool = False) -> int:
@@ -403,7 +407,7 @@ def count_records(uri: str, stores: Optional[Stores] = None, interleaved: bool =
                 return inp.records // step
             inp.fill()
     finally:
-        inp._pieces.close()  # type: ignore[attr-defined]
+        inp.close()
 
 
 def _scan_error(inp: _Input, err: int, eline: int, step: int) -> FormatError:
@@ -527,8 +531,20 @@ class Splitter:
         return cutter
 
     def run(self, sink: _Sink) -> Summary:
+        """Open the inputs and split them into ``sink``."""
+        ins = []
+        try:
+            for u in self.inputs:
+                ins.append(_open_input(u, self.stores))
+        except BaseException:
+            for inp in ins:
+                inp.close()
+            raise
+        return self.run_inputs(ins, sink)
+
+    def run_inputs(self, ins: List["_Input"], sink: _Sink) -> Summary:
+        """Split already opened inputs into ``sink`` (removing its output on failure)."""
         t0 = time.monotonic()
-        ins = [_open_input(u, self.stores) for u in self.inputs]
         try:
             return self._run(ins, sink, t0)
         except BaseException:
@@ -536,7 +552,7 @@ class Splitter:
             raise
         finally:
             for inp in ins:
-                inp._pieces.close()  # type: ignore[attr-defined]
+                inp.close()
 
     def _run(self, ins: List[_Input], sink: _Sink, t0: float) -> Summary:
         self.formats = [i.fmt for i in ins]
