@@ -516,13 +516,13 @@ class Splitter:
         self.step = 2 if interleaved else 1
         self.formats: List[str] = []
 
-    def _cutter(self, first: _Input) -> _Cutter:
+    def _cutter(self, first: _Input, total_size: int) -> _Cutter:
         if self.parts is None:
             return _Cutter(self.records * self.step if self.records else None, self.bases, self.nbytes)
         if first.fmt == "gzip":  # offsets are estimates: count small inputs exactly
             small = first.size <= EXACT_LIMIT or first.size // self.parts < (1 << 20)
         else:  # the rule genostage.split.fastq_plan follows, so plans and splits agree
-            small = first.size <= self.parts * PLAN_READ
+            small = total_size <= self.parts * PLAN_READ
         if small:
             total = count_records(self.inputs[0], self.stores, self.interleaved)
             return _Cutter(None, None, None, per_chunk=[n * self.step for n in _balanced(total, self.parts)])
@@ -558,7 +558,7 @@ class Splitter:
         self.formats = [i.fmt for i in ins]
         r1 = ins[0]
         r2 = ins[1] if len(ins) == 2 else None
-        cutter = self._cutter(r1)
+        cutter = self._cutter(r1, sum(i.size for i in ins))
         summary = Summary(self.inputs, self.formats, "", paired=r2 is not None, interleaved=self.interleaved)
         progress = _Progress(sum(i.size for i in ins), "split", self.progress)
         step = self.step
