@@ -128,6 +128,7 @@ class _Input:
         self.on_piece: Optional[Callable[["_Input", C.Piece, int], None]] = None
         self.allow_empty = False  # a plan chunk may be empty
         self.fh: Optional[BinaryIO] = None
+        self._rest: Optional[Tuple[bytes, int, int]] = None
 
     def close(self) -> None:
         close = getattr(self._pieces, "close", None)
@@ -144,7 +145,14 @@ class _Input:
         return self.records * 4
 
     def fill(self) -> bool:
-        """Append the next piece to the buffer; False (and ``eof``) when there is none."""
+        """Make more bytes scannable; False (and ``eof``) when there are none.
+
+        A piece is scanned in place; only the record cut across the previous
+        piece's end is joined with the start of the new piece (``_rest``
+        then holds the rest of the piece, switched to on the next call)."""
+        if self._rest is not None:
+            self._switch()
+            return True
         if self.eof:
             return False
         try:
@@ -174,13 +182,33 @@ class _Input:
         self.queue.append((ustart, piece.data, piece.blocks, piece.cstart))
         self.ulen += len(piece.data)
         self.cpos = max(self.cpos, piece.cend)
-        if rest:
-            self.buf = self.buf[self.pos:] + piece.data
-        else:
-            self.buf = piece.data
+        data = piece.data
         self.buf_start += self.pos
+        if not rest:
+            self.buf = data
+        else:
+            cut = _after_lines(data, 4)
+            carry = self.buf[self.pos:]
+            if cut < 0 or cut == len(data):
+                self.buf = carry + data
+            else:
+                self.buf = carry + data[:cut]
+                self._rest = (data, cut, len(carry))
         self.pos = 0
         return True
+
+    def _switch(self) -> None:
+        assert self._rest is not None
+        data, cut, carry_len = self._rest
+        self._rest = None
+        if self.pos >= carry_len:  # the joined record is done: scan the piece in place
+            self.buf_start += carry_len
+            self.pos -= carry_len
+            self.buf = data
+        else:
+            self.buf = self.buf[self.pos:] + data[cut:]
+            self.buf_start += self.pos
+            self.pos = 0
 
     def error(self, code: int, line: int, extra: str = "") -> FormatError:
         return FormatError(_MESSAGES.get(code, "malformed record") + extra, path=self.uri, fmt="FASTQ",
@@ -669,6 +697,16 @@ class Splitter:
                                   path=r2.uri, fmt="FASTQ", line=r2.records * 4)
             if not r2.fill():
                 return
+
+
+def _after_lines(data: bytes, n: int) -> int:
+    """The offset just after the ``n``-th newline of ``data`` (-1 if it has fewer)."""
+    pos = -1
+    for _ in range(n):
+        pos = data.find(b"\n", pos + 1)
+        if pos < 0:
+            return -1
+    return pos + 1
 
 
 def _nth_record(buf: bytes, pos: int, n: int) -> int:
