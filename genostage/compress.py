@@ -15,6 +15,7 @@ zlib's speed) with a zlib fallback.
 """
 from __future__ import annotations
 
+import io
 import queue
 import struct
 import threading
@@ -138,7 +139,59 @@ def _plain_pieces(fh: BinaryIO, head: bytes) -> Iterator[Piece]:
         offset += len(data)
 
 
+class _Chain(io.RawIOBase):
+    """``head`` then the rest of ``fh``, counting the bytes handed out."""
+
+    def __init__(self, head: bytes, fh: BinaryIO) -> None:
+        super().__init__()
+        self._head = memoryview(head)
+        self._fh = fh
+        self.consumed = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        if self._head:
+            n = min(len(b), len(self._head))
+            b[:n] = self._head[:n]
+            self._head = self._head[n:]
+        else:
+            data = self._fh.read(len(b))
+            n = len(data) if data else 0
+            if n:
+                b[:n] = data
+        self.consumed += n
+        return n
+
+
 def _gzip_pieces(fh: BinaryIO, path: str, head: bytes) -> Iterator[Piece]:
+    if _isal is not None and hasattr(_isal, "_GzipReader"):
+        return _isal_gzip_pieces(fh, path, head)
+    return _zlib_gzip_pieces(fh, path, head)
+
+
+def _isal_gzip_pieces(fh: BinaryIO, path: str, head: bytes) -> Iterator[Piece]:
+    """ISA-L's own gzip reader (multi-member, C): fastest, no reallocations."""
+    chain = _Chain(head, fh)
+    reader = _isal._GzipReader(chain, GZIP_READ)
+    start = 0
+    while True:
+        try:
+            data = reader.read(1 << 20)
+        except EOFError:
+            raise FormatError("truncated gzip stream (the file ends inside a compressed member)",
+                              path=path, fmt="FASTQ") from None
+        except Exception as exc:
+            raise FormatError(f"corrupt gzip data ({exc})", path=path, fmt="FASTQ") from None
+        if not data:
+            return
+        end = chain.consumed
+        yield Piece(data, start, end)
+        start = end
+
+
+def _zlib_gzip_pieces(fh: BinaryIO, path: str, head: bytes) -> Iterator[Piece]:
     mod = _inflate_mod()
     dec = mod.decompressobj(31)
     offset = 0
@@ -298,13 +351,13 @@ class GzipWriter(Writer):
         self._level = level
         self._pool = pool
         self._keep = 2 * max(1, threads)
-        self._buf: List[bytes] = []
+        self._buf: List["bytes | memoryview"] = []
         self._buffered = 0
         self._pending: Deque["Future[bytes]"] = deque()
 
     def write(self, data: "bytes | memoryview") -> None:
         self.uncompressed += len(data)
-        self._buf.append(bytes(data))
+        self._buf.append(data)  # views of immutable input pieces: joined (copied) once
         self._buffered += len(data)
         if self._buffered >= GZIP_MEMBER:
             self._emit()

@@ -49,7 +49,7 @@ log = logging.getLogger("genostage.split.fastq")
 
 HUGE = 1 << 62
 MAX_RECORD = 32 << 20  # a "record" longer than this is garbage (or an absurd read)
-EXACT_LIMIT = 64 << 20
+EXACT_LIMIT = 16 << 20  # gzip inputs up to this size are counted first for --parts
 PLAN_READ = 1 << 20  # per part: plain/BGZF inputs up to parts x this are counted exactly  # compressed inputs up to this size are counted first for --parts
 _MESSAGES = {
     _fastq.E_HEADER: "expected '@' at the start of a record header",
