@@ -8,6 +8,7 @@ CFLAGS = ["-O3", "-std=c11"] if os.name != "nt" else []
 
 # name -> sources; each kernel is a small private module wrapped by a Python one.
 KERNELS = {
+    "genostage._checksum": ["ext/_checksum.pyx", "ext/crc_kernels.c"],
     "genostage._fastq": ["ext/_fastq.pyx"],
 }
 

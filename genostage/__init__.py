@@ -25,3 +25,9 @@ __all__ = [
     "InsufficientSpace", "Interrupted", "NotFound", "ToolFailed", "TransferConfig",
     "UnsafePath", "UsageError", "__version__",
 ]
+
+from .job import Job  # noqa: E402
+from .staging import stage_in, stage_out  # noqa: E402
+from .transfer import copy  # noqa: E402
+
+__all__ += ["Job", "copy", "stage_in", "stage_out"]

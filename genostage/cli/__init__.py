@@ -29,6 +29,9 @@ from .. import errors as E
 
 # Subcommand modules, each with ``register(subparsers)``; a parser sets ``func``.
 COMMANDS: List[str] = [
+    "run",
+    "cp",
+    "checksum",
     "split",
 ]
 

@@ -31,7 +31,6 @@ import json
 import logging
 import os
 import re
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -41,6 +40,7 @@ from .. import _fastq
 from .. import compress as C
 from ..errors import FormatError, UsageError
 from ..location import Location, parse
+from ..progress import Progress
 from ..store import Stores
 from ..store.local import temp_name
 from ..units import format_size
@@ -356,42 +356,6 @@ def _unlink(path: str) -> None:
         pass
 
 
-# -- progress ----------------------------------------------------------------
-class _Progress:
-    """A bar on a terminal, a log line every few seconds otherwise."""
-
-    def __init__(self, total: int, label: str, enabled: bool, interval: float = 5.0) -> None:
-        self.total = total
-        self.label = label
-        self.enabled = enabled
-        self.tty = enabled and sys.stderr.isatty()
-        self.interval = 0.2 if self.tty else interval
-        self.t0 = time.monotonic()
-        self.last = self.t0
-
-    def update(self, done: int, records: int) -> None:
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if now - self.last < self.interval:
-            return
-        self.last = now
-        frac = min(1.0, done / self.total) if self.total else 0.0
-        rate = done / max(now - self.t0, 1e-9)
-        text = f"{self.label}: {format_size(done)}/{format_size(self.total)} ({100 * frac:.0f}%), {records} records, {format_size(rate)}/s"
-        if self.tty:
-            bar = "#" * int(30 * frac)
-            sys.stderr.write(f"\r[{bar:<30}] {text}  ")
-            sys.stderr.flush()
-        else:
-            log.info("%s", text)
-
-    def finish(self) -> None:
-        if self.tty:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
-
-
 # -- opening inputs ----------------------------------------------------------
 def _open_input(uri: str, stores: Stores, background: bool = True) -> _Input:
     loc = parse(uri)
@@ -588,7 +552,8 @@ class Splitter:
         r2 = ins[1] if len(ins) == 2 else None
         cutter = self._cutter(r1, sum(i.size for i in ins))
         summary = Summary(self.inputs, self.formats, "", paired=r2 is not None, interleaved=self.interleaved)
-        progress = _Progress(sum(i.size for i in ins), "split", self.progress)
+        progress = Progress(sum(i.size for i in ins), "split fastq", enabled=self.progress)
+        done = 0
         step = self.step
         index = 0
         chunk = ChunkStats(0)
@@ -617,7 +582,9 @@ class Splitter:
                 r1.emit(r1.gpos, sink, 0, False)
                 if r2 is not None:
                     r2.emit(r2.gpos, sink, 1, False)
-                progress.update(sum(i.cpos for i in ins), r1.records // step)
+                now = sum(i.cpos for i in ins)
+                progress.update(now - done)
+                done = now
             if stopped:
                 self._close(sink, chunk, ins, summary, step)
                 index += 1
@@ -635,7 +602,7 @@ class Splitter:
                     self._close(sink, chunk, ins, summary, step)
                 break
             r1.fill()
-        progress.finish()
+        progress.close()
         if self.parts is not None and len(summary.chunks) < self.parts:
             # fewer records than parts: the remaining chunks are empty, but exist
             for index in range(len(summary.chunks), self.parts):

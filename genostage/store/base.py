@@ -33,6 +33,7 @@ class ObjectInfo:
     checksums: Dict[str, str] = field(default_factory=dict)
     checksum_type: Optional[str] = None
     parts_count: Optional[int] = None
+    sse: Optional[str] = None
 
     def identity(self) -> Dict[str, object]:
         """What identifies this version of the object (for manifests and plans)."""

@@ -26,14 +26,19 @@ def temp_name(path: str) -> str:
 
 
 class LocalUpload(Upload):
-    def __init__(self, store: "LocalStore", loc: Location, size: int) -> None:
+    def __init__(self, store: "LocalStore", loc: Location, size: int, temp_path: Optional[str] = None) -> None:
+        """Write into ``temp_path`` (a fresh hidden sibling by default); an existing
+        ``temp_path`` of the right size is reused, so a download can resume into it."""
         self._store = store
         self._loc = loc
         self._size = size
         os.makedirs(os.path.dirname(loc.path) or ".", exist_ok=True)
-        self._tmp = temp_name(loc.path)
-        self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        os.ftruncate(self._fd, size)
+        self._tmp = temp_path or temp_name(loc.path)
+        self.resumed = temp_path is not None and os.path.exists(temp_path) and os.path.getsize(temp_path) == size
+        flags = os.O_WRONLY | os.O_CREAT | (0 if temp_path else os.O_EXCL)
+        self._fd = os.open(self._tmp, flags, 0o644)
+        if not self.resumed:
+            os.ftruncate(self._fd, size)
 
     def write_part(self, number: int, offset: int, data: "bytes | memoryview",
                    checksums: Optional[Dict[str, str]] = None) -> None:
@@ -45,11 +50,16 @@ class LocalUpload(Upload):
         self._store.counters.add(requests=1, written=len(data))
 
     def complete(self, checksums: Optional[Dict[str, str]] = None) -> ObjectInfo:
-        os.fsync(self._fd)
         os.close(self._fd)
         self._fd = -1
         os.replace(self._tmp, self._loc.path)
         return self._store.stat(self._loc)
+
+    def close_keep(self) -> None:
+        """Close without removing the temporary file (a journalled download resumes into it)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
     def abort(self) -> None:
         if self._fd >= 0:
@@ -124,9 +134,9 @@ class LocalStore(Store):
             up.abort()
             raise
 
-    def begin_upload(self, loc: Location, size: int) -> LocalUpload:
+    def begin_upload(self, loc: Location, size: int, temp_path: Optional[str] = None) -> LocalUpload:
         try:
-            return LocalUpload(self, loc, size)
+            return LocalUpload(self, loc, size, temp_path)
         except OSError as exc:
             raise _oserror(exc, loc) from None
 

@@ -1,0 +1,487 @@
+"""Checksums of bytes, streams and files, and the forms S3 uses for them.
+
+The CRCs (``crc64nvme``, ``crc32c``, ``crc32``) run in the compiled kernel
+:mod:`genostage._checksum` (CLMUL folding with runtime CPU dispatch); ``md5``
+and ``sha256`` come from :mod:`hashlib`.  S3 wire forms:
+
+- CRCs: base64 of the big-endian value (4 bytes for crc32/crc32c, 8 for crc64nvme);
+- sha256: base64 of the digest; md5: hex (as in an ETag);
+- COMPOSITE checksums: ``BASE64-N``, the checksum of the concatenated part checksums;
+- multipart ETags: hex of the md5 of the concatenated part md5s, then ``-N``.
+
+>>> c = new("crc64nvme"); c.update(b"123456789"); hex(c.value())
+'0xae8b14860a799888'
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+import re
+import threading
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+from . import _checksum as _k
+from .errors import FormatError, ObjectChanged, UsageError
+
+ALGORITHMS = ("crc64nvme", "crc32c", "crc32", "md5", "sha256")
+CRCS = ("crc64nvme", "crc32c", "crc32")
+HASHES = ("md5", "sha256")
+CRC_BYTES = {"crc64nvme": 8, "crc32c": 4, "crc32": 4}
+DIGEST_BYTES = {"crc64nvme": 8, "crc32c": 4, "crc32": 4, "md5": 16, "sha256": 32}
+MiB = 1024 * 1024
+# Part sizes tried (in this order) to reproduce a multipart ETag.
+COMMON_PART_SIZES = (8 * MiB, 16 * MiB, 5 * MiB, 64 * MiB, 100 * MiB)
+# Bytes read per call by file_checksums (fits in L2/L3 so the CRC reads it from cache).
+READ_CHUNK = 1 * MiB
+
+Buffer = Union[bytes, bytearray, memoryview, Any]
+
+
+def _check_name(name: str, allowed: Sequence[str] = ALGORITHMS) -> str:
+    if name not in allowed:
+        raise UsageError(f"unknown checksum algorithm {name!r} (expected one of {', '.join(allowed)})")
+    return name
+
+
+def _nbytes(buf: Buffer) -> int:
+    if isinstance(buf, (bytes, bytearray)):
+        return len(buf)
+    with memoryview(buf) as view:
+        return view.nbytes
+
+
+class Checksum:
+    """A running checksum of one algorithm; feed it with :meth:`update`."""
+
+    def __init__(self, name: str) -> None:
+        self.name = _check_name(name)
+        self.length = 0
+        self._crc = 0
+        self._hash: Any = hashlib.new(name) if name in HASHES else None
+
+    def update(self, buf: Buffer) -> None:
+        """Add the bytes of ``buf`` (any buffer-protocol object)."""
+        if self._hash is not None:
+            self._hash.update(buf)
+        else:
+            self._crc = _k.crc(self.name, buf, self._crc)
+        self.length += _nbytes(buf)
+
+    def copy(self) -> "Checksum":
+        other = Checksum.__new__(Checksum)
+        other.name = self.name
+        other.length = self.length
+        other._crc = self._crc
+        other._hash = self._hash.copy() if self._hash is not None else None
+        return other
+
+    def value(self) -> Union[int, bytes]:
+        """The CRC as an int, or the md5/sha256 digest as bytes."""
+        if self._hash is not None:
+            return bytes(self._hash.digest())
+        return self._crc
+
+    def wire(self) -> str:
+        """The S3 wire form (base64 big-endian CRC, base64 sha256, hex md5)."""
+        return to_wire(self.name, self.value())
+
+    def hexdigest(self) -> str:
+        if self._hash is not None:
+            return str(self._hash.hexdigest())
+        return f"{self._crc:0{2 * CRC_BYTES[self.name]}x}"
+
+    def __repr__(self) -> str:
+        return f"<Checksum {self.name} {self.hexdigest()} over {self.length} bytes>"
+
+
+class ETag:
+    """The ETag S3 gives an object uploaded in parts of ``part_size`` bytes.
+
+    An object shorter than ``multipart_threshold`` (default: ``part_size``) is
+    taken as a single PUT whose ETag is its md5 hex; otherwise the ETag is the md5
+    of the concatenated part md5s, then ``-N``.  (Objects encrypted with SSE-KMS
+    or SSE-C have ETags that are not md5s at all.)
+    """
+
+    name = "etag"
+
+    def __init__(self, part_size: int, multipart_threshold: Optional[int] = None) -> None:
+        if part_size <= 0:
+            raise UsageError(f"ETag part size must be positive, got {part_size}")
+        self.part_size = part_size
+        self.multipart_threshold = part_size if multipart_threshold is None else multipart_threshold
+        self.length = 0
+        self._whole = hashlib.md5()
+        self._part = hashlib.md5()
+        self._part_fill = 0
+        self._parts: List[bytes] = []
+
+    def update(self, buf: Buffer) -> None:
+        with memoryview(buf) as view:
+            data = view.cast("B") if view.ndim != 1 or view.itemsize != 1 else view
+            self._whole.update(data)
+            pos, n = 0, data.nbytes
+            while pos < n:
+                take = min(n - pos, self.part_size - self._part_fill)
+                self._part.update(data[pos:pos + take])
+                self._part_fill += take
+                pos += take
+                if self._part_fill == self.part_size:
+                    self._parts.append(self._part.digest())
+                    self._part = hashlib.md5()
+                    self._part_fill = 0
+            self.length += n
+
+    def copy(self) -> "ETag":
+        other = ETag(self.part_size, self.multipart_threshold)
+        other.length = self.length
+        other._whole = self._whole.copy()
+        other._part = self._part.copy()
+        other._part_fill = self._part_fill
+        other._parts = list(self._parts)
+        return other
+
+    def part_md5s(self) -> List[bytes]:
+        """md5 digests of the parts so far (the last one possibly short)."""
+        return self._parts + ([self._part.digest()] if self._part_fill else [])
+
+    def multipart_value(self) -> str:
+        parts = self.part_md5s() or [self._part.digest()]
+        return etag_of_parts(parts)
+
+    def single_value(self) -> str:
+        return str(self._whole.hexdigest())
+
+    def value(self) -> str:
+        if self.length < self.multipart_threshold:
+            return self.single_value()
+        return self.multipart_value()
+
+    wire = value
+    hexdigest = value
+
+    def matches(self, etag: str) -> bool:
+        """True if ``etag`` (quotes allowed) is either form of this object's ETag."""
+        etag = etag.strip('"').lower()
+        return etag == (self.multipart_value() if "-" in etag else self.single_value())
+
+
+def new(name: str, part_size: Optional[int] = None) -> "Checksum | ETag":
+    """A running checksum: one of :data:`ALGORITHMS`, ``etag`` (with ``part_size``) or ``etag:SIZE``."""
+    if name.startswith("etag:") and name[5:].isdigit():
+        return ETag(int(name[5:]))
+    if name == "etag":
+        if part_size is None:
+            raise UsageError("the etag checksum needs a part size")
+        return ETag(part_size)
+    return Checksum(name)
+
+
+def crc(name: str, buf: Buffer, value: int = 0) -> int:
+    """The CRC ``name`` of ``buf``, continuing from ``value`` (the CRC of what came before)."""
+    return int(_k.crc(_check_name(name, CRCS), buf, value))
+
+
+def combine(name: str, crc_a: int, crc_b: int, len_b: int) -> int:
+    """CRC of A + B from the CRCs of A and B and the length of B (O(log len_b))."""
+    if len_b < 0:
+        raise ValueError("len_b must not be negative")
+    return int(_k.combine(_check_name(name, CRCS), crc_a, crc_b, len_b))
+
+
+def to_wire(name: str, value: Union[int, bytes]) -> str:
+    """The S3 wire form of a CRC (int) or digest (bytes)."""
+    _check_name(name)
+    if name in CRCS:
+        if isinstance(value, (bytes, bytearray)):
+            raw = bytes(value)
+        else:
+            raw = int(value).to_bytes(CRC_BYTES[name], "big")
+        return base64.b64encode(raw).decode("ascii")
+    raw = bytes(value) if isinstance(value, (bytes, bytearray)) else int(value).to_bytes(DIGEST_BYTES[name], "big")
+    if name == "md5":
+        return raw.hex()
+    return base64.b64encode(raw).decode("ascii")
+
+
+def wire_to_bytes(name: str, text: str) -> bytes:
+    """The raw digest behind a wire value (base64, or hex for md5; hex also accepted for all)."""
+    _check_name(name)
+    text = text.strip().strip('"')
+    size = DIGEST_BYTES[name]
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != size and len(text) == 2 * size and re.fullmatch(r"[0-9A-Fa-f]+", text):
+        raw = bytes.fromhex(text)  # base64 of these sizes always ends in '=' or differs in length
+    if len(raw) != size:
+        raise FormatError(f"not a {name} value: {text!r} (expected base64 or hex of {size} bytes)")
+    return raw
+
+
+def from_wire(name: str, text: str) -> int:
+    """The integer behind a wire value (the CRC; the digest as a big-endian int for md5/sha256)."""
+    return int.from_bytes(wire_to_bytes(name, text), "big")
+
+
+def composite_wire(name: str, part_values: Sequence[Union[int, bytes]]) -> str:
+    """S3 COMPOSITE checksum: checksum of the concatenated big-endian part values, then ``-N``."""
+    _check_name(name)
+    joined = b"".join(
+        bytes(v) if isinstance(v, (bytes, bytearray)) else int(v).to_bytes(DIGEST_BYTES[name], "big")
+        for v in part_values
+    )
+    total = Checksum(name)
+    total.update(joined)
+    return f"{total.wire()}-{len(part_values)}"
+
+
+def etag_of_parts(part_md5s: Sequence[bytes]) -> str:
+    """The multipart ETag from the md5 digests of the parts."""
+    return hashlib.md5(b"".join(part_md5s)).hexdigest() + f"-{len(part_md5s)}"
+
+
+def is_md5_etag(etag: Optional[str]) -> bool:
+    return bool(etag) and re.fullmatch(r"[0-9a-f]{32}", etag.strip('"').lower()) is not None  # type: ignore[union-attr]
+
+
+def full_object_value(info: Any, name: str) -> Optional[str]:
+    """The full-object value ``info`` reports for a CRC or sha256 (None if absent or COMPOSITE)."""
+    value = (getattr(info, "checksums", None) or {}).get(name)
+    ctype = (getattr(info, "checksum_type", None) or "").upper()
+    if not value or ctype == "COMPOSITE" or "-" in value:
+        return None
+    return str(value)
+
+
+def expected_for(info: Any) -> Optional[Tuple[str, str]]:
+    """What a download of ``info`` (an ObjectInfo) can be verified against.
+
+    A full-object CRC first (crc64nvme, crc32c, crc32), then a single-part sha256,
+    then an md5 ETag; ``("etag", "hex-N")`` for a multipart ETag (find the part size
+    with :func:`guess_etag_part_size`); None when there is nothing to check.
+    """
+    for name in CRCS:
+        value = full_object_value(info, name)
+        if value:
+            return name, value
+    etag = (getattr(info, "etag", None) or "").strip('"')
+    if is_md5_etag(etag):
+        return "md5", etag.lower()
+    value = full_object_value(info, "sha256")
+    if value:
+        return "sha256", value
+    if re.fullmatch(r"[0-9a-fA-F]{32}-[0-9]+", etag):
+        return "etag", etag.lower()
+    return None
+
+
+def etag_part_sizes(size: int, n_parts: int) -> List[int]:
+    """Part sizes that split ``size`` bytes into exactly ``n_parts`` parts, common ones first."""
+    if n_parts < 1:
+        return []
+    candidates = list(COMMON_PART_SIZES)
+    even = -(-size // n_parts)
+    candidates.append(-(-even // MiB) * MiB)
+    candidates.append(even)
+    out: List[int] = []
+    for ps in candidates:
+        if ps > 0 and ps not in out and max(1, -(-size // ps)) == n_parts:
+            out.append(ps)
+    return out
+
+
+def guess_etag_part_size(size: int, n_parts: int) -> Optional[int]:
+    """The most likely part size of an ``n_parts`` multipart ETag for ``size`` bytes."""
+    sizes = etag_part_sizes(size, n_parts)
+    return sizes[0] if sizes else None
+
+
+def parts_in_etag(etag: str) -> Optional[int]:
+    m = re.fullmatch(r'"?[0-9a-fA-F]{32}-([0-9]+)"?', etag or "")
+    return int(m.group(1)) if m else None
+
+
+class MultiChecksum:
+    """Several checksums fed from one stream (CRCs, md5, sha256, ETags)."""
+
+    def __init__(self, algorithms: Iterable[str], part_size: Optional[int] = None) -> None:
+        self.sums: Dict[str, "Checksum | ETag"] = {}
+        for name in dict.fromkeys(algorithms):
+            if not name.startswith("etag"):
+                _check_name(name)
+            self.sums[name] = new(name, part_size)
+        self.length = 0
+
+    def update(self, buf: Buffer) -> None:
+        for s in self.sums.values():
+            s.update(buf)
+        self.length += _nbytes(buf)
+
+    def wire(self) -> Dict[str, str]:
+        return {name: s.wire() for name, s in self.sums.items()}
+
+
+def _read_into(fd: int, view: memoryview, offset: int, path: str) -> int:
+    """Fill ``view`` from ``offset``; a short read means the file shrank."""
+    got = 0
+    while got < len(view):
+        n = os.preadv(fd, [view[got:]], offset + got)
+        if n == 0:
+            raise ObjectChanged(f"{path} shrank while it was being checksummed")
+        got += n
+    return got
+
+
+def _crc_segment(fd: int, path: str, start: int, length: int, names: Sequence[str],
+                 chunk: int) -> List[int]:
+    values = [0] * len(names)
+    buf = bytearray(min(chunk, max(length, 1)))
+    view = memoryview(buf)
+    pos = 0
+    while pos < length:
+        n = min(len(buf), length - pos)
+        _read_into(fd, view[:n], start + pos, path)
+        part = view[:n]
+        for i, name in enumerate(names):
+            values[i] = _k.crc(name, part, values[i])
+        pos += n
+    return values
+
+
+def default_threads(size: int) -> int:
+    """Threads worth using for ``size`` bytes: one per 64 MiB, at most the CPU count."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cpus, size // (64 * MiB) or 1))
+
+
+def file_crcs(path: "str | os.PathLike[str]", names: Sequence[str], threads: Optional[int] = None,
+              chunk: int = READ_CHUNK) -> Dict[str, int]:
+    """CRCs of a whole file, its byte range split over ``threads`` threads and combined."""
+    for name in names:
+        _check_name(name, CRCS)
+    path = os.fspath(path)
+    with open(path, "rb") as f:
+        fd = f.fileno()
+        size = os.fstat(fd).st_size
+        nthreads = max(1, min(threads or default_threads(size), max(1, size // chunk)))
+        step = -(-size // nthreads) if size else 0
+        step = -(-step // chunk) * chunk if step else 0
+        bounds = [(s, min(step, size - s)) for s in range(0, size, step)] if size else []
+        results: List[Optional[List[int]]] = [None] * len(bounds)
+        errors: List[BaseException] = []
+
+        def work(i: int) -> None:
+            try:
+                results[i] = _crc_segment(fd, path, bounds[i][0], bounds[i][1], names, chunk)
+            except BaseException as exc:  # re-raised in the calling thread
+                errors.append(exc)
+
+        workers = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(1, len(bounds))]
+        for w in workers:
+            w.start()
+        if bounds:
+            work(0)
+        for w in workers:
+            w.join()
+        if errors:
+            raise errors[0]
+        if os.fstat(fd).st_size != size:
+            raise ObjectChanged(f"{path} changed size while it was being checksummed")
+    out = {name: 0 for name in names}
+    for (start, length), vals in zip(bounds, results):
+        assert vals is not None
+        for name, v in zip(names, vals):
+            out[name] = combine(name, out[name], v, length) if start else v
+    return out
+
+
+def _check_names(algorithms: Iterable[str], part_size: Optional[int]) -> List[str]:
+    names = list(dict.fromkeys(algorithms))
+    for name in names:
+        if name == "etag":
+            if part_size is None:
+                raise UsageError("the etag checksum needs a part size (--part-size)")
+        elif not (name.startswith("etag:") and name[5:].isdigit()):
+            _check_name(name)
+    return names
+
+
+def object_checksums(store: Any, info: Any, algorithms: Iterable[str] = ("crc64nvme",),
+                     part_size: Optional[int] = None, threads: Optional[int] = None,
+                     chunk: int = READ_CHUNK) -> Dict[str, str]:
+    """Checksums of a stored object recomputed from its bytes, streamed with ranged reads.
+
+    ``store`` is a :class:`genostage.store.Store` and ``info`` the object's ObjectInfo
+    (its ETag pins the version being read).  CRCs alone: ``threads`` ranges read in
+    parallel and combined; otherwise one sequential stream feeds every algorithm.
+    """
+    names = _check_names(algorithms, part_size)
+    loc, size, etag = info.location, int(info.size), info.etag
+    if names and all(name in CRCS for name in names):
+        nthreads = max(1, min(threads or 4, max(1, size // chunk)))
+        step = -(-size // nthreads) if size else 0
+        bounds = [(s, min(step, size - s)) for s in range(0, size, step)] if size else []
+
+        def work(bound: Tuple[int, int]) -> List[int]:
+            start, length = bound
+            values = [0] * len(names)
+            seen = 0
+            for data in store.iter_range(loc, start, length, etag=etag, chunk=chunk):
+                for i, name in enumerate(names):
+                    values[i] = _k.crc(name, data, values[i])
+                seen += len(data)
+            if seen != length:
+                raise ObjectChanged(f"{loc}: got {seen} bytes of {length} from offset {start}")
+            return values
+
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=max(1, len(bounds))) as pool:
+            results = list(pool.map(work, bounds))
+        out = {name: 0 for name in names}
+        for (start, length), vals in zip(bounds, results):
+            for name, v in zip(names, vals):
+                out[name] = combine(name, out[name], v, length) if start else v
+        return {name: to_wire(name, out[name]) for name in names}
+    multi = MultiChecksum(names, part_size)
+    for data in store.iter_range(loc, 0, size, etag=etag, chunk=chunk):
+        multi.update(data)
+    if multi.length != size:
+        raise ObjectChanged(f"{loc}: got {multi.length} bytes of {size}")
+    return multi.wire()
+
+
+def file_checksums(path: "str | os.PathLike[str]", algorithms: Iterable[str] = ("crc64nvme",),
+                   part_size: Optional[int] = None, threads: Optional[int] = None) -> Dict[str, str]:
+    """Several checksums of one file in one pass, as wire values (``etag`` needs ``part_size``).
+
+    CRCs alone: the file is split over ``threads`` threads and the parts combined.
+    With md5, sha256 or etag: one sequential pass feeding every algorithm.
+    """
+    names = _check_names(algorithms, part_size)
+    path = os.fspath(path)
+    if all(name in CRCS for name in names):
+        values = file_crcs(path, names, threads)
+        return {name: to_wire(name, values[name]) for name in names}
+    multi = MultiChecksum(names, part_size)
+    buf = bytearray(4 * MiB)
+    view = memoryview(buf)
+    with open(path, "rb") as f:
+        while True:
+            n = f.readinto(buf)
+            if not n:
+                break
+            multi.update(view[:n])
+    return multi.wire()
+
+
+__all__ = [
+    "ALGORITHMS", "CRCS", "Checksum", "ETag", "MultiChecksum", "new", "crc", "combine", "to_wire",
+    "from_wire", "wire_to_bytes", "composite_wire", "etag_of_parts", "expected_for",
+    "guess_etag_part_size", "etag_part_sizes", "parts_in_etag", "file_checksums", "file_crcs",
+    "is_md5_etag", "default_threads", "object_checksums", "full_object_value",
+]

@@ -1,0 +1,281 @@
+"""``Job``: scratch, staging and the tool tied together, with a provenance manifest.
+
+    with genostage.Job() as job:
+        bam = job.input("s3://bucket/sample.bam")        # staged now, verified
+        ref = job.input("s3://bucket/refs/hg38/")        # a prefix: a directory
+        stats = job.output("s3://bucket/results/sample.stats.txt")
+        job.run(["samtools", "stats", "--reference", ref / "hg38.fa", bam], stdout=stats)
+    # clean exit: outputs published and verified, manifest written; scratch removed in every case
+
+SIGTERM or SIGINT: the tool's process group gets SIGTERM (SIGKILL after
+``grace`` seconds), transfers in flight stop and uploads are aborted, the
+manifest is written, scratch is removed, and :class:`Interrupted` propagates
+(the CLI exits 128+N).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Union
+
+from . import __version__
+from .config import TransferConfig
+from .errors import GenostageError, Interrupted, ToolFailed, UsageError
+from .location import parse
+from .scratch import Scratch, check_space
+from .staging import Staged, collect_output, plan_input, plan_output, transfer_staged
+from .store import Stores
+from .tool import Tool, ToolResult
+from .transfer import Transfer
+
+log = logging.getLogger("genostage.job")
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+class _Cancel(threading.Event):
+    signum = 15
+
+
+class Job:
+    """One batch job: a private scratch directory, staged inputs, one or more tool runs, published outputs."""
+
+    def __init__(self, scratch_root: Optional[str] = None, keep: str = "never",
+                 config: Optional[TransferConfig] = None, stores: Optional[Stores] = None,
+                 s3_client: Any = None, manifest: Optional[str] = None, grace: float = 10.0,
+                 handle_signals: bool = True, show_progress: bool = True) -> None:
+        self.config = config or (stores.config if stores else TransferConfig())
+        self.stores = stores or Stores(self.config, s3_client)
+        self.scratch = Scratch(scratch_root, keep)
+        self.manifest_uri = manifest
+        self.grace = grace
+        self.handle_signals = handle_signals
+        self.show_progress = show_progress
+        self.inputs_staged: List[Staged] = []
+        self.outputs: List[Staged] = []
+        self.runs: List[ToolResult] = []
+        self.timings: Dict[str, float] = {"stage_in": 0.0, "run": 0.0, "stage_out": 0.0}
+        self.cancel = _Cancel()
+        self.manifest: Dict[str, Any] = {}
+        self._taken: Set[str] = set()
+        self._tool: Optional[Tool] = None
+        self._busy = False
+        self._old_handlers: Dict[int, Any] = {}
+        self._started = 0.0
+        self.path: Optional[Path] = None
+
+    # -- context -------------------------------------------------------------
+    def __enter__(self) -> "Job":
+        self._started = time.time()
+        self.path = self.scratch.create()
+        (self.path / "work").mkdir()
+        self.transfer = Transfer(self.stores, self.config, cancel=self.cancel,
+                                 partial_dir=self.scratch.partial_dir, show_progress=self.show_progress)
+        if self.handle_signals and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._old_handlers[sig] = signal.signal(sig, self._on_signal)
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:  # type: ignore[no-untyped-def]
+        error: Optional[BaseException] = exc
+        if error is None:
+            try:
+                self.publish()
+            except BaseException as publish_error:  # recorded in the manifest, then raised
+                error = publish_error
+        if error is None and self.cancel.is_set():
+            error = Interrupted(self.cancel.signum)
+        try:
+            self._write_manifest(error)
+        except Exception as manifest_error:  # never mask the job's own error
+            log.error("could not write the manifest: %s", manifest_error)
+            if error is None:
+                error = manifest_error
+        finally:
+            self.scratch.close(failed=error is not None)
+            for sig, handler in self._old_handlers.items():
+                signal.signal(sig, handler)
+            self._old_handlers.clear()
+        if error is not None and error is not exc:
+            raise error
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self.cancel.is_set():
+            return
+        log.warning("received signal %d: stopping the tool and transfers, cleaning up", signum)
+        self.cancel.signum = signum
+        self.cancel.set()
+        if self._tool is not None:
+            self._tool.terminate(self.grace)
+        elif not self._busy:
+            raise Interrupted(signum)
+
+    def _check_cancel(self) -> None:
+        if self.cancel.is_set():
+            raise Interrupted(self.cancel.signum)
+
+    # -- inputs and outputs --------------------------------------------------
+    @property
+    def in_dir(self) -> Path:
+        assert self.path is not None, "use Job as a context manager"
+        return self.path / "in"
+
+    @property
+    def out_dir(self) -> Path:
+        assert self.path is not None, "use Job as a context manager"
+        return self.path / "out"
+
+    def input(self, uri: str, name: Optional[str] = None) -> Path:
+        """Stage one input now (verified) and return its local path."""
+        name = name or f"input{len(self.inputs_staged) + 1}"
+        return self.stage_inputs({name: uri})[name]
+
+    def stage_inputs(self, named: Mapping[str, str]) -> Dict[str, Path]:
+        """Stage several inputs in one parallel batch, after one free-space check for all of them."""
+        self._check_cancel()
+        start = time.monotonic()
+        staged = [self._plan_input(name, uri) for name, uri in named.items()]
+        needed = sum(s.size for s in staged)
+        check_space(self.scratch.root, needed)
+        self._busy = True
+        try:
+            transfer_staged(self.transfer, [s for s in staged if s.items], "stage in")
+        finally:
+            self._busy = False
+            self.timings["stage_in"] += time.monotonic() - start
+        self.inputs_staged.extend(staged)
+        return {s.name: s.path for s in staged}
+
+    def _plan_input(self, name: str, uri: str) -> Staged:
+        if any(s.name == name for s in self.inputs_staged):
+            raise UsageError(f"input {name!r} given twice")
+        return plan_input(self.stores, name, uri, self.in_dir, self._taken)
+
+    def output(self, uri: str, name: Optional[str] = None) -> Path:
+        """The local path the tool must write; published when the job ends cleanly."""
+        name = name or f"output{len(self.outputs) + 1}"
+        if any(o.name == name for o in self.outputs):
+            raise UsageError(f"output {name!r} given twice")
+        staged = plan_output(name, uri, self.out_dir, self._taken)
+        self.outputs.append(staged)
+        return staged.path
+
+    # -- running -------------------------------------------------------------
+    def run(self, command: Sequence[PathLike], stdout: Optional[PathLike] = None,
+            stderr: Optional[PathLike] = None, shell: bool = False, check: bool = True,
+            env: Optional[Mapping[str, str]] = None) -> ToolResult:
+        """Run the tool in the job's work directory (TMPDIR inside scratch); raise ToolFailed on failure."""
+        self._check_cancel()
+        assert self.path is not None, "use Job as a context manager"
+        argv = [os.fspath(a) for a in command]
+        child_env = dict(os.environ if env is None else env)
+        child_env["TMPDIR"] = str(self.path / "tmp")
+        child_env["GENOSTAGE_SCRATCH_DIR"] = str(self.path)
+        tool = Tool(argv, shell=shell, cwd=str(self.path / "work"), env=child_env,
+                    stdout_path=os.fspath(stdout) if stdout is not None else None,
+                    stderr_path=os.fspath(stderr) if stderr is not None else None)
+        log.info("running: %s", " ".join(argv))
+        start = time.monotonic()
+        self._tool = tool
+        try:
+            result = tool.run()
+        finally:
+            self._tool = None
+            self.timings["run"] += time.monotonic() - start
+        self.runs.append(result)
+        log.info("tool finished with status %d in %.1f s (cpu %.1f s, peak RSS %d MiB)", result.returncode,
+                 result.wall_seconds, result.user_seconds + result.system_seconds, result.max_rss_kib // 1024)
+        self._check_cancel()
+        if check and result.returncode != 0:
+            raise ToolFailed(" ".join(argv), result.returncode)
+        return result
+
+    def publish(self) -> None:
+        """Upload every output (one parallel batch), verified; called on a clean exit."""
+        self._check_cancel()
+        if not self.outputs:
+            return
+        assert self.path is not None
+        start = time.monotonic()
+        for out in self.outputs:
+            collect_output(self.stores, out, str(self.path))
+        self._busy = True
+        try:
+            transfer_staged(self.transfer, [o for o in self.outputs if o.items], "stage out")
+        finally:
+            self._busy = False
+            self.timings["stage_out"] += time.monotonic() - start
+
+    # -- manifest ------------------------------------------------------------
+    def default_manifest_uri(self) -> Optional[str]:
+        if self.manifest_uri:
+            return self.manifest_uri
+        if not self.outputs:
+            return None
+        first = self.outputs[0].uri
+        if first.endswith("/"):
+            return first + "manifest.json"
+        loc = parse(first)
+        if loc.is_s3:
+            parent = loc.key.rsplit("/", 1)[0] + "/" if "/" in loc.key else ""
+            return f"s3://{loc.bucket}/{parent}manifest.json"
+        return os.path.join(os.path.dirname(loc.path), "manifest.json")
+
+    def _status(self, error: Optional[BaseException]) -> Dict[str, Any]:
+        if error is None:
+            return {"status": "succeeded", "exit_status": 0}
+        if isinstance(error, ToolFailed):
+            return {"status": "tool_failed", "exit_status": error.returncode, "error": str(error)}
+        if isinstance(error, Interrupted):
+            return {"status": "interrupted", "exit_status": 128 + error.signum, "error": str(error)}
+        from .cli import exit_code
+
+        kind = "failed" if isinstance(error, GenostageError) else "crashed"
+        return {"status": kind, "exit_status": exit_code(error), "error": f"{error.__class__.__name__}: {error}"}
+
+    def build_manifest(self, error: Optional[BaseException] = None) -> Dict[str, Any]:
+        end = time.time()
+        return {
+            "genostage_version": __version__,
+            "job_id": os.environ.get("AWS_BATCH_JOB_ID"),
+            "array_index": _int_or_none(os.environ.get("AWS_BATCH_JOB_ARRAY_INDEX")),
+            "attempt": _int_or_none(os.environ.get("AWS_BATCH_JOB_ATTEMPT")),
+            "host": socket.gethostname(),
+            "scratch": str(self.path) if self.path else None,
+            "started": _iso(self._started),
+            "finished": _iso(end),
+            **self._status(error),
+            "commands": [r.to_json() for r in self.runs],
+            "inputs": [s.to_json() for s in self.inputs_staged],
+            "outputs": [o.to_json() for o in self.outputs],
+            "timings": {**{k: round(v, 3) for k, v in self.timings.items()}, "total": round(end - self._started, 3)},
+        }
+
+    def _write_manifest(self, error: Optional[BaseException]) -> None:
+        self.manifest = self.build_manifest(error)
+        body = (json.dumps(self.manifest, indent=2) + "\n").encode()
+        if self.path is not None:
+            (self.path / "manifest.json").write_bytes(body)
+        uri = self.default_manifest_uri()
+        if uri:
+            loc = parse(uri)
+            self.stores.for_location(loc).put_bytes(loc, body)
+            self.manifest_published = uri
+            log.info("manifest written to %s", uri)
+
+
+def _iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def _int_or_none(text: Optional[str]) -> Optional[int]:
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None

@@ -1,0 +1,186 @@
+"""Staging: what goes where between the stores and a job's scratch directory.
+
+``stage_in`` and ``stage_out`` work without a Job; the Job uses the same
+functions to stage all inputs (or all outputs) in one parallel batch.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Set, Tuple
+
+from .config import TransferConfig
+from .errors import NotFound, UnsafePath, UsageError
+from .location import Location, inside, parse, safe_relative
+from .store import ObjectInfo, Stores
+from .transfer import Transfer, TransferResult
+
+
+@dataclass
+class Staged:
+    """One named input or output: its URI, its local path, and what was moved."""
+
+    name: str
+    uri: str
+    path: Path
+    is_dir: bool
+    items: List[Tuple[ObjectInfo, Location]] = field(default_factory=list)
+    results: List[TransferResult] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        return sum(info.size for info, _ in self.items)
+
+    def to_json(self) -> Dict[str, object]:
+        entry: Dict[str, object] = {"name": self.name, "uri": self.uri, "path": str(self.path),
+                                    "kind": "directory" if self.is_dir else "file", "size": self.size}
+        files = [r.to_json() for r in self.results]
+        if not self.is_dir and files:
+            entry.update({k: files[0][k] for k in ("etag", "version_id", "checksums", "verified", "parts",
+                                                   "resumed_parts", "repaired_parts")})
+        else:
+            entry["files"] = files
+        return entry
+
+
+def parse_assignment(text: str, option: str) -> Tuple[str, str]:
+    """``NAME=URI`` as given to ``-i``/``-o``."""
+    name, sep, uri = text.partition("=")
+    if not sep or not name or not uri:
+        raise UsageError(f"{option} expects NAME=URI, got {text!r}")
+    if not name.replace("_", "a").isalnum() or name[0].isdigit():
+        raise UsageError(f"{option}: name {name!r} must be letters, digits and _ (not starting with a digit)")
+    return name, uri
+
+
+def _unique_path(base: Path, name: str, filename: str, taken: Set[str]) -> Path:
+    """``base/filename``, or ``base/NAME/filename`` when another input already took that name."""
+    path = base / filename
+    if str(path) in taken or path.exists():
+        path = base / name / filename
+    taken.add(str(path))
+    return path
+
+
+def plan_input(stores: Stores, name: str, uri: str, in_dir: Path, taken: Set[str]) -> Staged:
+    """Resolve an input URI (object or prefix) into what to copy where, before any byte moves."""
+    loc = parse(uri)
+    store = stores.for_location(loc)
+    what = f"input {name!r}"
+    if loc.is_prefix:
+        dest_dir = _unique_path(in_dir, name, loc.name, taken)
+        try:
+            infos = list(store.list(loc))
+        except NotFound as exc:
+            raise NotFound(f"{what}: {exc}") from None
+        if not infos:
+            raise NotFound(f"{what}: {uri} has no objects under it")
+        items = [(i, parse(str(dest_dir / safe_relative(i.relative, what)))) for i in infos]
+        return Staged(name, uri, dest_dir, True, items)
+    try:
+        info = store.stat(loc)
+    except NotFound as exc:
+        raise NotFound(f"{what}: {exc}") from None
+    path = _unique_path(in_dir, name, loc.name, taken)
+    return Staged(name, uri, path, False, [(info, parse(str(path)))])
+
+
+def plan_output(name: str, uri: str, out_dir: Path, taken: Set[str]) -> Staged:
+    """Where the tool must write output ``name`` (a file, or a directory for a URI ending in /)."""
+    loc = parse(uri)
+    if loc.is_s3 and loc.key == "":
+        raise UsageError(f"output {name!r}: {uri} names a bucket, not a prefix or an object")
+    if uri.endswith("/"):
+        path = _unique_path(out_dir, name, loc.name, taken)
+        path.mkdir(parents=True, exist_ok=True)
+        return Staged(name, uri, path, True)
+    path = _unique_path(out_dir, name, loc.name, taken)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return Staged(name, uri, path, False)
+
+
+def _checked_file(path: str, root: str, what: str) -> str:
+    """The real file behind ``path``; a symlink is followed only when it stays inside ``root``."""
+    if os.path.islink(path) and not inside(path, root):
+        raise UnsafePath(f"{what}: {path} is a symlink to {os.path.realpath(path)}, outside the scratch directory; refusing to publish it")
+    real = os.path.realpath(path)
+    if not os.path.isfile(real):
+        raise NotFound(f"{what}: {path} is not a regular file")
+    return real
+
+
+def collect_output(stores: Stores, out: Staged, root: str) -> None:
+    """Find what the tool wrote for ``out`` and pair each file with its destination."""
+    what = f"output {out.name!r}"
+    dest = parse(out.uri)
+    if not out.is_dir:
+        if not os.path.lexists(out.path):
+            raise NotFound(f"{what}: the tool did not write {out.path}")
+        real = _checked_file(str(out.path), root, what)
+        out.items = [(stores.local.stat(parse(real)), dest)]
+        return
+    items = []
+    for rel, full in _walk(str(out.path), root, what):
+        real = _checked_file(full, root, what)
+        items.append((stores.local.stat(parse(real)), dest.as_prefix().child(rel)))
+    out.items = items
+
+
+def _walk(top: str, root: str, what: str) -> List[Tuple[str, str]]:
+    """Files under ``top`` as (relative key, path), following directory links only inside ``root``."""
+    found: List[Tuple[str, str]] = []
+    seen: Set[str] = set()
+
+    def visit(directory: str, prefix: str) -> None:
+        real = os.path.realpath(directory)
+        if real in seen:
+            return
+        seen.add(real)
+        for entry in sorted(os.scandir(directory), key=lambda e: e.name):
+            rel = prefix + entry.name
+            if entry.is_dir(follow_symlinks=True):
+                if entry.is_symlink() and not inside(entry.path, root):
+                    raise UnsafePath(f"{what}: {entry.path} links to a directory outside the scratch directory; refusing to publish it")
+                visit(entry.path, rel + "/")
+            else:
+                found.append((rel, entry.path))
+    visit(top, "")
+    return found
+
+
+def transfer_staged(transfer: Transfer, staged: Sequence[Staged], label: str) -> None:
+    """Move every item of every Staged in one parallel batch and attach the results."""
+    flat = [(s, item) for s in staged for item in s.items]
+    results = transfer.copy_all([item for _, item in flat], label=label)
+    for s in staged:
+        s.results = []
+    for (s, _), result in zip(flat, results):
+        s.results.append(result)
+
+
+def stage_in(uri: str, dest_dir: "str | os.PathLike[str]", stores: Optional[Stores] = None,
+             config: Optional[TransferConfig] = None) -> Path:
+    """Copy an object (or every object under a prefix) into ``dest_dir``; returns the local path."""
+    from .scratch import check_space
+
+    stores = stores or Stores(config)
+    dest = Path(dest_dir)
+    dest.mkdir(parents=True, exist_ok=True)
+    staged = plan_input(stores, "input", uri, dest, set())
+    check_space(str(dest), staged.size)
+    transfer_staged(Transfer(stores, config or stores.config), [staged], f"stage in {staged.path.name}")
+    return staged.path
+
+
+def stage_out(path: "str | os.PathLike[str]", uri: str, stores: Optional[Stores] = None,
+              config: Optional[TransferConfig] = None) -> List[TransferResult]:
+    """Publish a local file (or a directory's files, for a URI ending in /) to ``uri``."""
+    stores = stores or Stores(config)
+    p = Path(path)
+    out = Staged("output", uri, p, p.is_dir())
+    if out.is_dir and not uri.endswith("/"):
+        out.uri = uri + "/"
+    collect_output(stores, out, str(p if p.is_dir() else p.parent))
+    transfer_staged(Transfer(stores, config or stores.config), [out], f"stage out {p.name}")
+    return out.results

@@ -1,0 +1,227 @@
+"""``genostage run`` end to end against real S3 servers, as a container entrypoint runs it."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from .helpers import genostage, get, keys, put
+
+BOTH = pytest.mark.parametrize("s3", ["moto", "rclone"], indirect=True)
+
+
+def scratch_dirs(root):
+    return sorted(p.name for p in root.iterdir() if p.name.startswith("genostage-"))
+
+
+@BOTH
+def test_run_object_prefix_file_and_dir_outputs(s3, s3_client, bucket, tmp_path):
+    put(s3_client, bucket, "sample.txt", b"line1\nline2\n")
+    put(s3_client, bucket, "sample.txt.idx", b"index")
+    for i in range(5):
+        put(s3_client, bucket, f"refs/hg/chr{i}.fa", b">chr%d\nACGT\n" % i)
+    root = tmp_path / "scratch"
+    r = genostage([
+        "run", "--scratch", str(root),
+        "-i", f"data=s3://{bucket}/sample.txt", "-i", f"idx=s3://{bucket}/sample.txt.idx",
+        "-i", f"ref=s3://{bucket}/refs/hg/",
+        "-o", f"count=s3://{bucket}/results/count.txt", "-o", f"dir=s3://{bucket}/results/dir/",
+        "--stdout", "count", "--shell", "--",
+        "wc -l < {data} && ls $(dirname {data}) > {dir}/listing.txt && cat {ref}/chr*.fa > {dir}/all.fa"])
+    assert r.returncode == 0, r.stderr
+    assert get(s3_client, bucket, "results/count.txt").strip() == b"2"
+    assert get(s3_client, bucket, "results/dir/listing.txt").split() == [b"hg", b"sample.txt", b"sample.txt.idx"]
+    assert get(s3_client, bucket, "results/dir/all.fa").count(b">chr") == 5
+    manifest = json.loads(get(s3_client, bucket, "results/manifest.json"))
+    assert manifest["status"] == "succeeded" and manifest["exit_status"] == 0
+    names = {i["name"]: i for i in manifest["inputs"]}
+    assert names["data"]["size"] == 12 and names["data"]["checksums"]["crc64nvme"]
+    assert names["data"]["etag"] and names["ref"]["kind"] == "directory" and len(names["ref"]["files"]) == 5
+    assert {o["name"] for o in manifest["outputs"]} == {"count", "dir"}
+    assert set(manifest["timings"]) >= {"stage_in", "run", "stage_out", "total"}
+    assert manifest["commands"][0]["returncode"] == 0 and manifest["commands"][0]["max_rss_kib"] > 0
+    assert scratch_dirs(root) == []
+
+
+def test_tool_failure_passes_exit_code_writes_manifest_removes_scratch(s3, s3_client, bucket, tmp_path):
+    root = tmp_path / "scratch"
+    r = genostage(["run", "--scratch", str(root), "-o", f"out=s3://{bucket}/res/out.txt", "--",
+                   "bash", "-c", "echo partial > {out}; echo boom >&2; exit 42"])
+    assert r.returncode == 42
+    assert "[stderr] boom" in r.stderr
+    assert "out.txt" not in " ".join(keys(s3_client, bucket))  # outputs of a failed tool are not published
+    manifest = json.loads(get(s3_client, bucket, "res/manifest.json"))
+    assert manifest["status"] == "tool_failed" and manifest["exit_status"] == 42
+    assert scratch_dirs(root) == []
+
+
+def test_keep_scratch_on_failure(s3, bucket, tmp_path):
+    root = tmp_path / "scratch"
+    r = genostage(["run", "--scratch", str(root), "--keep-scratch", "on-failure", "--", "false"])
+    assert r.returncode == 1
+    assert len(scratch_dirs(root)) == 1
+
+
+@pytest.mark.parametrize("args,code,message", [
+    (["-i", "bam=s3://{bucket}/x.bam"], 3, "genostage: input 'bam': s3://{bucket}/x.bam does not exist"),
+    (["-i", "bam=s3://no-such-bucket-gs/x.bam"], 3, "bucket 'no-such-bucket-gs' does not exist"),
+    (["-i", "bam=s3://a/x.bam"], 2, "invalid bucket name"),
+    (["-i", "bam"], 2, "--input expects NAME=URI"),
+    (["-i", "bam=gs://bucket/x.bam"], 2, "unsupported scheme"),
+    (["--stdout", "nope"], 2, "no output named 'nope'"),
+])
+def test_errors_are_one_clear_line(s3, bucket, tmp_path, args, code, message):
+    args = [a.replace("{bucket}", bucket) for a in args]
+    r = genostage(["run", "--scratch", str(tmp_path), *args, "--", "true"])
+    assert r.returncode == code, r.stderr
+    assert message.replace("{bucket}", bucket) in r.stderr
+    assert "Traceback" not in r.stderr
+    assert scratch_dirs(tmp_path) == []
+
+
+def test_unknown_placeholder_and_missing_command(s3, tmp_path):
+    r = genostage(["run", "--scratch", str(tmp_path), "--", "cat", "{nope}"])
+    assert r.returncode == 2 and "unknown placeholder {nope}" in r.stderr
+    r = genostage(["run", "--scratch", str(tmp_path)])
+    assert r.returncode == 2 and "no command given" in r.stderr
+
+
+@pytest.mark.parametrize("key", ["pre/a//b.txt", "pre/../../evil.txt", "pre/./x"])
+def test_unsafe_keys_under_prefix_are_refused(s3, s3_client, bucket, tmp_path, key):
+    put(s3_client, bucket, "pre/ok.txt", b"ok")
+    put(s3_client, bucket, key, b"evil")
+    listed = keys(s3_client, bucket, "pre/")
+    if key not in listed:
+        pytest.skip(f"this server normalised the key {key!r} to {listed}")
+    r = genostage(["run", "--scratch", str(tmp_path / "s"), "-i", f"ref=s3://{bucket}/pre/", "--", "true"])
+    assert r.returncode == 8, r.stderr
+    assert key[len("pre/"):] in r.stderr and "input 'ref'" in r.stderr
+    assert not (tmp_path / "evil.txt").exists()
+
+
+def test_output_symlinks(s3, s3_client, bucket, tmp_path):
+    root = tmp_path / "s"
+    outside = tmp_path / "secret.txt"
+    outside.write_text("secret")
+    r = genostage(["run", "--scratch", str(root), "-o", f"out=s3://{bucket}/o/x.txt", "--",
+                   "ln", "-s", str(outside), "{out}"])
+    assert r.returncode == 8 and "outside the scratch directory" in r.stderr
+    assert keys(s3_client, bucket, "o/x") == []
+    r = genostage(["run", "--scratch", str(root), "-o", f"out=s3://{bucket}/o/d/", "--shell", "--",
+                   "echo inside > {out}/real.txt && ln -s real.txt {out}/link.txt"])
+    assert r.returncode == 0, r.stderr
+    assert get(s3_client, bucket, "o/d/link.txt") == b"inside\n"
+
+
+def test_missing_output_is_an_error(s3, s3_client, bucket, tmp_path):
+    r = genostage(["run", "--scratch", str(tmp_path), "-o", f"out=s3://{bucket}/o/x.txt", "--", "true"])
+    assert r.returncode == 3 and "output 'out': the tool did not write" in r.stderr
+
+
+def _start(args, env=None):
+    full = dict(os.environ, GENOSTAGE_PROGRESS_INTERVAL="0.2", **(env or {}))
+    return subprocess.Popen([sys.executable, "-m", "genostage", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=full, start_new_session=True)
+
+
+def _wait_for(predicate, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.slow
+def test_sigterm_during_run_stops_tool_and_cleans_up(s3, tmp_path):
+    root = tmp_path / "s"
+    marker = tmp_path / "started"
+    proc = _start(["run", "--scratch", str(root), "--grace", "2", "--shell", "--",
+                   f"trap '' TERM; echo $$ > {marker}; sleep 100; sleep 100"])
+    assert _wait_for(lambda: marker.exists() and marker.read_text().strip())
+    tool_pid = int(marker.read_text())
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=25)
+    assert proc.returncode == 143, err
+    assert time.monotonic() - t0 < 25
+    assert scratch_dirs(root) == []
+    assert not os.path.exists(f"/proc/{tool_pid}") or open(f"/proc/{tool_pid}/stat").read().split()[2] == "Z"
+
+
+@pytest.mark.slow
+def test_sigterm_during_upload_aborts_it(s3, s3_client, bucket, tmp_path):
+    root = tmp_path / "s"
+    proc = _start(["run", "--scratch", str(root), "--part-size", "5MiB", "--concurrency", "2",
+                   "-o", f"big=s3://{bucket}/up/big.bin", "--",
+                   "dd", "if=/dev/zero", "of={big}", "bs=1M", "count=400", "status=none"])
+    lines = []
+
+    def uploading():
+        line = proc.stderr.readline()
+        lines.append(line)
+        return "stage out:" in line or not line
+    assert _wait_for(uploading, 60), "".join(lines)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=25)
+    assert proc.returncode == 143, "".join(lines) + err
+    assert keys(s3_client, bucket, "up/") == ["up/manifest.json"]  # the output was not published
+    assert json.loads(get(s3_client, bucket, "up/manifest.json"))["status"] == "interrupted"
+    assert s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert scratch_dirs(root) == []
+
+
+@pytest.mark.slow
+def test_sigkilled_job_directory_is_swept_by_next_job(s3, tmp_path):
+    root = tmp_path / "s"
+    marker = tmp_path / "started"
+    proc = _start(["run", "--scratch", str(root), "--shell", "--", f"touch {marker}; sleep 100"])
+    assert _wait_for(marker.exists)
+    live = scratch_dirs(root)
+    assert len(live) == 1
+    # a second job on the same root while the first lives: the live directory is untouched
+    r = genostage(["run", "--scratch", str(root), "--", "true"])
+    assert r.returncode == 0 and scratch_dirs(root) == live
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    assert scratch_dirs(root) == live  # SIGKILL: nothing cleaned up
+    r = genostage(["run", "--scratch", str(root), "--", "true"])
+    assert r.returncode == 0 and scratch_dirs(root) == []
+
+
+@pytest.mark.slow
+def test_killed_download_resumes_when_the_same_job_is_retried(s3, s3_client, bucket, tmp_path):
+    from .faultproxy import FaultProxy
+
+    data = os.urandom(30 << 20)
+    s3_client.put_object(Bucket=bucket, Key="big.bin", Body=data)
+    root = tmp_path / "s"
+    env = {"AWS_BATCH_JOB_ID": "job-resume-1"}
+    args = ["run", "--scratch", str(root), "--part-size", "5MiB", "--concurrency", "1",
+            "-i", f"big=s3://{bucket}/big.bin", "-o", f"sum=s3://{bucket}/out/sum.txt", "--stdout", "sum",
+            "--", "md5sum", "{big}"]
+    with FaultProxy(s3.endpoint_url, error_every=10**9, cut_every=10**9, delay=0.4) as proxy:
+        proc = _start(["--quiet", *args, "--endpoint-url", proxy.url], env=env)
+
+        def two_parts_done():
+            for journal in root.glob("genostage-*/.partial/*.journal"):
+                with open(journal) as fh:
+                    if len(fh.readlines()) >= 2:
+                        return True
+            return False
+        assert _wait_for(two_parts_done, 60)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+    r = genostage(args, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "resuming, " in r.stderr
+    manifest = json.loads(get(s3_client, bucket, "out/manifest.json"))
+    assert manifest["inputs"][0]["resumed_parts"] >= 2 and manifest["inputs"][0]["verified"] == "md5"
+    assert get(s3_client, bucket, "out/sum.txt").split()[0].decode() == __import__("hashlib").md5(data).hexdigest()
+    assert scratch_dirs(root) == []
