@@ -17,7 +17,7 @@ from genostage.cli import main
 from genostage.errors import FormatError, UsageError
 from genostage.split import fastq as F
 
-from fastq_util import fastq, pair, records
+from .fastq_util import fastq, pair, records
 
 
 def write(path: Path, data: bytes, fmt: str = "plain") -> str:

@@ -5,7 +5,7 @@ import pytest
 
 from genostage import _fastq
 
-from fastq_util import fastq
+from .fastq_util import fastq
 
 HUGE = 1 << 62
 

@@ -15,7 +15,7 @@ from genostage.split import fastq_plan as P
 from genostage.split.plan import from_json, load, save
 from genostage.store import Stores
 
-from fastq_util import fastq, pair
+from .fastq_util import fastq, pair
 
 MiB = 1 << 20
 
