@@ -31,11 +31,11 @@ from .errors import FormatError, UsageError
 try:  # optional accelerator: degrade gracefully
     from isal import isal_zlib as _isal  # type: ignore[import-not-found]
 except ImportError:  # pragma: no cover - exercised by the no-isal test run
-    _isal = None
+    _isal = None  # type: ignore[assignment]
 try:
     from zlib_ng import zlib_ng as _zng  # type: ignore[import-not-found]
 except ImportError:  # pragma: no cover
-    _zng = None
+    _zng = None  # type: ignore[assignment]
 
 FORMATS = ("plain", "gzip", "bgzf")
 OUTPUTS = ("none", "gzip", "bgzf")
@@ -174,7 +174,7 @@ def _gzip_pieces(fh: BinaryIO, path: str, head: bytes) -> Iterator[Piece]:
 def _isal_gzip_pieces(fh: BinaryIO, path: str, head: bytes) -> Iterator[Piece]:
     """ISA-L's own gzip reader (multi-member, C): fastest, no reallocations."""
     chain = _Chain(head, fh)
-    reader = _isal._GzipReader(chain, GZIP_READ)
+    reader = _isal._GzipReader(chain, GZIP_READ)  # type: ignore[arg-type]
     start = 0
     while True:
         try:

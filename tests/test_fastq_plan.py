@@ -149,3 +149,16 @@ def test_bad_chunk_data_is_an_error(tmp_path: Path) -> None:
     path.write_bytes(bytes(data))
     with pytest.raises(FormatError, match="expected '\\+'"):
         P.write_chunk(plan, 1, io.BytesIO(), Stores())
+
+
+@pytest.mark.parametrize("fmt", ["gzip", "bgzf"])
+def test_split_streams_from_s3(tmp_path: Path, s3_client, bucket: str, stores: Stores, fmt: str) -> None:  # type: ignore[no-untyped-def]
+    import gzip
+    r1, r2 = pair(300, seed=31)
+    blobs = [gzip.compress(d) if fmt == "gzip" else to_bgzf(d) for d in (r1, r2)]
+    uris = [upload(s3_client, bucket, f"in/s_R{k + 1}.fq.gz", b) for k, b in enumerate(blobs)]
+    summary = F.split_fastq(uris, str(tmp_path / "out"), records=100, stores=stores)
+    assert [c.records for c in summary.chunks] == [100, 100, 100]
+    files = sorted(os.listdir(tmp_path / "out"))
+    assert files[0] == "s.part-0000.R1.fastq.gz"
+    assert b"".join(un((tmp_path / "out" / f).read_bytes()) for f in files if ".R2." in f) == r2

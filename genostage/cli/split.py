@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from ..units import parse_size
+from .common import add_transfer_options, stores_from
 
 log = logging.getLogger("genostage.cli.split")
 
@@ -54,21 +55,18 @@ def register_fastq(subsub: Any) -> None:
     p.add_argument("--threads", "-j", type=int, default=2, help="compression threads (default 2)")
     p.add_argument("--prefix", help="chunk name prefix (default: the input name without extensions)")
     p.add_argument("--summary", metavar="FILE", help="write the summary as JSON to FILE")
-    p.add_argument("--endpoint-url", help="S3 endpoint (any S3-compatible server)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar or progress log lines")
+    add_transfer_options(p)
     p.set_defaults(func=run_fastq)
 
 
 def run_fastq(args: argparse.Namespace) -> int:
-    from ..config import TransferConfig
-    from ..store import Stores
     from ..split.fastq import split_fastq
 
-    stores = Stores(TransferConfig(endpoint_url=args.endpoint_url)) if args.endpoint_url else Stores()
+    stores = stores_from(args)
     summary = split_fastq(args.inputs, args.out_dir, parts=args.parts, records=args.records, bases=args.bases,
                           nbytes=args.nbytes, interleaved=args.interleaved, compress=args.compress,
                           level=args.level, threads=args.threads, prefix=args.prefix, stores=stores,
-                          progress=not args.no_progress, summary_path=args.summary)
+                          progress=args.progress, summary_path=args.summary)
     if log.isEnabledFor(logging.INFO):
         print(summary.text(), file=sys.stderr)
     return 0

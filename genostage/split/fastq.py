@@ -329,8 +329,10 @@ class FileSink(_Sink):
 
 
 class _MemorySink(_Sink):
-    def __init__(self, mates: int) -> None:
+    def __init__(self, mates: int, deliver: Optional[Callable[[Chunk], None]] = None) -> None:
         self.mates = mates
+        if deliver is not None:
+            self.deliver = deliver  # type: ignore[method-assign,assignment]
         self.parts: List[List[bytes]] = []
         self.chunks: List[Chunk] = []
 
@@ -758,8 +760,6 @@ def iter_chunks(inputs: List[str], *, parts: Optional[int] = None, records: Opti
 
     q: "queue.Queue[Any]" = queue.Queue(1)
     stop = threading.Event()
-    sink = _MemorySink(len(inputs))
-
     def deliver(chunk: Chunk) -> None:
         while not stop.is_set():
             try:
@@ -769,7 +769,7 @@ def iter_chunks(inputs: List[str], *, parts: Optional[int] = None, records: Opti
                 continue
         raise _Stopped()
 
-    sink.deliver = deliver  # type: ignore[attr-defined]
+    sink = _MemorySink(len(inputs), deliver)
     splitter = Splitter(inputs, parts=parts, records=records, bases=bases, nbytes=nbytes,
                         interleaved=interleaved, stores=stores)
 

@@ -51,6 +51,7 @@ from .. import compress as C
 from ..errors import FormatError, UsageError
 from ..location import Location, parse
 from ..store import ObjectInfo, Store, Stores
+from .fastq import _Sink
 from .plan import Plan, check_unchanged, source_entry
 
 READ_BUDGET = 1 << 20  # per part
@@ -386,7 +387,7 @@ def _chunk_pieces(s: _Source, start: List[int], end: List[int]) -> Iterator[C.Pi
         raise FormatError("truncated BGZF stream inside the chunk", path=str(s.loc), fmt="FASTQ", offset=cpos)
 
 
-class _StreamSink:
+class _StreamSink(_Sink):
     """Writes one chunk to given file objects (plain or BGZF)."""
 
     def __init__(self, outs: List[BinaryIO], formats: List[str]) -> None:
