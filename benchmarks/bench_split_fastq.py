@@ -53,7 +53,7 @@ def dir_size(path: str) -> int:
     return sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path))
 
 
-def ensure_data(size_gib: float) -> Dict[str, str]:
+def ensure_data(size_gib: float, cases: List[str]) -> Dict[str, str]:
     from fastq_gen import generate
 
     os.makedirs(DATA, exist_ok=True)
@@ -63,8 +63,12 @@ def ensure_data(size_gib: float) -> Dict[str, str]:
     if not (os.path.exists(f["r1"]) and os.path.getsize(f["r1"]) >= want and os.path.exists(f["r2"])):
         print(f"generating {size_gib} GiB x 2 of FASTQ in {DATA} ...", file=sys.stderr)
         generate(f["r1"], f["r2"], want)
-    for src, dst, cmd in ((f["r1"], f["r1gz"], ["gzip", "-6", "-c"]), (f["r2"], f["r2gz"], ["gzip", "-6", "-c"]),
-                          (f["r1"], f["r1bgz"], ["bgzip", "-@", "2", "-c"])):
+    needs = {"r1gz": "gzip" in cases or "paired" in cases, "r2gz": "paired" in cases, "r1bgz": "bgzf" in cases}
+    for src, dst, cmd in ((f["r1"], "r1gz", ["gzip", "-6", "-c"]), (f["r2"], "r2gz", ["gzip", "-6", "-c"]),
+                          (f["r1"], "r1bgz", ["bgzip", "-@", "2", "-c"])):
+        if not needs[dst]:
+            continue
+        dst = f[dst]
         if not os.path.exists(dst) or os.path.getmtime(dst) < os.path.getmtime(src):
             print(f"compressing {dst} ...", file=sys.stderr)
             with open(dst + ".tmp", "wb") as out:
@@ -113,7 +117,7 @@ def main() -> None:
     ap.add_argument("--parts", type=int, default=8)
     ap.add_argument("--cases", default="plain,gzip,bgzf,paired")
     args = ap.parse_args()
-    f = ensure_data(args.size_gib)
+    f = ensure_data(args.size_gib, args.cases.split(","))
     total = count_records(f["r1"])
     usize = os.path.getsize(f["r1"])
     out = os.path.join(DATA, "out")

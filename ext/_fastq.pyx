@@ -53,6 +53,7 @@ def scan(const unsigned char[::1] buf, Py_ssize_t start, Py_ssize_t end,
     cdef int error = 0
     cdef long long error_line = 0
     cdef bint stopped = False
+    cdef bint blank_tail = False
     cdef const unsigned char* hit
     if end > buf.shape[0]:
         raise ValueError("end beyond the buffer")
@@ -64,6 +65,14 @@ def scan(const unsigned char[::1] buf, Py_ssize_t start, Py_ssize_t end,
         while pos < end:
             rec_start = pos
             if p[pos] != 64:  # '@'
+                if p[pos] == 10 or p[pos] == 13:
+                    # blank lines are allowed at the very end of the file only
+                    h_nl = pos
+                    while h_nl < end and (p[h_nl] == 10 or p[h_nl] == 13 or p[h_nl] == 32 or p[h_nl] == 9):
+                        h_nl += 1
+                    if h_nl == end:
+                        blank_tail = True
+                        break
                 error = C_HEADER
                 error_line = records * 4
                 break
@@ -103,7 +112,7 @@ def scan(const unsigned char[::1] buf, Py_ssize_t start, Py_ssize_t end,
                 if records >= max_records or bases >= max_bases or pos - start >= max_bytes:
                     stopped = True
                     break
-        if error == 0 and not stopped and final and commit < end:
+        if error == 0 and not stopped and final and commit < end and not (blank_tail and commit == pos):
             # Something is left that is not a whole (group of) record(s).
             if pos == end:
                 # whole records but not a multiple of step

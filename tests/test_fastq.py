@@ -285,3 +285,16 @@ def test_cli_split_and_summary(tmp_path: Path, capsys: pytest.CaptureFixture) ->
     bad = write(tmp_path / "bad.fq", b"@a\nAC\n+\nI\n")
     assert main(["split", "fastq", bad, "--out-dir", str(tmp_path / "o2"), "--parts", "2"]) == 1
     assert "bad.fq at line 4" in capsys.readouterr().err
+
+
+def test_blank_lines_only_at_the_end(tmp_path: Path) -> None:
+    data = fastq(10, seed=3)
+    src = write(tmp_path / "tail.fq", data + b"\n\n  \n")
+    chunks = list(F.iter_chunks([src], records=5))
+    assert [c.records for c in chunks] == [5, 5] and b"".join(c.data[0] for c in chunks) == data
+    summary = F.split_fastq([src], str(tmp_path / "out"), records=5)
+    assert len(summary.chunks) == 2 and len(chunks_of(tmp_path / "out")) == 2
+    assert [p.name for p in (tmp_path / "out").iterdir() if p.name.startswith(".")] == []
+    mid = write(tmp_path / "mid.fq", data[:data.index(b"@read5")] + b"\n" + data[data.index(b"@read5"):])
+    with pytest.raises(FormatError, match="mid.fq at line 21: expected '@'"):
+        F.split_fastq([mid], str(tmp_path / "out2"), records=5)

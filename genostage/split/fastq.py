@@ -61,7 +61,7 @@ _MESSAGES = {
 
 @dataclass
 class ChunkStats:
-    """What one chunk holds (``bytes``: uncompressed FASTQ bytes over all mates)."""
+    """What one chunk holds (``bytes``: uncompressed FASTQ bytes of R1, the first input)."""
 
     index: int
     records: int = 0
@@ -260,6 +260,7 @@ class _Sink:
     def write(self, mate: int, data: memoryview) -> None: ...
     def raw(self, mate: int, raw: bytes, ulen: int) -> None: ...
     def end(self, stats: ChunkStats) -> None: ...
+    def discard(self) -> None: ...
     def abort(self) -> None: ...
 
 
@@ -307,6 +308,13 @@ class FileSink(_Sink):
             self.done.append(final)
             stats.files.append(final)
             stats.sizes.append(os.path.getsize(final))
+        self._files = []
+
+    def discard(self) -> None:
+        """Drop the chunk being written (nothing was written to it)."""
+        for final, tmp, fh, writer in self._files:
+            fh.close()
+            _unlink(tmp)
         self._files = []
 
     def abort(self) -> None:
@@ -602,6 +610,8 @@ class Splitter:
                     self._check_r2_done(r2, r1)
                 if chunk.records or index == 0:
                     self._close(sink, chunk, ins, summary, step)
+                else:
+                    sink.discard()  # begun after the last record (only blank lines followed)
                 break
             r1.fill()
         progress.close()
@@ -626,8 +636,6 @@ class Splitter:
     def _close(self, sink: _Sink, chunk: ChunkStats, ins: List[_Input], summary: Summary, step: int) -> None:
         for mate, inp in enumerate(ins):
             inp.emit(inp.gpos, sink, mate, True)
-        if len(ins) == 2:
-            chunk.bytes += 0  # R2 bytes are not counted in the cut rule
         chunk.records //= step
         sink.end(chunk)
         summary.chunks.append(chunk)
