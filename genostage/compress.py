@@ -246,33 +246,38 @@ def _inflate_block(raw: bytes, path: str, offset: int) -> bytes:
 
 def _bgzf_pieces(fh: BinaryIO, path: str, head: bytes) -> Iterator[Piece]:
     buf = head
-    offset = 0  # compressed offset of buf[0]
+    pos = 0  # next block in buf
+    offset = 0  # compressed offset of buf[pos]
     eof = False
     while True:
         blocks: List[Tuple[bytes, int]] = []
         datas: List[bytes] = []
         start = offset
         while len(blocks) < BGZF_GROUP:
-            if len(buf) < bgzf.HEADER_SIZE and not eof:
+            if len(buf) - pos < bgzf.HEADER_SIZE and not eof:
                 more = read_full(fh, 1 << 20)
                 eof = not more
-                buf += more
-            if not buf:
+                buf = buf[pos:] + more
+                pos = 0
+            avail = len(buf) - pos
+            if not avail:
                 break
-            if len(buf) < bgzf.HEADER_SIZE or buf[:4] != bgzf.MAGIC:
-                if buf[:3] == b"\x1f\x8b\x08":  # a plain gzip member after BGZF blocks
+            if avail < bgzf.HEADER_SIZE or buf[pos:pos + 4] != bgzf.MAGIC:
+                if buf[pos:pos + 3] == b"\x1f\x8b\x08":  # a plain gzip member after BGZF blocks
                     raise FormatError(f"gzip member without BGZF framing at offset {offset}", path=path, fmt="FASTQ")
-                raise FormatError("truncated BGZF stream (the file ends inside a block)" if len(buf) < bgzf.HEADER_SIZE
+                raise FormatError("truncated BGZF stream (the file ends inside a block)" if avail < bgzf.HEADER_SIZE
                                   else f"unexpected data at offset {offset} (expected a BGZF block)", path=path, fmt="FASTQ")
-            size = bgzf.block_size(buf, 0, path)
-            while len(buf) < size and not eof:
-                more = read_full(fh, max(1 << 20, size - len(buf)))
+            size = bgzf.block_size(buf, pos, path)
+            if avail < size and not eof:
+                more = read_full(fh, max(1 << 20, size - avail))
                 eof = not more
-                buf += more
-            if len(buf) < size:
+                buf = buf[pos:] + more
+                pos = 0
+                avail = len(buf)
+            if avail < size:
                 raise FormatError("truncated BGZF stream (the file ends inside a block)", path=path, fmt="FASTQ")
-            raw = buf[:size]
-            buf = buf[size:]
+            raw = buf[pos:pos + size]
+            pos += size
             data = _inflate_block(raw, path, offset)
             offset += size
             blocks.append((raw, len(data)))
