@@ -50,6 +50,7 @@ log = logging.getLogger("genostage.split.fastq")
 HUGE = 1 << 62
 MAX_RECORD = 32 << 20  # a "record" longer than this is garbage (or an absurd read)
 EXACT_LIMIT = 16 << 20  # gzip inputs up to this size are counted first for --parts
+COPY_BATCH = 64 << 20  # local plain -> plain: bytes per copy_file_range batch
 PLAN_READ = 1 << 20  # per part: plain/BGZF inputs up to parts x this are counted exactly  # compressed inputs up to this size are counted first for --parts
 _MESSAGES = {
     _fastq.E_HEADER: "expected '@' at the start of a record header",
@@ -129,6 +130,7 @@ class _Input:
         self.allow_empty = False  # a plan chunk may be empty
         self.fh: Optional[BinaryIO] = None
         self._rest: Optional[Tuple[bytes, int, int]] = None
+        self.copy_fd: Optional[int] = None  # a local plain file: chunk bytes copied by offset
 
     def close(self) -> None:
         close = getattr(self._pieces, "close", None)
@@ -136,6 +138,9 @@ class _Input:
             close()
         if self.fh is not None:
             self.fh.close()
+        if self.copy_fd is not None:
+            os.close(self.copy_fd)
+            self.copy_fd = None
 
     @property
     def gpos(self) -> int:
@@ -217,7 +222,19 @@ class _Input:
     def emit(self, upto: int, sink: "_Sink", mate: int, close: bool) -> None:
         """Hand bytes [emitted, upto) to the sink; whole BGZF blocks go as raw blocks.
 
-        Unless ``close``, stops at the last block boundary so blocks are not cut."""
+        Unless ``close``, stops at the last block boundary so blocks are not cut.
+        A local plain file going to plain output is copied by byte range in
+        batches (``COPY_BATCH``) by the kernel; its pieces are only scanned."""
+        if self.copy_fd is not None and sink.can_copy:
+            limit = min(upto, self.size)
+            if limit > self.emitted and (close or limit - self.emitted >= COPY_BATCH):
+                sink.copy(mate, self.copy_fd, self.emitted, limit - self.emitted)
+                self.emitted = limit
+            while self.queue and self.queue[0][0] + len(self.queue[0][1]) <= limit:
+                self.queue.pop(0)
+            if self.emitted < self.size or upto <= self.size:
+                return
+            # what is left is the newline added after a last line without one
         while self.queue and self.emitted < upto:
             ustart, data, blocks, _ = self.queue[0]
             uend = ustart + len(data)
@@ -255,6 +272,9 @@ class _Input:
 # -- sinks: where chunk bytes go -------------------------------------------
 class _Sink:
     raw_blocks = False
+    can_copy = False  # takes byte ranges of a local file (copy_file_range)
+
+    def copy(self, mate: int, fd: int, offset: int, length: int) -> None: ...
 
     def begin(self, index: int) -> None: ...
     def write(self, mate: int, data: memoryview) -> None: ...
@@ -277,6 +297,7 @@ class FileSink(_Sink):
         self.threads = max(1, threads)
         self.width = width
         self.raw_blocks = compress == "bgzf"
+        self.can_copy = compress == "none"
         self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="genostage-deflate") if compress != "none" else None
         self._files: List[Tuple[str, str, BinaryIO, C.Writer]] = []
         self.done: List[str] = []
@@ -298,6 +319,12 @@ class FileSink(_Sink):
 
     def raw(self, mate: int, raw: bytes, ulen: int) -> None:
         self._files[mate][3].write_raw_block(raw, ulen)
+
+    def copy(self, mate: int, fd: int, offset: int, length: int) -> None:
+        out = self._files[mate][2]
+        out.flush()
+        self._files[mate][3].uncompressed += length
+        _copy_range(fd, out.fileno(), offset, length)
 
     def end(self, stats: ChunkStats) -> None:
         for final, tmp, fh, writer in self._files:
@@ -359,6 +386,34 @@ class _MemorySink(_Sink):
         self.chunks.append(chunk)
 
 
+_COPY_FILE_RANGE = hasattr(os, "copy_file_range")
+
+
+def _copy_range(src: int, dst: int, offset: int, length: int) -> None:
+    """Append ``length`` bytes of ``src`` from ``offset`` to ``dst`` (in the kernel when it can)."""
+    global _COPY_FILE_RANGE
+    while length > 0 and _COPY_FILE_RANGE:
+        try:
+            n = os.copy_file_range(src, dst, min(length, 1 << 30), offset)
+        except OSError:
+            _COPY_FILE_RANGE = False  # e.g. EXDEV on old kernels: fall back to pread/write
+            break
+        if n == 0:
+            raise OSError(f"short copy at offset {offset}")
+        offset += n
+        length -= n
+    while length > 0:
+        data = os.pread(src, min(length, 4 << 20), offset)
+        if not data:
+            raise OSError(f"short read at offset {offset}")
+        view = memoryview(data)
+        while view:
+            k = os.write(dst, view)
+            view = view[k:]
+        offset += len(data)
+        length -= len(data)
+
+
 def _unlink(path: str) -> None:
     try:
         os.unlink(path)
@@ -389,6 +444,8 @@ def _open_input(uri: str, stores: Stores, background: bool = True) -> _Input:
         raise
     inp = _Input(uri, fmt, pieces, info.size)
     inp.fh = fh
+    if fmt == "plain" and not loc.is_s3:
+        inp.copy_fd = os.open(loc.path, os.O_RDONLY)
     return inp
 
 
