@@ -298,3 +298,23 @@ def test_blank_lines_only_at_the_end(tmp_path: Path) -> None:
     mid = write(tmp_path / "mid.fq", data[:data.index(b"@read5")] + b"\n" + data[data.index(b"@read5"):])
     with pytest.raises(FormatError, match="mid.fq at line 21: expected '@'"):
         F.split_fastq([mid], str(tmp_path / "out2"), records=5)
+
+
+@pytest.mark.parametrize("batch", [1, 100, 1 << 26])
+@pytest.mark.parametrize("kernel_copy", [True, False])
+def test_plain_to_plain_copies_by_range(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch: int,
+                                        kernel_copy: bool) -> None:
+    monkeypatch.setattr(F, "COPY_BATCH", batch)
+    monkeypatch.setattr(F, "_COPY_FILE_RANGE", kernel_copy and F._COPY_FILE_RANGE)
+    monkeypatch.setattr(C, "READ_SIZE", 333)
+    r1, r2 = pair(60, seed=41)
+    a = write(tmp_path / "p_1.fq", r1 + b"@x/1\nA\n+\nI")  # no final newline
+    b = write(tmp_path / "p_2.fq", r2 + b"@x/2\nC\n+\nI\n")
+    summary = F.split_fastq([a, b], str(tmp_path / "out"), records=7, compress="none")
+    assert summary.records == 61
+    files = chunks_of(tmp_path / "out")
+    assert b"".join(read_any(f) for f in files if ".R1." in f) == r1 + b"@x/1\nA\n+\nI\n"
+    assert b"".join(read_any(f) for f in files if ".R2." in f) == r2 + b"@x/2\nC\n+\nI\n"
+    bad = write(tmp_path / "q_2.fq", r2.replace(b"@read30/2", b"@read31/2"))
+    with pytest.raises(FormatError, match="record 31"):
+        F.split_fastq([write(tmp_path / "q_1.fq", r1), bad], str(tmp_path / "out2"), records=7, compress="none")

@@ -131,8 +131,12 @@ class _Input:
         self.fh: Optional[BinaryIO] = None
         self._rest: Optional[Tuple[bytes, int, int]] = None
         self.copy_fd: Optional[int] = None  # a local plain file: chunk bytes copied by offset
+        self.mapped = False  # pieces are views of a memory map (scan-only input)
 
     def close(self) -> None:
+        self.buf = b""
+        self.queue.clear()
+        self._rest = None
         close = getattr(self._pieces, "close", None)
         if close is not None:
             close()
@@ -171,7 +175,7 @@ class _Input:
             self.eof = True
             if self.ulen == 0 and not self.allow_empty:
                 raise FormatError("the file is empty (no FASTQ records)", path=self.uri, fmt="FASTQ", line=0)
-            if self.buf and not self.buf.endswith(b"\n"):
+            if len(self.buf) and bytes(self.buf[-1:]) != b"\n":
                 piece = C.Piece(b"\n", self.cpos, self.cpos)  # a last line without its newline
             else:
                 return False
@@ -193,11 +197,11 @@ class _Input:
             self.buf = data
         else:
             cut = _after_lines(data, 4)
-            carry = self.buf[self.pos:]
+            carry = bytes(self.buf[self.pos:])
             if cut < 0 or cut == len(data):
-                self.buf = carry + data
+                self.buf = carry + bytes(data)
             else:
-                self.buf = carry + data[:cut]
+                self.buf = carry + bytes(data[:cut])
                 self._rest = (data, cut, len(carry))
         self.pos = 0
         return True
@@ -211,7 +215,7 @@ class _Input:
             self.pos -= carry_len
             self.buf = data
         else:
-            self.buf = self.buf[self.pos:] + data[cut:]
+            self.buf = bytes(self.buf[self.pos:]) + bytes(data[cut:])
             self.buf_start += self.pos
             self.pos = 0
 
@@ -422,7 +426,9 @@ def _unlink(path: str) -> None:
 
 
 # -- opening inputs ----------------------------------------------------------
-def _open_input(uri: str, stores: Stores, background: bool = True) -> _Input:
+def _open_input(uri: str, stores: Stores, background: bool = True, scan_only: bool = False) -> _Input:
+    """Open one input; with ``scan_only`` (its bytes are copied, never written from memory)
+    a local plain file is memory-mapped and scanned in place."""
     loc = parse(uri)
     if loc.is_prefix and loc.is_s3:
         raise UsageError(f"{uri} is a prefix, not a FASTQ object")
@@ -438,7 +444,7 @@ def _open_input(uri: str, stores: Stores, background: bool = True) -> _Input:
             from ..store.local import _oserror
             raise _oserror(exc, loc) from None
     try:
-        fmt, pieces = C.open_stream(fh, uri, background=background)
+        fmt, pieces = C.open_stream(fh, uri, background=background and not scan_only)
     except BaseException:
         fh.close()
         raise
@@ -446,7 +452,34 @@ def _open_input(uri: str, stores: Stores, background: bool = True) -> _Input:
     inp.fh = fh
     if fmt == "plain" and not loc.is_s3:
         inp.copy_fd = os.open(loc.path, os.O_RDONLY)
+        if scan_only and info.size:
+            inp._pieces = _mmap_pieces(inp.copy_fd, info.size)
+            inp.mapped = True
     return inp
+
+
+def _mmap_pieces(fd: int, size: int) -> Iterator[C.Piece]:
+    """Pieces of a local plain file as views of a read-only memory map (no copies)."""
+    import mmap
+
+    m = mmap.mmap(fd, size, prot=mmap.PROT_READ)
+    if hasattr(m, "madvise"):
+        m.madvise(mmap.MADV_SEQUENTIAL)
+    view = memoryview(m)
+    try:
+        step = max(mmap.PAGESIZE, C.READ_SIZE // mmap.PAGESIZE * mmap.PAGESIZE)
+        for off in range(0, size, step):
+            end = min(size, off + step)
+            yield C.Piece(view[off:end], off, end)  # type: ignore[arg-type]
+            if off >= 2 * step and hasattr(m, "madvise"):
+                # two pieces back is scanned: drop it from this process's RSS (not from the page cache)
+                m.madvise(mmap.MADV_DONTNEED, off - 2 * step, step)
+    finally:
+        try:
+            view.release()
+            m.close()
+        except BufferError:  # a view is still referenced: the map goes with it
+            pass
 
 
 def count_records(uri: str, stores: Optional[Stores] = None, interleaved: bool = False) -> int:
@@ -594,7 +627,7 @@ class Splitter:
         ins = []
         try:
             for u in self.inputs:
-                ins.append(_open_input(u, self.stores))
+                ins.append(_open_input(u, self.stores, scan_only=sink.can_copy))
         except BaseException:
             for inp in ins:
                 inp.close()
@@ -726,27 +759,27 @@ class Splitter:
 
     def _check_r2_done(self, r2: _Input, r1: _Input) -> None:
         while True:
-            if r2.buf[r2.pos:].strip():
+            if bytes(r2.buf[r2.pos:]).strip():
                 raise FormatError(f"R2 {r2.uri} has more records than R1 {r1.uri} ({r1.records} records)",
                                   path=r2.uri, fmt="FASTQ", line=r2.records * 4)
             if not r2.fill():
                 return
 
 
-def _after_lines(data: bytes, n: int) -> int:
+def _after_lines(data: "bytes | memoryview", n: int) -> int:
     """The offset just after the ``n``-th newline of ``data`` (-1 if it has fewer)."""
+    head = data if isinstance(data, bytes) else bytes(data[:1 << 16])
     pos = -1
     for _ in range(n):
-        pos = data.find(b"\n", pos + 1)
+        pos = head.find(b"\n", pos + 1)
         if pos < 0:
-            return -1
+            return -1 if len(head) == len(data) else _after_lines(bytes(data), n)
     return pos + 1
 
 
-def _nth_record(buf: bytes, pos: int, n: int) -> int:
-    for _ in range(n * 4):
-        pos = buf.index(b"\n", pos) + 1
-    return pos
+def _nth_record(buf: "bytes | memoryview", pos: int, n: int) -> int:
+    """The start of the record ``n`` records after ``pos`` (records already validated)."""
+    return _fastq.scan(buf, pos, len(buf), n, HUGE, HUGE, 1, False)[0] if n else pos
 
 
 def _pair_error(uri1: str, uri2: str, buf: bytes, pos0: int, mm: int, pairs_before: int, interleaved: bool) -> FormatError:
