@@ -11,12 +11,21 @@ Chunks are runs of records in input order, cut by one rule:
   record (pair) at which it holds at least N records, bases or uncompressed
   bytes (for paired input, bases and bytes are counted on R1; R2 follows R1
   record for record);
-* ``parts=N`` - N balanced chunks: exact record counts for small inputs
-  (counted first), else cut at the record starts following ``i/N`` of the file
-  (plain: byte offsets; BGZF: the first block at or after ``i/N`` of the
-  compressed size - the same boundaries ``genostage plan fastq`` finds with
-  ranged reads), or for gzip input at ``i/N`` of the compressed offsets
-  (estimated: within about 10%).
+* ``parts=N`` - N balanced chunks: exact record counts (to one record) for
+  small inputs, counted first (plain/BGZF: all inputs together at most N MiB;
+  gzip: at most 16 MiB or under 1 MiB per part); else cut at the first record
+  start after ``i/N`` of the file (plain: byte offsets; BGZF: the start of the
+  first block at or after ``i/N`` of the compressed size - the boundaries
+  ``genostage.split.fastq_plan.make_plan`` finds with ranged reads), or for
+  gzip input at ``i/N`` of the compressed offsets (an estimate; 1-2% on
+  Illumina data). Fewer records than parts give empty trailing chunks.
+
+Interleaved input (``interleaved=True``) is cut between pairs only, and each
+pair's names are checked. Output: BGZF input to BGZF output copies whole blocks
+(only boundary blocks are recompressed); a local plain file to plain output is
+scanned through a memory map and copied by the kernel (``copy_file_range``).
+Chunk files are written under temporary names and renamed when complete; on
+an error every chunk of the run is removed.
 
 Python API::
 
