@@ -311,6 +311,8 @@ class FileSink(_Sink):
         self.width = width
         self.raw_blocks = compress == "bgzf"
         self.can_copy = compress == "none"
+        self.copier: Optional[ThreadPoolExecutor] = None
+        self._copies: List[Any] = []
         self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="genostage-deflate") if compress != "none" else None
         self._files: List[Tuple[str, str, BinaryIO, C.Writer]] = []
         self.done: List[str] = []
@@ -328,18 +330,32 @@ class FileSink(_Sink):
             self._files.append((final, tmp, fh, C.make_writer(fh, self.compress, self.level, self.pool, self.threads)))
 
     def write(self, mate: int, data: memoryview) -> None:
+        if self._copies:
+            self._wait_copies()
         self._files[mate][3].write(data)
 
     def raw(self, mate: int, raw: bytes, ulen: int) -> None:
         self._files[mate][3].write_raw_block(raw, ulen)
 
     def copy(self, mate: int, fd: int, offset: int, length: int) -> None:
+        """Copy on a background thread (in order), overlapping the scan of what follows."""
         out = self._files[mate][2]
         out.flush()
         self._files[mate][3].uncompressed += length
-        _copy_range(fd, out.fileno(), offset, length)
+        if self.copier is None:
+            self.copier = ThreadPoolExecutor(1, thread_name_prefix="genostage-copy")
+        self._copies.append(self.copier.submit(_copy_range, fd, out.fileno(), offset, length))
+
+    def _wait_copies(self, check: bool = True) -> None:
+        copies, self._copies = self._copies, []
+        for fut in copies:
+            if check:
+                fut.result()
+            else:
+                fut.exception()
 
     def end(self, stats: ChunkStats) -> None:
+        self._wait_copies()
         for final, tmp, fh, writer in self._files:
             writer.close()
             fh.close()
@@ -352,6 +368,7 @@ class FileSink(_Sink):
 
     def discard(self) -> None:
         """Drop the chunk being written (nothing was written to it)."""
+        self._wait_copies(check=False)
         for final, tmp, fh, writer in self._files:
             fh.close()
             _unlink(tmp)
@@ -359,6 +376,7 @@ class FileSink(_Sink):
 
     def abort(self) -> None:
         """Remove the chunk being written and every chunk this run completed."""
+        self._wait_copies(check=False)
         for final, tmp, fh, writer in self._files:
             if isinstance(writer, C.GzipWriter):
                 writer.abort()
@@ -371,6 +389,9 @@ class FileSink(_Sink):
         self.shutdown()
 
     def shutdown(self) -> None:
+        if self.copier is not None:
+            self.copier.shutdown()
+            self.copier = None
         if self.pool is not None:
             self.pool.shutdown(cancel_futures=True)
             self.pool = None
