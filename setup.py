@@ -6,14 +6,18 @@ from setuptools import Extension, setup
 
 CFLAGS = ["-O3", "-std=c11"] if os.name != "nt" else []
 
+# libraries a kernel links with
+LIBRARIES = {"genostage._bgzf": ["z"]}
+
 # name -> sources; each kernel is a small private module wrapped by a Python one.
 KERNELS = {
     "genostage._checksum": ["ext/_checksum.pyx", "ext/crc_kernels.c"],
+    "genostage._bgzf": ["ext/_bgzf.pyx"],
     "genostage._fastq": ["ext/_fastq.pyx"],
 }
 
 extensions = [
-    Extension(name, sources, extra_compile_args=CFLAGS, include_dirs=["ext"])
+    Extension(name, sources, extra_compile_args=CFLAGS, include_dirs=["ext"], libraries=LIBRARIES.get(name, []))
     for name, sources in KERNELS.items()
 ]
 

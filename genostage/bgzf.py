@@ -17,10 +17,15 @@ from collections import deque
 
 from .errors import FormatError
 
+try:  # the compiled kernel (absent only before `make build`)
+    from . import _bgzf as _kernel
+except ImportError:  # pragma: no cover
+    _kernel = None  # type: ignore[assignment]
+
 try:  # optional accelerator: degrade gracefully to zlib
     from isal import isal_zlib as _fast_zlib  # type: ignore[import-not-found]
 except ImportError:  # pragma: no cover - exercised by the no-isal test run
-    _fast_zlib = None
+    _fast_zlib = None  # type: ignore[assignment]
 
 MAGIC = b"\x1f\x8b\x08\x04"
 EOF_BLOCK = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
@@ -66,6 +71,11 @@ def block_size(buf: "bytes | memoryview", offset: int = 0, path: Optional[str] =
 
 def inflate_block(block: "bytes | memoryview", path: Optional[str] = None, offset: int = 0) -> bytes:
     """Decompress one whole BGZF block, checking its CRC32 and length."""
+    if _kernel is not None:
+        try:
+            return _kernel.inflate(block, 0)
+        except ValueError as exc:
+            raise FormatError(str(exc), path=path, fmt="BGZF", offset=offset) from None
     size = block_size(block, 0, path)
     if len(block) < size:
         raise FormatError("truncated BGZF block", path=path, fmt="BGZF", offset=offset)

@@ -29,7 +29,7 @@ from .config import TransferConfig
 from .errors import GenostageError, Interrupted, ToolFailed, UsageError
 from .location import parse
 from .scratch import Scratch, check_space
-from .staging import Staged, collect_output, plan_input, plan_output, transfer_staged
+from .staging import Staged, collect_output, fetch_chunks, plan_input, plan_output, transfer_staged
 from .store import Stores
 from .tool import Tool, ToolResult
 from .transfer import Transfer
@@ -146,6 +146,7 @@ class Job:
         self._busy = True
         try:
             transfer_staged(self.transfer, [s for s in staged if s.items], "stage in")
+            fetch_chunks(self.stores, staged)
         finally:
             self._busy = False
             self.timings["stage_in"] += time.monotonic() - start

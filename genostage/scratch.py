@@ -96,15 +96,19 @@ class Scratch:
             os.makedirs(self.root, exist_ok=True)
         except OSError as exc:
             raise StorageError(f"cannot create scratch root {self.root}: {exc.strerror}") from None
-        name = f"{PREFIX}{self.token}-{uuid.uuid4().hex[:12]}"
-        path = os.path.join(self.root, name)
+        unique = uuid.uuid4().hex[:12]
+        path = os.path.join(self.root, f"{PREFIX}{self.token}-{unique}")
+        # Made under a name sweepers ignore, locked, then renamed: no other job can ever see
+        # the directory without its lock held.
+        making = os.path.join(self.root, f".making-{PREFIX}{unique}")
         try:
-            os.mkdir(path, 0o700)  # exclusive: fails if it exists; never falls back to a shared dir
+            os.mkdir(making, 0o700)  # exclusive: fails if it exists; never falls back to a shared dir
+            self._lock_fd = os.open(os.path.join(making, ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            os.write(self._lock_fd, f"{os.getpid()} {socket.gethostname()} {time.time():.0f}\n".encode())
+            os.rename(making, path)
         except OSError as exc:
             raise StorageError(f"cannot create the job's scratch directory {path}: {exc.strerror}") from None
-        self._lock_fd = os.open(os.path.join(path, ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
-        os.write(self._lock_fd, f"{os.getpid()} {socket.gethostname()} {time.time():.0f}\n".encode())
         self.path = Path(path)
         for sub in ("in", "out", "tmp", PARTIAL):
             os.mkdir(os.path.join(path, sub), 0o700)
@@ -131,13 +135,16 @@ class Scratch:
     # -- sweeping ------------------------------------------------------------
     def sweep(self) -> List[str]:
         """Remove directories of dead jobs on this root; adopt a dead retry's partial downloads."""
-        removed = []
+        removed: List[str] = []
         try:
             names = os.listdir(self.root)
         except OSError:
             return removed
         for name in names:
             full = os.path.join(self.root, name)
+            if name.startswith(f".making-{PREFIX}") and self._is_dead(full) and self._old(full):
+                _remove_tree(full)  # a job killed between mkdir and rename
+                continue
             if not name.startswith(PREFIX) or (self.path and full == str(self.path)) or not os.path.isdir(full):
                 continue
             if os.path.islink(full) or not self._is_dead(full):
@@ -148,6 +155,13 @@ class Scratch:
             _remove_tree(full)
             removed.append(full)
         return removed
+
+    @staticmethod
+    def _old(path: str) -> bool:
+        try:
+            return time.time() - os.stat(path).st_mtime > _YOUNG
+        except OSError:
+            return False
 
     def _is_dead(self, path: str) -> bool:
         lock = os.path.join(path, ".lock")

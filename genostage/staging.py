@@ -6,6 +6,7 @@ functions to stage all inputs (or all outputs) in one parallel batch.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Set, Tuple
@@ -27,14 +28,21 @@ class Staged:
     is_dir: bool
     items: List[Tuple[ObjectInfo, Location]] = field(default_factory=list)
     results: List[TransferResult] = field(default_factory=list)
+    chunk: Optional[Tuple[object, int]] = None  # (Plan, index) for a PLAN#INDEX input
+    chunk_size: int = 0  # its estimated size, for the free-space check
+    chunk_stats: Dict[str, object] = field(default_factory=dict)
 
     @property
     def size(self) -> int:
-        return sum(info.size for info, _ in self.items)
+        return sum(info.size for info, _ in self.items) + self.chunk_size
 
     def to_json(self) -> Dict[str, object]:
         entry: Dict[str, object] = {"name": self.name, "uri": self.uri, "path": str(self.path),
                                     "kind": "directory" if self.is_dir else "file", "size": self.size}
+        if self.chunk is not None:
+            entry.update(kind="chunk", size=os.path.getsize(self.path) if self.path.exists() else None,
+                         chunk=self.chunk_stats)
+            return entry
         files = [r.to_json() for r in self.results]
         if not self.is_dir and files:
             entry.update({k: files[0][k] for k in ("etag", "version_id", "checksums", "verified", "parts",
@@ -63,8 +71,60 @@ def _unique_path(base: Path, name: str, filename: str, taken: Set[str]) -> Path:
     return path
 
 
+_PLAN_REF = re.compile(r"^(.+\.json)#([0-9]+)$")
+
+
+def plan_chunk_input(stores: Stores, name: str, uri: str, in_dir: Path, taken: Set[str]) -> Staged:
+    """``plan.json#3``: chunk 3 of a chunk plan, fetched with ranged reads as an ordinary file."""
+    from .split.plan import load, parse_plan_ref
+
+    plan_uri, index = parse_plan_ref(uri)
+    try:
+        plan = load(plan_uri, stores)
+    except NotFound as exc:
+        raise NotFound(f"input {name!r}: {exc}") from None
+    chunk = plan.chunk(index)
+    source = parse(plan.sources[0]["uri"]).name
+    stem, dot, suffix = source.partition(".")
+    path = _unique_path(in_dir, name, f"{stem}.chunk-{index:04d}{dot}{suffix}", taken)
+    staged = Staged(name, uri, path, False, chunk=(plan, index))
+    staged.chunk_size = _chunk_size(plan, chunk)
+    return staged
+
+
+def _chunk_size(plan: object, chunk: Dict[str, object]) -> int:
+    """What a chunk will take on disk, for the free-space check (its byte ranges, plus the header)."""
+    ranges = [v for k, v in chunk.items() if k in ("bytes", "range", "ranges")]
+    total = 0
+    for r in ranges:
+        pairs = r if r and isinstance(r[0], (list, tuple)) else [r]  # type: ignore[index]
+        for pair in pairs:  # type: ignore[union-attr]
+            if isinstance(pair, (list, tuple)) and len(pair) == 2:
+                total += int(pair[1]) - int(pair[0])
+    if total == 0:  # unknown layout: an even share of the sources
+        sources = getattr(plan, "sources", [])
+        chunks = max(1, len(getattr(plan, "chunks", [])))
+        total = sum(int(s.get("size") or 0) for s in sources) // chunks
+    header = getattr(plan, "header", {}) or {}
+    if isinstance(header.get("bytes"), list):
+        total += int(header["bytes"][1]) - int(header["bytes"][0])
+    return total
+
+
+def fetch_chunks(stores: Stores, staged: Sequence[Staged]) -> None:
+    """Fetch every ``PLAN#INDEX`` input (each writes its file atomically)."""
+    from .split.plan import fetch_chunk
+
+    for s in staged:
+        if s.chunk is not None:
+            plan, index = s.chunk
+            s.chunk_stats = dict(fetch_chunk(plan, index, str(s.path), stores))  # type: ignore[arg-type]
+
+
 def plan_input(stores: Stores, name: str, uri: str, in_dir: Path, taken: Set[str]) -> Staged:
-    """Resolve an input URI (object or prefix) into what to copy where, before any byte moves."""
+    """Resolve an input URI (object, prefix or ``plan.json#I``) into what to copy where, before any byte moves."""
+    if _PLAN_REF.match(uri):
+        return plan_chunk_input(stores, name, uri, in_dir, taken)
     loc = parse(uri)
     store = stores.for_location(loc)
     what = f"input {name!r}"

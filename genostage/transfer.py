@@ -89,6 +89,8 @@ class _Copy:
         self.md5 = hashlib.md5() if expected and expected[0] == "md5" else None
         self.md5_next = 0
         self.md5_pending: Dict[int, bytes] = {}
+        self.md5_busy = False
+        self.md5_cond = threading.Condition(self.lock)
         self.journal: Optional[str] = None
         self.resumed = 0
         self.repaired = 0
@@ -102,13 +104,14 @@ class _Copy:
 
 def download_part_size(size: int, config: TransferConfig) -> int:
     """Ranged-GET size for a download streamed to disk: at least ``config.part_size``, and large
-    enough that an object takes about two rounds of ``concurrency`` requests (at most 256 MiB).
+    enough that an object takes one round of ``concurrency`` requests (at most 256 MiB).
 
     Streaming to disk keeps memory at ``io_chunk`` per request whatever the part size, and
-    fewer, larger requests cost less per byte on every server."""
+    fewer, larger requests cost less per byte on every server (some S3-compatible servers,
+    moto among them, read the whole object for every ranged GET)."""
     mib = 1 << 20
-    rounds = -(-size // (2 * config.concurrency))
-    return max(config.part_size, min(256 * mib, -(-rounds // mib) * mib))
+    share = -(-size // config.concurrency)
+    return max(config.part_size, min(256 * mib, -(-share // mib) * mib))
 
 
 class Transfer:
@@ -176,7 +179,9 @@ class Transfer:
         part_size = self.config.part_size
         if expected and expected[0] == "etag":
             n = int(expected[1].rsplit("-", 1)[1])
-            guessed = ck.guess_etag_part_size(src.size, n)
+            store = self.stores.for_location(src.location)
+            first = store.first_part_size(src.location) if hasattr(store, "first_part_size") else None
+            guessed = first if first and -(-src.size // first) == n else ck.guess_etag_part_size(src.size, n)
             if guessed is None:
                 expected = None
             else:
@@ -334,25 +339,54 @@ class Transfer:
             c.dest_verified = "md5"
 
     def _feed_md5(self, c: _Copy, index: Optional[int] = None, data: bytes = b"") -> None:
-        """MD5 is not combinable: feed parts in order, holding early arrivals (bounded by the pool size).
-
-        Parts resumed from an earlier attempt are read back from the partial file
-        on disk (never fetched again)."""
+        """MD5 is not combinable: parts are hashed in order, early arrivals held in memory
+        (bounded by the pool size). One thread at a time hashes, outside the lock, so the
+        other workers go on fetching; parts resumed from an earlier attempt are read back
+        from the partial file on disk (never fetched again)."""
         with c.lock:
             if index is not None:
                 c.md5_pending[index] = data
-            assert c.md5 is not None
-            while c.md5_next < len(c.parts):
-                part = c.parts[c.md5_next]
-                if c.md5_next in c.md5_pending:
-                    c.md5.update(c.md5_pending.pop(c.md5_next))
-                elif part.resumed:
-                    with open(self._partial_paths(c)[0], "rb") as fh:
-                        fh.seek(part.start)
-                        c.md5.update(fh.read(part.length))
-                else:
-                    break
-                c.md5_next += 1
+            if c.md5_busy:
+                return
+            c.md5_busy = True
+        try:
+            while True:
+                with c.lock:
+                    piece = self._next_md5_piece(c)
+                    if piece is None:
+                        c.md5_busy = False
+                        c.md5_cond.notify_all()
+                        return
+                assert c.md5 is not None
+                c.md5.update(piece)
+        except BaseException:
+            with c.lock:
+                c.md5_busy = False
+                c.md5_cond.notify_all()
+            raise
+
+    def _next_md5_piece(self, c: _Copy) -> Optional[bytes]:
+        """The next part to hash, in order, if it is here (called with ``c.lock`` held)."""
+        if c.md5_next >= len(c.parts):
+            return None
+        part = c.parts[c.md5_next]
+        if c.md5_next in c.md5_pending:
+            piece = c.md5_pending.pop(c.md5_next)
+        elif part.resumed:
+            with open(self._partial_paths(c)[0], "rb") as fh:
+                fh.seek(part.start)
+                piece = fh.read(part.length)
+        else:
+            return None
+        c.md5_next += 1
+        return piece
+
+    def _wait_md5(self, c: _Copy) -> None:
+        """Hash whatever is left once every part is in."""
+        with c.lock:
+            while c.md5_busy:
+                c.md5_cond.wait()
+        self._feed_md5(c)
 
     def _journal(self, c: _Copy, part: _Part) -> None:
         if c.journal is None:
@@ -390,7 +424,7 @@ class Transfer:
 
     def _finish(self, c: _Copy) -> TransferResult:
         if c.md5 is not None:
-            self._feed_md5(c)  # resumed parts after the last fetched one
+            self._wait_md5(c)
         actual = self._actual(c)
         try:
             verified = self._verify(c, actual)
@@ -437,6 +471,8 @@ class Transfer:
                     changed += 1
             c.repaired += changed
             log.warning("%s: checksum mismatch; fetched again, %d part(s) differed", c.src.location, changed)
+            if not changed:
+                return False  # the same bytes twice: the source itself does not match its checksum
             try:
                 self._verify(c, self._actual(c))
                 return True

@@ -91,3 +91,29 @@ def test_default_root(monkeypatch, tmp_path):
     assert scratch_mod.default_root() == str(tmp_path)
     monkeypatch.delenv("GENOSTAGE_SCRATCH")
     assert scratch_mod.default_root() in ("/scratch", __import__("tempfile").gettempdir())
+
+
+def test_sweeping_never_removes_a_starting_or_live_job(tmp_path):
+    import threading
+
+    live, stop = [], threading.Event()
+
+    def sweeper():
+        s = scratch_mod.Scratch(str(tmp_path))
+        while not stop.is_set():
+            s.sweep()
+
+    t = threading.Thread(target=sweeper)
+    t.start()
+    try:
+        for _ in range(60):
+            s = scratch_mod.Scratch(str(tmp_path))
+            s.create()
+            live.append(s)
+    finally:
+        stop.set()
+        t.join()
+    assert all(s.path.exists() for s in live)
+    for s in live:
+        s.close(failed=False)
+    assert [p for p in tmp_path.iterdir()] == []

@@ -225,3 +225,58 @@ def test_killed_download_resumes_when_the_same_job_is_retried(s3, s3_client, buc
     assert manifest["inputs"][0]["resumed_parts"] >= 2 and manifest["inputs"][0]["verified"] == "md5"
     assert get(s3_client, bucket, "out/sum.txt").split()[0].decode() == __import__("hashlib").md5(data).hexdigest()
     assert scratch_dirs(root) == []
+
+
+@pytest.mark.slow
+@BOTH
+def test_thousand_small_objects_in_and_out(s3, s3_client, bucket, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda i: put(s3_client, bucket, f"many/{i // 100:02d}/obj{i:04d}.txt", b"%d\n" % i), range(1000)))
+    r = genostage(["run", "--scratch", str(tmp_path / "s"), "-i", f"many=s3://{bucket}/many/",
+                   "-o", f"copy=s3://{bucket}/copy/", "--shell", "--",
+                   "cp -r {many}/. {copy}/ && find {many} -type f | wc -l > {copy}/count.txt"], timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert get(s3_client, bucket, "copy/count.txt").strip() == b"1000"
+    assert len(keys(s3_client, bucket, "copy/")) == 1002  # 1000 + count.txt + manifest.json
+    assert get(s3_client, bucket, "copy/07/obj0712.txt") == b"712\n"
+
+
+def test_sse_and_requester_pays_are_sent(s3, s3_client, bucket, tmp_path):
+    r = genostage(["run", "--scratch", str(tmp_path), "--sse", "AES256", "--requester-pays",
+                   "-o", f"out=s3://{bucket}/enc/out.txt", "--shell", "--", "echo hi > {out}"])
+    assert r.returncode == 0, r.stderr
+    head = s3_client.head_object(Bucket=bucket, Key="enc/out.txt")
+    assert head["ServerSideEncryption"] == "AES256"
+    r = genostage(["run", "--scratch", str(tmp_path), "--sse-kms-key-id", "k", "--", "true"])
+    assert r.returncode == 2 and "--sse-kms-key-id needs --sse aws:kms" in r.stderr
+
+
+def test_plan_chunk_as_a_staged_input(s3, s3_client, bucket, tmp_path):
+    pysam = pytest.importorskip("pysam")
+    header = {"HD": {"VN": "1.6", "SO": "coordinate"}, "SQ": [{"SN": "chr1", "LN": 100000}]}
+    src = tmp_path / "sample.bam"
+    with pysam.AlignmentFile(str(src), "wb", header=header) as out:
+        for i in range(3000):
+            seg = pysam.AlignedSegment(out.header)
+            seg.query_name = f"r{i}"
+            seg.reference_id, seg.reference_start, seg.mapping_quality = 0, i * 30, 60
+            seg.cigarstring = "50M"
+            seg.query_sequence = "ACGT" * 12 + "AC"
+            seg.query_qualities = pysam.qualitystring_to_array("I" * 50)
+            out.write(seg)
+    s3_client.upload_file(str(src), bucket, "sample.bam")
+    r = genostage(["plan", "bam", f"s3://{bucket}/sample.bam", "--parts", "3", "-o", f"s3://{bucket}/sample.plan.json"])
+    assert r.returncode == 0, r.stderr
+    counts = []
+    for i in range(3):
+        r = genostage(["run", "--scratch", str(tmp_path / "s"), "-i", f"bam=s3://{bucket}/sample.plan.json#{i}",
+                       "-o", f"n=s3://{bucket}/counts/{i}.txt", "--stdout", "n", "--", "samtools", "view", "-c", "{bam}"])
+        assert r.returncode == 0, r.stderr
+        counts.append(int(get(s3_client, bucket, f"counts/{i}.txt")))
+        manifest = json.loads(get(s3_client, bucket, "counts/manifest.json"))
+        assert manifest["inputs"][0]["kind"] == "chunk" and manifest["inputs"][0]["path"].endswith(f"sample.chunk-{i:04d}.bam")
+    assert sum(counts) == 3000 and all(c > 0 for c in counts)
+    r = genostage(["run", "--scratch", str(tmp_path / "s"), "-i", f"bam=s3://{bucket}/sample.plan.json#7", "--", "true"])
+    assert r.returncode == 2 and "out of range" in r.stderr

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 
 import pytest
 
@@ -147,7 +148,7 @@ def test_resume_from_journal(s3, s3_client, bucket, tmp_path):
     src = tmp_path / "src.bin"
     src.write_bytes(data)
     cfg = TransferConfig(endpoint_url=s3.endpoint_url, part_size=5 * MiB, multipart_threshold=5 * MiB,
-                         concurrency=1, max_attempts=1)
+                         concurrency=2, max_attempts=1)
     copy(str(src), f"s3://{bucket}/r.bin", stores=Stores(cfg, s3_client))
     part = download_part_size(len(data), cfg)
     assert len(data) > part  # at least two parts
@@ -158,12 +159,15 @@ def test_resume_from_journal(s3, s3_client, bucket, tmp_path):
     dest = parse(str(tmp_path / "r.bin"))
     real_iter = stores.s3.iter_range
     calls = {"n": 0}
+    first_done = threading.Event()
 
-    def dying_iter(*a, **kw):  # the first attempt dies after its first part
+    def dying_iter(*a, **kw):  # the first attempt dies once its first part is in
         calls["n"] += 1
         if calls["n"] > 1:
+            first_done.wait(30)
             raise TransferFailed("connection reset (injected)")
         yield from real_iter(*a, **kw)
+        first_done.set()
     stores.s3.iter_range = dying_iter
     t = Transfer(stores, cfg, partial_dir=str(partial), show_progress=False)
     with pytest.raises(TransferFailed):
@@ -199,3 +203,22 @@ def test_zero_byte_object(s3, s3_client, bucket, tmp_path):
     assert (tmp_path / "e.txt").read_bytes() == b""
     copy(str(tmp_path / "e.txt"), f"s3://{bucket}/e2.txt", stores=stores)
     assert get(s3_client, bucket, "e2.txt") == b""
+
+
+def test_object_uploaded_by_another_tool_in_odd_parts(s3, s3_client, bucket, tmp_path):
+    """A multipart upload with CRC32 part checksums (as aws-cli sends) and a 6 MiB part size
+    (no common size): moto reports a composite CRC32 without '-N'; the ETag's part size is
+    asked of the server (HeadObject PartNumber=1)."""
+    data = os.urandom(13 * MiB)
+    up = s3_client.create_multipart_upload(Bucket=bucket, Key="odd.bin", ChecksumAlgorithm="CRC32")
+    parts = []
+    for n, start in enumerate(range(0, len(data), 6 * MiB), 1):
+        r = s3_client.upload_part(Bucket=bucket, Key="odd.bin", UploadId=up["UploadId"], PartNumber=n,
+                                  Body=data[start:start + 6 * MiB], ChecksumAlgorithm="CRC32")
+        parts.append({"PartNumber": n, "ETag": r["ETag"], "ChecksumCRC32": r.get("ChecksumCRC32")})
+    s3_client.complete_multipart_upload(Bucket=bucket, Key="odd.bin", UploadId=up["UploadId"],
+                                        MultipartUpload={"Parts": parts})
+    stores = Stores(small_config(s3), s3_client)
+    res = copy(f"s3://{bucket}/odd.bin", str(tmp_path / "odd.bin"), stores=stores)[0]
+    assert (tmp_path / "odd.bin").read_bytes() == data
+    assert res.verified in ("etag", "crc32", "crc64nvme") and res.repaired_parts == 0

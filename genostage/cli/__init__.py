@@ -32,6 +32,10 @@ COMMANDS: List[str] = [
     "run",
     "cp",
     "checksum",
+    "plan",
+    "gather",
+    "image",
+    "batch",
     "split",
 ]
 

@@ -13,13 +13,27 @@ then each array-job child fetches only its chunk (``genostage chunk``)::
       "bytes_read": N             # what making the plan read from the source(s)
     }
 
-A plan is refused when a source no longer matches its recorded size/ETag/version.
+A plan is refused when a source no longer matches its recorded size/ETag/version
+(and, for local files, modification time).
+
+BAM plans (``genostage.split.bam``): ``header`` is ``{"bytes": [0, end], "length":
+decompressed header length, "first_record": virtual offset, "n_ref": n}`` and each
+chunk is ``{"start": voffset, "end": voffset, "bytes": [first, last]}``: the records
+from ``start`` (inclusive) to ``end`` (exclusive), found in compressed bytes
+``[first, last)``. FASTQ plans come from ``genostage.split.fastq_plan``.
+
+Each kind's module provides ``make_plan(uris, parts, stores) -> Plan`` and
+``write_chunk(plan, index, out, stores) -> dict`` where ``out`` is a writable
+binary file object; :func:`write_chunk` and :func:`fetch_chunk` dispatch on
+``plan.kind``.
 """
 from __future__ import annotations
 
+import importlib
 import json
+import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, BinaryIO, Dict, List, Optional, Union
 
 from .. import __version__
 from ..errors import FormatError, ObjectChanged, UsageError
@@ -96,9 +110,73 @@ def check_unchanged(plan: Plan, stores: Stores) -> List[ObjectInfo]:
         loc = parse(src["uri"])
         info = stores.for_location(loc).stat(loc, checksums=False)
         same = info.size == src.get("size") and (src.get("etag") in (None, info.etag)) and \
-            (src.get("version_id") in (None, info.version_id))
+            (src.get("version_id") in (None, info.version_id)) and \
+            (src.get("mtime") is None or info.mtime is None or abs(info.mtime - src["mtime"]) < 1e-6)
         if not same:
-            raise ObjectChanged(f"{src['uri']} changed since the plan was made "
-                                f"(size {src.get('size')} -> {info.size}, ETag {src.get('etag')} -> {info.etag}); make a new plan")
+            what = [f"size {src.get('size')} -> {info.size}"]
+            if src.get("etag") or info.etag:
+                what.append(f"ETag {src.get('etag')} -> {info.etag}")
+            if src.get("mtime") is not None and info.mtime is not None:
+                what.append(f"modified {src['mtime']:.6f} -> {info.mtime:.6f}")
+            raise ObjectChanged(f"{src['uri']} changed since the plan was made ({', '.join(what)}); make a new plan")
         infos.append(info)
     return infos
+
+
+# kind -> module with make_plan/write_chunk; FASTQ's module lands separately (imported lazily)
+_KIND_MODULES = {"bam": "genostage.split.bam", "fastq": "genostage.split.fastq_plan"}
+
+
+def _kind_module(kind: str) -> Any:
+    try:
+        return importlib.import_module(_KIND_MODULES[kind])
+    except KeyError:
+        raise UsageError(f"unknown plan kind {kind!r} (expected one of {', '.join(KINDS)})") from None
+    except ImportError:
+        raise UsageError(f"{kind} plans are not supported by this genostage build") from None
+
+
+def write_chunk(plan: Plan, index: int, out: BinaryIO, stores: Stores) -> Dict[str, Any]:
+    """Write chunk ``index`` of ``plan`` to the binary file object ``out``; returns what it did."""
+    plan.chunk(index)
+    if plan.kind == "bam":
+        from .bam import write_plan_chunk
+
+        return write_plan_chunk(plan, index, out, stores)
+    return dict(_kind_module(plan.kind).write_chunk(plan, index, out, stores))
+
+
+def fetch_chunk(plan: Union[str, Plan], index: int, dest_path: str, stores: Optional[Stores] = None) -> Dict[str, Any]:
+    """Write chunk ``index`` of a plan (a Plan, or its local path / ``s3://`` URI) to ``dest_path``.
+
+    The file appears complete or not at all (temporary name, then rename).
+    Used by ``genostage chunk`` and by ``genostage run --input NAME=plan.json#I``.
+    """
+    stores = stores or Stores()
+    if not isinstance(plan, Plan):
+        plan = load(plan, stores)
+    plan.chunk(index)
+    dest_path = os.path.abspath(dest_path)
+    os.makedirs(os.path.dirname(dest_path), exist_ok=True)
+    head, tail = os.path.split(dest_path)
+    tmp = os.path.join(head, f".{tail}.genostage-{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            stats = write_chunk(plan, index, fh, stores)
+        os.replace(tmp, dest_path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    stats["path"] = dest_path
+    return stats
+
+
+def parse_plan_ref(text: str) -> "tuple[str, int]":
+    """Split ``plan.json#3`` into ``("plan.json", 3)``."""
+    uri, sep, idx = text.rpartition("#")
+    if not sep or not uri or not idx.isdigit():
+        raise UsageError(f"{text!r}: expected PLAN#INDEX, e.g. plan.json#3")
+    return uri, int(idx)

@@ -1,6 +1,7 @@
 """Stores: where bytes live. ``store_for(location)`` picks one."""
 from __future__ import annotations
 
+import threading
 from typing import Any, Optional
 
 from ..config import TransferConfig
@@ -18,11 +19,14 @@ class Stores:
         self._s3_client = s3_client
         self._s3: Optional[S3Store] = None
         self._local = LocalStore()
+        self._lock = threading.Lock()
 
     def for_location(self, loc: Location) -> Store:
         if loc.is_s3:
             if self._s3 is None:
-                self._s3 = S3Store(self._s3_client, self.config)
+                with self._lock:  # worker threads must share one client, not build one each
+                    if self._s3 is None:
+                        self._s3 = S3Store(self._s3_client, self.config)
             return self._s3
         return self._local
 

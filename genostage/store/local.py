@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import uuid
 from typing import Dict, Iterator, Optional
@@ -19,10 +20,14 @@ def _oserror(exc: OSError, loc: Location) -> StorageError:
     return StorageError(f"{loc}: {exc.strerror or exc}")
 
 
+_TOKEN = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+_SERIAL = itertools.count()
+
+
 def temp_name(path: str) -> str:
-    """A hidden sibling name for writing ``path`` before the final rename."""
+    """A hidden sibling name, unique to this process and call, for writing ``path`` before the rename."""
     head, tail = os.path.split(path)
-    return os.path.join(head, f".{tail}.genostage-{uuid.uuid4().hex[:12]}.tmp")
+    return os.path.join(head, f".{tail}.genostage-{_TOKEN}-{next(_SERIAL)}.tmp")
 
 
 class LocalUpload(Upload):

@@ -171,6 +171,19 @@ class S3Store(Store):
         self.counters.add(requests=1)
         return self._info(loc, resp, "")
 
+    def first_part_size(self, loc: Location, etag: Optional[str] = None) -> Optional[int]:
+        """The size of part 1 of a multipart object (HeadObject with PartNumber=1), or None
+        when the server does not say (then the part size of a ``-N`` ETag must be guessed)."""
+        args = self._read_args(loc, etag)
+        try:
+            resp = self.client.head_object(PartNumber=1, **args)
+        except Exception:
+            return None
+        self.counters.add(requests=1)
+        if not resp.get("PartsCount"):
+            return None
+        return int(resp["ContentLength"])
+
     def _check_bucket(self, loc: Location) -> None:
         """Tell a missing bucket apart from a missing key (HEAD gives both as 404)."""
         try:
