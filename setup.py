@@ -13,6 +13,7 @@ LIBRARIES = {"genostage._bgzf": ["z"]}
 KERNELS = {
     "genostage._checksum": ["ext/_checksum.pyx", "ext/crc_kernels.c"],
     "genostage._bgzf": ["ext/_bgzf.pyx"],
+    "genostage._fastq": ["ext/_fastq.pyx"],
 }
 
 extensions = [

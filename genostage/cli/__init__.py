@@ -36,6 +36,7 @@ COMMANDS: List[str] = [
     "gather",
     "image",
     "batch",
+    "split",
 ]
 
 EXIT_OK = 0

@@ -1,0 +1,935 @@
+"""Streaming FASTQ splitting: one or two (paired) inputs into contiguous chunks.
+
+Inputs are local paths or ``s3://`` URIs, plain, gzip (multi-member too) or
+BGZF, detected from the bytes and read front to back (S3 through large
+ranged GETs); nothing is held whole in memory. The ``genostage._fastq``
+kernel finds and validates record boundaries in the decompressed buffers.
+
+Chunks are runs of records in input order, cut by one rule:
+
+* ``records=N`` / ``bases=N`` / ``bytes=N`` - a chunk closes at the first
+  record (pair) at which it holds at least N records, bases or uncompressed
+  bytes (for paired input, bases and bytes are counted on R1; R2 follows R1
+  record for record);
+* ``parts=N`` - N balanced chunks: exact record counts (to one record) for
+  small inputs, counted first (plain/BGZF: all inputs together at most N MiB;
+  gzip: at most 16 MiB or under 1 MiB per part); else cut at the first record
+  start after ``i/N`` of the file (plain: byte offsets; BGZF: the start of the
+  first block at or after ``i/N`` of the compressed size - the boundaries
+  ``genostage.split.fastq_plan.make_plan`` finds with ranged reads), or for
+  gzip input at ``i/N`` of the compressed offsets (an estimate; 1-2% on
+  Illumina data). Fewer records than parts give empty trailing chunks.
+
+Interleaved input (``interleaved=True``) is cut between pairs only, and each
+pair's names are checked. Output: BGZF input to BGZF output copies whole blocks
+(only boundary blocks are recompressed); a local plain file to plain output is
+scanned through a memory map and copied by the kernel (``copy_file_range``).
+Chunk files are written under temporary names and renamed when complete; on
+an error every chunk of the run is removed.
+
+Python API::
+
+    from genostage.split import fastq
+    summary = fastq.split_fastq(["r1.fq.gz", "r2.fq.gz"], "out/", parts=8)
+    for chunk in fastq.iter_chunks(["reads.fq"], records=100_000):
+        chunk.index, chunk.records, chunk.data[0]   # uncompressed bytes of the chunk
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any, BinaryIO, Callable, Dict, Iterator, List, Optional, Tuple
+
+from .. import _fastq
+from .. import compress as C
+from ..errors import FormatError, UsageError
+from ..location import Location, parse
+from ..progress import Progress
+from ..store import Stores
+from ..store.local import temp_name
+from ..units import format_size
+
+log = logging.getLogger("genostage.split.fastq")
+
+HUGE = 1 << 62
+MAX_RECORD = 32 << 20  # a "record" longer than this is garbage (or an absurd read)
+EXACT_LIMIT = 16 << 20  # gzip inputs up to this size are counted first for --parts
+COPY_BATCH = 64 << 20  # local plain -> plain: bytes per copy_file_range batch
+PLAN_READ = 1 << 20  # per part: plain/BGZF inputs up to parts x this are counted exactly  # compressed inputs up to this size are counted first for --parts
+_MESSAGES = {
+    _fastq.E_HEADER: "expected '@' at the start of a record header",
+    _fastq.E_PLUS: "expected '+' line after the sequence",
+    _fastq.E_LENGTH: "quality and sequence lengths differ",
+    _fastq.E_TRUNCATED: "the file ends inside a record",
+}
+
+
+@dataclass
+class ChunkStats:
+    """What one chunk holds (``bytes``: uncompressed FASTQ bytes of R1, the first input)."""
+
+    index: int
+    records: int = 0
+    bases: int = 0
+    bytes: int = 0
+    files: List[str] = field(default_factory=list)
+    sizes: List[int] = field(default_factory=list)
+
+
+@dataclass
+class Summary:
+    inputs: List[str]
+    formats: List[str]
+    compress: str
+    records: int = 0
+    bases: int = 0
+    chunks: List[ChunkStats] = field(default_factory=list)
+    seconds: float = 0.0
+    paired: bool = False
+    interleaved: bool = False
+
+    def to_json(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    def text(self) -> str:
+        lines = [f"{len(self.chunks)} chunks, {self.records} {'pairs' if self.paired or self.interleaved else 'records'}, "
+                 f"{self.bases} bases in {self.seconds:.1f} s"]
+        for c in self.chunks:
+            lines.append(f"  part {c.index:4d}: {c.records:12d} records {c.bases:15d} bases  {' '.join(os.path.basename(f) for f in c.files)}")
+        return "\n".join(lines)
+
+
+@dataclass
+class Chunk:
+    """A chunk held in memory (from :func:`iter_chunks`): ``data[m]`` is mate m's FASTQ bytes."""
+
+    index: int
+    records: int
+    bases: int
+    data: List[bytes]
+
+
+# -- one input stream ------------------------------------------------------
+class _Input:
+    """Scanning state of one input: the buffer of not-yet-assigned bytes and
+    the pieces still to be emitted (kept for BGZF raw block copies)."""
+
+    def __init__(self, uri: str, fmt: str, pieces: Iterator[C.Piece], size: int) -> None:
+        self.uri = uri
+        self.fmt = fmt
+        self.size = size
+        self._pieces = pieces
+        self.buf = b""
+        self.buf_start = 0  # global uncompressed offset of buf[0]
+        self.pos = 0  # scan position in buf
+        self.records = 0  # records scanned (global)
+        self.bases = 0
+        self.eof = False
+        self.cpos = 0  # compressed bytes consumed
+        self.ulen = 0  # uncompressed bytes received
+        # pieces not yet fully emitted: [ustart, data, blocks(list of (raw, ulen)) or None, cstart]
+        self.queue: List[Tuple[int, bytes, Optional[List[Tuple[bytes, int]]], int]] = []
+        self.emitted = 0
+        self.on_piece: Optional[Callable[["_Input", C.Piece, int], None]] = None
+        self.allow_empty = False  # a plan chunk may be empty
+        self.fh: Optional[BinaryIO] = None
+        self._rest: Optional[Tuple[bytes, int, int]] = None
+        self.copy_fd: Optional[int] = None  # a local plain file: chunk bytes copied by offset
+        self.mapped = False  # pieces are views of a memory map (scan-only input)
+
+    def close(self) -> None:
+        self.buf = b""
+        self.queue.clear()
+        self._rest = None
+        close = getattr(self._pieces, "close", None)
+        if close is not None:
+            close()
+        if self.fh is not None:
+            self.fh.close()
+        if self.copy_fd is not None:
+            os.close(self.copy_fd)
+            self.copy_fd = None
+
+    @property
+    def gpos(self) -> int:
+        return self.buf_start + self.pos
+
+    def line(self) -> int:
+        return self.records * 4
+
+    def fill(self) -> bool:
+        """Make more bytes scannable; False (and ``eof``) when there are none.
+
+        A piece is scanned in place; only the record cut across the previous
+        piece's end is joined with the start of the new piece (``_rest``
+        then holds the rest of the piece, switched to on the next call)."""
+        if self._rest is not None:
+            self._switch()
+            return True
+        if self.eof:
+            return False
+        try:
+            piece = next(self._pieces, None)
+        except FormatError as exc:
+            if exc.line is None:
+                lines = self.records * 4 + _fastq.count_lines(self.buf, self.pos, len(self.buf))
+                raise FormatError(exc.message, path=self.uri, fmt="FASTQ", line=lines) from None
+            raise
+        if piece is None:
+            self.eof = True
+            if self.ulen == 0 and not self.allow_empty:
+                raise FormatError("the file is empty (no FASTQ records)", path=self.uri, fmt="FASTQ", line=0)
+            if len(self.buf) and bytes(self.buf[-1:]) != b"\n":
+                piece = C.Piece(b"\n", self.cpos, self.cpos)  # a last line without its newline
+            else:
+                return False
+        if not piece.data:
+            return True
+        rest = len(self.buf) - self.pos
+        if rest > MAX_RECORD:
+            raise FormatError(f"no complete FASTQ record in {format_size(MAX_RECORD)} (binary data, or not FASTQ)",
+                              path=self.uri, fmt="FASTQ", line=self.records * 4)
+        ustart = self.ulen
+        if self.on_piece is not None:
+            self.on_piece(self, piece, ustart)
+        self.queue.append((ustart, piece.data, piece.blocks, piece.cstart))
+        self.ulen += len(piece.data)
+        self.cpos = max(self.cpos, piece.cend)
+        data = piece.data
+        self.buf_start += self.pos
+        if not rest:
+            self.buf = data
+        else:
+            cut = _after_lines(data, 4)
+            carry = bytes(self.buf[self.pos:])
+            if cut < 0 or cut == len(data):
+                self.buf = carry + bytes(data)
+            else:
+                self.buf = carry + bytes(data[:cut])
+                self._rest = (data, cut, len(carry))
+        self.pos = 0
+        return True
+
+    def _switch(self) -> None:
+        assert self._rest is not None
+        data, cut, carry_len = self._rest
+        self._rest = None
+        if self.pos >= carry_len:  # the joined record is done: scan the piece in place
+            self.buf_start += carry_len
+            self.pos -= carry_len
+            self.buf = data
+        else:
+            self.buf = bytes(self.buf[self.pos:]) + bytes(data[cut:])
+            self.buf_start += self.pos
+            self.pos = 0
+
+    def error(self, code: int, line: int, extra: str = "") -> FormatError:
+        return FormatError(_MESSAGES.get(code, "malformed record") + extra, path=self.uri, fmt="FASTQ",
+                           line=self.records * 4 + line)
+
+    def emit(self, upto: int, sink: "_Sink", mate: int, close: bool) -> None:
+        """Hand bytes [emitted, upto) to the sink; whole BGZF blocks go as raw blocks.
+
+        Unless ``close``, stops at the last block boundary so blocks are not cut.
+        A local plain file going to plain output is copied by byte range in
+        batches (``COPY_BATCH``) by the kernel; its pieces are only scanned."""
+        if self.copy_fd is not None and sink.can_copy:
+            limit = min(upto, self.size)
+            if limit > self.emitted and (close or limit - self.emitted >= COPY_BATCH):
+                sink.copy(mate, self.copy_fd, self.emitted, limit - self.emitted)
+                self.emitted = limit
+            while self.queue and self.queue[0][0] + len(self.queue[0][1]) <= limit:
+                self.queue.pop(0)
+            if self.emitted < self.size or upto <= self.size:
+                return
+            # what is left is the newline added after a last line without one
+        while self.queue and self.emitted < upto:
+            ustart, data, blocks, _ = self.queue[0]
+            uend = ustart + len(data)
+            if blocks is not None and sink.raw_blocks:
+                b0 = ustart
+                for raw, ulen in blocks:
+                    b1 = b0 + ulen
+                    if b1 <= self.emitted:
+                        b0 = b1
+                        continue
+                    if b0 >= upto:
+                        break
+                    if self.emitted == b0 and b1 <= upto:
+                        sink.raw(mate, raw, ulen)
+                        self.emitted = b1
+                    elif b1 <= upto or close:
+                        end = min(b1, upto)
+                        sink.write(mate, memoryview(data)[self.emitted - ustart:end - ustart])
+                        self.emitted = end
+                    else:
+                        break
+                    b0 = b1
+                if self.emitted < upto and not close and self.emitted < uend:
+                    return
+            else:
+                end = min(uend, upto)
+                sink.write(mate, memoryview(data)[self.emitted - ustart:end - ustart])
+                self.emitted = end
+            if self.emitted >= uend:
+                self.queue.pop(0)
+            else:
+                return
+
+
+# -- sinks: where chunk bytes go -------------------------------------------
+class _Sink:
+    raw_blocks = False
+    can_copy = False  # takes byte ranges of a local file (copy_file_range)
+
+    def copy(self, mate: int, fd: int, offset: int, length: int) -> None: ...
+
+    def begin(self, index: int) -> None: ...
+    def write(self, mate: int, data: memoryview) -> None: ...
+    def raw(self, mate: int, raw: bytes, ulen: int) -> None: ...
+    def end(self, stats: ChunkStats) -> None: ...
+    def discard(self) -> None: ...
+    def abort(self) -> None: ...
+
+
+class FileSink(_Sink):
+    """Writes chunk files under temporary names, renamed when the chunk is complete."""
+
+    def __init__(self, out_dir: str, prefix: str, mates: int, compress: str, level: int, threads: int,
+                 width: int = 4) -> None:
+        self.out_dir = out_dir
+        self.prefix = prefix
+        self.mates = mates
+        self.compress = compress
+        self.level = level
+        self.threads = max(1, threads)
+        self.width = width
+        self.raw_blocks = compress == "bgzf"
+        self.can_copy = compress == "none"
+        self.copier: Optional[ThreadPoolExecutor] = None
+        self._copies: List[Any] = []
+        self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="genostage-deflate") if compress != "none" else None
+        self._files: List[Tuple[str, str, BinaryIO, C.Writer]] = []
+        self.done: List[str] = []
+
+    def name(self, index: int, mate: int) -> str:
+        tag = f".R{mate + 1}" if self.mates == 2 else ""
+        return os.path.join(self.out_dir, f"{self.prefix}.part-{index:0{self.width}d}{tag}.fastq{C.suffix(self.compress)}")
+
+    def begin(self, index: int) -> None:
+        self._files = []
+        for mate in range(self.mates):
+            final = self.name(index, mate)
+            tmp = temp_name(final)
+            fh = open(tmp, "wb")
+            self._files.append((final, tmp, fh, C.make_writer(fh, self.compress, self.level, self.pool, self.threads)))
+
+    def write(self, mate: int, data: memoryview) -> None:
+        if self._copies:
+            self._wait_copies()
+        self._files[mate][3].write(data)
+
+    def raw(self, mate: int, raw: bytes, ulen: int) -> None:
+        self._files[mate][3].write_raw_block(raw, ulen)
+
+    def copy(self, mate: int, fd: int, offset: int, length: int) -> None:
+        """Copy on a background thread (in order), overlapping the scan of what follows."""
+        out = self._files[mate][2]
+        out.flush()
+        self._files[mate][3].uncompressed += length
+        if self.copier is None:
+            self.copier = ThreadPoolExecutor(1, thread_name_prefix="genostage-copy")
+        self._copies.append(self.copier.submit(_copy_range, fd, out.fileno(), offset, length))
+
+    def _wait_copies(self, check: bool = True) -> None:
+        copies, self._copies = self._copies, []
+        for fut in copies:
+            if check:
+                fut.result()
+            else:
+                fut.exception()
+
+    def end(self, stats: ChunkStats) -> None:
+        self._wait_copies()
+        for final, tmp, fh, writer in self._files:
+            writer.close()
+            fh.close()
+        for final, tmp, fh, writer in self._files:
+            os.replace(tmp, final)
+            self.done.append(final)
+            stats.files.append(final)
+            stats.sizes.append(os.path.getsize(final))
+        self._files = []
+
+    def discard(self) -> None:
+        """Drop the chunk being written (nothing was written to it)."""
+        self._wait_copies(check=False)
+        for final, tmp, fh, writer in self._files:
+            fh.close()
+            _unlink(tmp)
+        self._files = []
+
+    def abort(self) -> None:
+        """Remove the chunk being written and every chunk this run completed."""
+        self._wait_copies(check=False)
+        for final, tmp, fh, writer in self._files:
+            if isinstance(writer, C.GzipWriter):
+                writer.abort()
+            fh.close()
+            _unlink(tmp)
+        self._files = []
+        for path in self.done:
+            _unlink(path)
+        self.done = []
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        if self.copier is not None:
+            self.copier.shutdown()
+            self.copier = None
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+            self.pool = None
+
+
+class _MemorySink(_Sink):
+    def __init__(self, mates: int, deliver: Optional[Callable[[Chunk], None]] = None) -> None:
+        self.mates = mates
+        if deliver is not None:
+            self.deliver = deliver  # type: ignore[method-assign,assignment]
+        self.parts: List[List[bytes]] = []
+        self.chunks: List[Chunk] = []
+
+    def begin(self, index: int) -> None:
+        self.parts = [[] for _ in range(self.mates)]
+
+    def write(self, mate: int, data: memoryview) -> None:
+        self.parts[mate].append(bytes(data))
+
+    def end(self, stats: ChunkStats) -> None:
+        stats.files = []
+        self.deliver(Chunk(stats.index, stats.records, stats.bases, [b"".join(p) for p in self.parts]))
+        self.parts = []
+
+    def deliver(self, chunk: Chunk) -> None:
+        self.chunks.append(chunk)
+
+
+_COPY_FILE_RANGE = hasattr(os, "copy_file_range")
+
+
+def _copy_range(src: int, dst: int, offset: int, length: int) -> None:
+    """Append ``length`` bytes of ``src`` from ``offset`` to ``dst`` (in the kernel when it can)."""
+    global _COPY_FILE_RANGE
+    while length > 0 and _COPY_FILE_RANGE:
+        try:
+            n = os.copy_file_range(src, dst, min(length, 1 << 30), offset)
+        except OSError:
+            _COPY_FILE_RANGE = False  # e.g. EXDEV on old kernels: fall back to pread/write
+            break
+        if n == 0:
+            raise OSError(f"short copy at offset {offset}")
+        offset += n
+        length -= n
+    while length > 0:
+        data = os.pread(src, min(length, 4 << 20), offset)
+        if not data:
+            raise OSError(f"short read at offset {offset}")
+        view = memoryview(data)
+        while view:
+            k = os.write(dst, view)
+            view = view[k:]
+        offset += len(data)
+        length -= len(data)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+# -- opening inputs ----------------------------------------------------------
+def _open_input(uri: str, stores: Stores, background: bool = True, scan_only: bool = False) -> _Input:
+    """Open one input; with ``scan_only`` (its bytes are copied, never written from memory)
+    a local plain file is memory-mapped and scanned in place."""
+    loc = parse(uri)
+    if loc.is_prefix and loc.is_s3:
+        raise UsageError(f"{uri} is a prefix, not a FASTQ object")
+    store = stores.for_location(loc)
+    info = store.stat(loc, checksums=False)
+    fh: BinaryIO
+    if loc.is_s3:
+        fh = store.open_read(loc, etag=info.etag)  # type: ignore[assignment]
+    else:
+        try:
+            fh = open(loc.path, "rb", buffering=0)
+        except OSError as exc:
+            from ..store.local import _oserror
+            raise _oserror(exc, loc) from None
+    try:
+        fmt, pieces = C.open_stream(fh, uri, background=background and not scan_only)
+    except BaseException:
+        fh.close()
+        raise
+    inp = _Input(uri, fmt, pieces, info.size)
+    inp.fh = fh
+    if fmt == "plain" and not loc.is_s3:
+        inp.copy_fd = os.open(loc.path, os.O_RDONLY)
+        if scan_only and info.size:
+            inp._pieces = _mmap_pieces(inp.copy_fd, info.size)
+            inp.mapped = True
+    return inp
+
+
+def _mmap_pieces(fd: int, size: int) -> Iterator[C.Piece]:
+    """Pieces of a local plain file as views of a read-only memory map (no copies)."""
+    import mmap
+
+    m = mmap.mmap(fd, size, prot=mmap.PROT_READ)
+    if hasattr(m, "madvise"):
+        m.madvise(mmap.MADV_SEQUENTIAL)
+    view = memoryview(m)
+    try:
+        step = max(mmap.PAGESIZE, C.READ_SIZE // mmap.PAGESIZE * mmap.PAGESIZE)
+        for off in range(0, size, step):
+            end = min(size, off + step)
+            yield C.Piece(view[off:end], off, end)  # type: ignore[arg-type]
+            if off >= 2 * step and hasattr(m, "madvise"):
+                # two pieces back is scanned: drop it from this process's RSS (not from the page cache)
+                m.madvise(mmap.MADV_DONTNEED, off - 2 * step, step)
+    finally:
+        try:
+            view.release()
+            m.close()
+        except BufferError:  # a view is still referenced: the map goes with it
+            pass
+
+
+def count_records(uri: str, stores: Optional[Stores] = None, interleaved: bool = False) -> int:
+    """Validate and count the records (pairs with ``interleaved``) of one input."""
+    stores = stores or Stores()
+    inp = _open_input(uri, stores)
+    step = 2 if interleaved else 1
+    try:
+        while True:
+            pos, n, bases, err, eline, _ = _fastq.scan(inp.buf, inp.pos, len(inp.buf), HUGE, HUGE, HUGE, step, inp.eof)
+            if err:
+                raise _scan_error(inp, err, eline, step)
+            inp.records += n
+            inp.pos = pos
+            inp.queue.clear()
+            if inp.eof:
+                return inp.records // step
+            inp.fill()
+    finally:
+        inp.close()
+
+
+def _scan_error(inp: _Input, err: int, eline: int, step: int) -> FormatError:
+    if err == _fastq.E_TRUNCATED and step == 2 and eline % 4 == 0 and _fastq.count_lines(inp.buf, inp.pos, len(inp.buf)) == 4:
+        return FormatError("interleaved input has an odd number of records (the last one has no mate)",
+                           path=inp.uri, fmt="FASTQ", line=inp.records * 4 + eline - 4)
+    return inp.error(err, eline)
+
+
+# -- the engine ------------------------------------------------------------------
+class _Cutter:
+    """Decides where chunks end: limits for the scan of the current chunk."""
+
+    def __init__(self, records: Optional[int], bases: Optional[int], nbytes: Optional[int],
+                 per_chunk: Optional[List[int]] = None) -> None:
+        self.records = records
+        self.bases = bases
+        self.nbytes = nbytes
+        self.per_chunk = per_chunk  # exact records per chunk (parts mode, counted)
+        self.targets: Dict[int, int] = {}  # chunk index -> global uncompressed offset where it may end
+        self.last_index: Optional[int] = None  # the chunk that takes everything left
+
+    def limits(self, index: int, chunk: ChunkStats, inp: _Input) -> Tuple[int, int, int]:
+        if self.last_index is not None and index >= self.last_index:
+            return HUGE, HUGE, HUGE
+        if self.per_chunk is not None:
+            if index >= len(self.per_chunk) - 1:
+                return HUGE, HUGE, HUGE
+            return self.per_chunk[index] - chunk.records, HUGE, HUGE
+        if self.records is not None:
+            return self.records - chunk.records, HUGE, HUGE
+        if self.bases is not None:
+            return HUGE, self.bases - chunk.bases, HUGE
+        if self.nbytes is not None:
+            return HUGE, HUGE, self.nbytes - chunk.bytes
+        target = self.targets.get(index)
+        if target is None:
+            return HUGE, HUGE, HUGE  # its data is not in the buffer yet
+        return HUGE, HUGE, max(1, target - inp.gpos)
+
+
+def _balanced(total: int, parts: int) -> List[int]:
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def _plan_targets(cutter: _Cutter, inp: _Input, parts: int) -> None:
+    """Byte targets for --parts on large inputs, resolved as pieces arrive."""
+    size = inp.size
+    cuts = [(i, i * size // parts) for i in range(1, parts)]  # chunk i-1 ends after cut i
+    cutter.last_index = parts - 1
+    pending = list(cuts)
+
+    def on_piece(src: _Input, piece: C.Piece, ustart: int) -> None:
+        while pending:
+            i, c = pending[0]
+            if src.fmt == "plain":
+                if c >= piece.cend:
+                    return
+                cutter.targets[i - 1] = c + 1
+            elif src.fmt == "bgzf":
+                if piece.blocks is None:
+                    return
+                b_c, b_u, found = piece.cstart, ustart, False
+                for raw, ulen in piece.blocks:
+                    if b_c >= c:
+                        found = True
+                        break
+                    b_c += len(raw)
+                    b_u += ulen
+                if not found:
+                    return
+                cutter.targets[i - 1] = b_u + 1
+            else:  # gzip: interpolate the compressed offset within the piece
+                if c >= piece.cend:
+                    return
+                span = max(1, piece.cend - piece.cstart)
+                cutter.targets[i - 1] = ustart + max(0, (c - piece.cstart)) * len(piece.data) // span
+            pending.pop(0)
+
+    inp.on_piece = on_piece
+
+
+class Splitter:
+    """The streaming splitter (see the module docstring); ``run(sink)`` returns the summary."""
+
+    def __init__(self, inputs: List[str], *, parts: Optional[int] = None, records: Optional[int] = None,
+                 bases: Optional[int] = None, nbytes: Optional[int] = None, interleaved: bool = False,
+                 stores: Optional[Stores] = None, progress: bool = False) -> None:
+        if not 1 <= len(inputs) <= 2:
+            raise UsageError("give one FASTQ file, or two (R1 and R2) for paired-end reads")
+        rules = [x for x in (parts, records, bases, nbytes) if x is not None]
+        if len(rules) != 1:
+            raise UsageError("give exactly one of --parts, --records, --bases, --bytes")
+        if rules[0] < 1:
+            raise UsageError("--parts/--records/--bases/--bytes must be at least 1")
+        if interleaved and len(inputs) == 2:
+            raise UsageError("--interleaved takes one interleaved file (R1 and R2 records alternating)")
+        self.inputs = list(inputs)
+        self.parts = parts
+        self.records = records
+        self.bases = bases
+        self.nbytes = nbytes
+        self.interleaved = interleaved
+        self.stores = stores or Stores()
+        self.progress = progress
+        self.step = 2 if interleaved else 1
+        self.formats: List[str] = []
+
+    def _cutter(self, first: _Input, total_size: int) -> _Cutter:
+        if self.parts is None:
+            return _Cutter(self.records * self.step if self.records else None, self.bases, self.nbytes)
+        if first.fmt == "gzip":  # offsets are estimates: count small inputs exactly
+            small = first.size <= EXACT_LIMIT or first.size // self.parts < (1 << 20)
+        else:  # the rule genostage.split.fastq_plan follows, so plans and splits agree
+            small = total_size <= self.parts * PLAN_READ
+        if small:
+            total = count_records(self.inputs[0], self.stores, self.interleaved)
+            return _Cutter(None, None, None, per_chunk=[n * self.step for n in _balanced(total, self.parts)])
+        cutter = _Cutter(None, None, None)
+        _plan_targets(cutter, first, self.parts)
+        return cutter
+
+    def run(self, sink: _Sink) -> Summary:
+        """Open the inputs and split them into ``sink``."""
+        ins = []
+        try:
+            for u in self.inputs:
+                ins.append(_open_input(u, self.stores, scan_only=sink.can_copy))
+        except BaseException:
+            for inp in ins:
+                inp.close()
+            raise
+        return self.run_inputs(ins, sink)
+
+    def run_inputs(self, ins: List["_Input"], sink: _Sink) -> Summary:
+        """Split already opened inputs into ``sink`` (removing its output on failure)."""
+        t0 = time.monotonic()
+        try:
+            return self._run(ins, sink, t0)
+        except BaseException:
+            sink.abort()
+            raise
+        finally:
+            for inp in ins:
+                inp.close()
+
+    def _run(self, ins: List[_Input], sink: _Sink, t0: float) -> Summary:
+        self.formats = [i.fmt for i in ins]
+        r1 = ins[0]
+        r2 = ins[1] if len(ins) == 2 else None
+        cutter = self._cutter(r1, sum(i.size for i in ins))
+        summary = Summary(self.inputs, self.formats, "", paired=r2 is not None, interleaved=self.interleaved)
+        progress = Progress(sum(i.size for i in ins), "split fastq", enabled=self.progress)
+        done = 0
+        step = self.step
+        index = 0
+        chunk = ChunkStats(0)
+        chunk_start = [0, 0]
+        sink.begin(0)
+        r1.fill()
+        while True:
+            max_r, max_b, max_n = cutter.limits(index, chunk, r1)
+            pos0 = r1.pos
+            pos, n, nb, err, eline, stopped = _fastq.scan(r1.buf, pos0, len(r1.buf), max_r, max_b, max_n, step, r1.eof)
+            if err:
+                raise _scan_error(r1, err, eline, step)
+            if n:
+                if step == 2:
+                    mm, _, _ = _fastq.compare_pairs(r1.buf, pos0, n // 2)
+                    if mm >= 0:
+                        raise _pair_error(r1.uri, r1.uri, r1.buf, pos0, mm, r1.records // 2, interleaved=True)
+                if r2 is not None:
+                    self._follow(r2, r1, pos0, n)
+                r1.records += n
+                r1.bases += nb
+                r1.pos = pos
+                chunk.records += n
+                chunk.bases += nb
+                chunk.bytes += pos - pos0
+                r1.emit(r1.gpos, sink, 0, False)
+                if r2 is not None:
+                    r2.emit(r2.gpos, sink, 1, False)
+                now = sum(i.cpos for i in ins)
+                progress.update(now - done)
+                done = now
+            if stopped:
+                self._close(sink, chunk, ins, summary, step)
+                index += 1
+                chunk = ChunkStats(index)
+                if self._at_end(r1):
+                    if r2 is not None:
+                        self._check_r2_done(r2, r1)
+                    break
+                sink.begin(index)
+                continue
+            if r1.eof:
+                if r2 is not None:
+                    self._check_r2_done(r2, r1)
+                if chunk.records or index == 0:
+                    self._close(sink, chunk, ins, summary, step)
+                else:
+                    sink.discard()  # begun after the last record (only blank lines followed)
+                break
+            r1.fill()
+        progress.close()
+        if self.parts is not None and len(summary.chunks) < self.parts:
+            # fewer records than parts: the remaining chunks are empty, but exist
+            for index in range(len(summary.chunks), self.parts):
+                sink.begin(index)
+                chunk = ChunkStats(index)
+                self._close(sink, chunk, ins, summary, step)
+        summary.records = sum(c.records for c in summary.chunks)
+        summary.bases = sum(c.bases for c in summary.chunks)
+        summary.seconds = time.monotonic() - t0
+        return summary
+
+    def _at_end(self, r1: _Input) -> bool:
+        """True when no record is left (reading more if the buffer is empty)."""
+        while r1.pos >= len(r1.buf):
+            if not r1.fill():
+                return True
+        return False
+
+    def _close(self, sink: _Sink, chunk: ChunkStats, ins: List[_Input], summary: Summary, step: int) -> None:
+        for mate, inp in enumerate(ins):
+            inp.emit(inp.gpos, sink, mate, True)
+        chunk.records //= step
+        sink.end(chunk)
+        summary.chunks.append(chunk)
+
+    def _follow(self, r2: _Input, r1: _Input, p1: int, n: int) -> None:
+        """Scan exactly ``n`` records of R2, comparing their names with R1's from ``p1``."""
+        need = n
+        while need:
+            pos0 = r2.pos
+            pos, k, kb, err, eline, _ = _fastq.scan(r2.buf, pos0, len(r2.buf), need, HUGE, HUGE, 1, r2.eof)
+            if err:
+                raise r2.error(err, eline)
+            if k:
+                mm, p1, _ = _fastq.compare_names(r1.buf, p1, r2.buf, pos0, k)
+                if mm >= 0:
+                    rec = r1.records + (n - need) + mm
+                    raise FormatError(
+                        f"R1 and R2 are out of sync at record {rec + 1}: R1 {r1.uri} has "
+                        f"'{_fastq.record_name(r1.buf, p1).decode(errors='replace')}', R2 {r2.uri} has "
+                        f"'{_fastq.record_name(r2.buf, _nth_record(r2.buf, pos0, mm)).decode(errors='replace')}'",
+                        path=r2.uri, fmt="FASTQ", line=(r2.records + mm) * 4)
+                r2.records += k
+                r2.bases += kb
+                r2.pos = pos
+                need -= k
+            if need:
+                if r2.eof:
+                    raise FormatError(f"R2 {r2.uri} has fewer records than R1 {r1.uri}: it ends at record "
+                                      f"{r2.records} while R1 goes on", path=r2.uri, fmt="FASTQ", line=r2.records * 4)
+                r2.fill()
+
+    def _check_r2_done(self, r2: _Input, r1: _Input) -> None:
+        while True:
+            if bytes(r2.buf[r2.pos:]).strip():
+                raise FormatError(f"R2 {r2.uri} has more records than R1 {r1.uri} ({r1.records} records)",
+                                  path=r2.uri, fmt="FASTQ", line=r2.records * 4)
+            if not r2.fill():
+                return
+
+
+def _after_lines(data: "bytes | memoryview", n: int) -> int:
+    """The offset just after the ``n``-th newline of ``data`` (-1 if it has fewer)."""
+    head = data if isinstance(data, bytes) else bytes(data[:1 << 16])
+    pos = -1
+    for _ in range(n):
+        pos = head.find(b"\n", pos + 1)
+        if pos < 0:
+            return -1 if len(head) == len(data) else _after_lines(bytes(data), n)
+    return pos + 1
+
+
+def _nth_record(buf: "bytes | memoryview", pos: int, n: int) -> int:
+    """The start of the record ``n`` records after ``pos`` (records already validated)."""
+    return _fastq.scan(buf, pos, len(buf), n, HUGE, HUGE, 1, False)[0] if n else pos
+
+
+def _pair_error(uri1: str, uri2: str, buf: bytes, pos0: int, mm: int, pairs_before: int, interleaved: bool) -> FormatError:
+    p = _nth_record(buf, pos0, 2 * mm)
+    q = _nth_record(buf, p, 1)
+    return FormatError(f"records {2 * (pairs_before + mm) + 1} and {2 * (pairs_before + mm) + 2} are not a pair: "
+                       f"'{_fastq.record_name(buf, p).decode(errors='replace')}' and "
+                       f"'{_fastq.record_name(buf, q).decode(errors='replace')}'",
+                       path=uri1, fmt="FASTQ", line=(2 * (pairs_before + mm) + 1) * 4)
+
+
+# -- public API ------------------------------------------------------------
+_EXT = re.compile(r"(\.(fastq|fq|txt))?(\.(gz|bgz|bgzf|gzip))?$", re.IGNORECASE)
+_MATE = re.compile(r"([._-]R?1)(_\d+)?$")
+
+
+def default_prefix(uri: str, paired: bool) -> str:
+    name = Location("s3", "b", parse(uri).key).name if parse(uri).is_s3 else os.path.basename(parse(uri).path)
+    stem = _EXT.sub("", name) or "reads"
+    if paired:
+        stem = _MATE.sub(lambda m: m.group(2) or "", stem) or stem
+    return stem
+
+
+def split_fastq(inputs: List[str], out_dir: str, *, parts: Optional[int] = None, records: Optional[int] = None,
+                bases: Optional[int] = None, nbytes: Optional[int] = None, interleaved: bool = False,
+                compress: str = "auto", level: int = C.DEFAULT_LEVEL, threads: int = 2,
+                prefix: Optional[str] = None, stores: Optional[Stores] = None, progress: bool = False,
+                summary_path: Optional[str] = None) -> Summary:
+    """Split one or two FASTQ files into chunk files under ``out_dir``; see the module docstring.
+
+    ``compress="auto"`` writes what the (first) input is: none, gzip or BGZF.
+    """
+    if compress not in C.OUTPUTS + ("auto",):
+        raise UsageError(f"unknown --compress {compress!r} (expected one of none, gzip, bgzf)")
+    if not 0 <= level <= 9:
+        raise UsageError("--level must be between 0 and 9")
+    splitter = Splitter(inputs, parts=parts, records=records, bases=bases, nbytes=nbytes,
+                        interleaved=interleaved, stores=stores, progress=progress)
+    os.makedirs(out_dir, exist_ok=True)
+    if compress == "auto":
+        compress = _auto_compress(inputs[0], splitter.stores)
+    width = max(4, len(str(parts - 1))) if parts else 4
+    sink = FileSink(out_dir, prefix or default_prefix(inputs[0], len(inputs) == 2), len(inputs), compress,
+                    level, threads, width)
+    try:
+        summary = splitter.run(sink)
+    finally:
+        sink.shutdown()
+    summary.compress = compress
+    if summary_path:
+        tmp = temp_name(summary_path)
+        with open(tmp, "w") as fh:
+            json.dump(summary.to_json(), fh, indent=1)
+            fh.write("\n")
+        os.replace(tmp, summary_path)
+    return summary
+
+
+def _auto_compress(uri: str, stores: Stores) -> str:
+    loc = parse(uri)
+    head = stores.for_location(loc).read_range(loc, 0, 64)
+    return {"plain": "none", "gzip": "gzip", "bgzf": "bgzf"}[C.detect(head)]
+
+
+def iter_chunks(inputs: List[str], *, parts: Optional[int] = None, records: Optional[int] = None,
+                bases: Optional[int] = None, nbytes: Optional[int] = None, interleaved: bool = False,
+                stores: Optional[Stores] = None) -> Iterator[Chunk]:
+    """Chunks in order, each held in memory (uncompressed) while it is yielded.
+
+    The split runs on a background thread, at most one chunk ahead; meant for
+    modest chunk sizes (``records=`` of a few hundred thousand).
+    """
+    import queue
+    import threading
+
+    q: "queue.Queue[Any]" = queue.Queue(1)
+    stop = threading.Event()
+    def deliver(chunk: Chunk) -> None:
+        while not stop.is_set():
+            try:
+                q.put(("chunk", chunk), timeout=0.1)
+                return
+            except queue.Full:
+                continue
+        raise _Stopped()
+
+    sink = _MemorySink(len(inputs), deliver)
+    splitter = Splitter(inputs, parts=parts, records=records, bases=bases, nbytes=nbytes,
+                        interleaved=interleaved, stores=stores)
+
+    def run() -> None:
+        try:
+            splitter.run(sink)
+            q.put(("end", None))
+        except _Stopped:
+            pass
+        except BaseException as exc:
+            q.put(("error", exc))
+
+    thread = threading.Thread(target=run, name="genostage-split", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, item = q.get()
+            if kind == "chunk":
+                yield item
+            elif kind == "end":
+                return
+            else:
+                raise item
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                q.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        thread.join()
+
+
+class _Stopped(Exception):
+    """The consumer of iter_chunks went away."""
