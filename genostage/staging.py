@@ -9,7 +9,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from .config import TransferConfig
 from .errors import NotFound, UnsafePath, UsageError
@@ -31,6 +31,7 @@ class Staged:
     chunk: Optional[Tuple[object, int]] = None  # (Plan, index) for a PLAN#INDEX input
     chunk_size: int = 0  # its estimated size, for the free-space check
     chunk_stats: Dict[str, object] = field(default_factory=dict)
+    chunk_files: List[str] = field(default_factory=list)
 
     @property
     def size(self) -> int:
@@ -40,10 +41,11 @@ class Staged:
         entry: Dict[str, object] = {"name": self.name, "uri": self.uri, "path": str(self.path),
                                     "kind": "directory" if self.is_dir else "file", "size": self.size}
         if self.chunk is not None:
-            entry.update(kind="chunk", size=os.path.getsize(self.path) if self.path.exists() else None,
+            chunk_files = self.chunk_files or [str(self.path)]
+            entry.update(kind="chunk", size=sum(os.path.getsize(f) for f in chunk_files if os.path.exists(f)),
                          chunk=self.chunk_stats)
             return entry
-        files = [r.to_json() for r in self.results]
+        files: List[Dict[str, Any]] = [r.to_json() for r in self.results]
         if not self.is_dir and files:
             entry.update({k: files[0][k] for k in ("etag", "version_id", "checksums", "verified", "parts",
                                                    "resumed_parts", "repaired_parts")})
@@ -84,31 +86,32 @@ def plan_chunk_input(stores: Stores, name: str, uri: str, in_dir: Path, taken: S
     except NotFound as exc:
         raise NotFound(f"input {name!r}: {exc}") from None
     chunk = plan.chunk(index)
-    source = parse(plan.sources[0]["uri"]).name
-    stem, dot, suffix = source.partition(".")
-    path = _unique_path(in_dir, name, f"{stem}.chunk-{index:04d}{dot}{suffix}", taken)
-    staged = Staged(name, uri, path, False, chunk=(plan, index))
+    names = [_chunk_name(src["uri"], index) for src in plan.sources]
+    if len(names) == 1:
+        path = _unique_path(in_dir, name, names[0], taken)
+        staged = Staged(name, uri, path, False, chunk=(plan, index))
+    else:  # a paired FASTQ plan: a directory holding the R1 and R2 chunks
+        path = _unique_path(in_dir, name, name, taken)
+        staged = Staged(name, uri, path, True, chunk=(plan, index))
+        staged.chunk_files = [str(path / n) for n in names]
     staged.chunk_size = _chunk_size(plan, chunk)
     return staged
 
 
-def _chunk_size(plan: object, chunk: Dict[str, object]) -> int:
-    """What a chunk will take on disk, for the free-space check (its byte ranges, plus the header)."""
-    ranges = [v for k, v in chunk.items() if k in ("bytes", "range", "ranges")]
-    total = 0
-    for r in ranges:
-        pairs = r if r and isinstance(r[0], (list, tuple)) else [r]  # type: ignore[index]
-        for pair in pairs:  # type: ignore[union-attr]
-            if isinstance(pair, (list, tuple)) and len(pair) == 2:
-                total += int(pair[1]) - int(pair[0])
-    if total == 0:  # unknown layout: an even share of the sources
-        sources = getattr(plan, "sources", [])
-        chunks = max(1, len(getattr(plan, "chunks", [])))
-        total = sum(int(s.get("size") or 0) for s in sources) // chunks
-    header = getattr(plan, "header", {}) or {}
-    if isinstance(header.get("bytes"), list):
-        total += int(header["bytes"][1]) - int(header["bytes"][0])
-    return total
+def _chunk_name(source_uri: str, index: int) -> str:
+    stem, dot, suffix = parse(source_uri).name.partition(".")
+    return f"{stem}.chunk-{index:04d}{dot}{suffix}"
+
+
+def _chunk_size(plan: Any, chunk: Dict[str, Any]) -> int:
+    """What a chunk will take on disk, for the free-space check: a BAM chunk's compressed byte
+    range plus its header; otherwise an even share of the sources (chunks are balanced)."""
+    span = chunk.get("bytes")
+    if isinstance(span, list) and len(span) == 2 and all(isinstance(v, int) for v in span):
+        header = (plan.header or {}).get("bytes") or [0, 0]
+        return int(span[1] - span[0]) + int(header[1] - header[0])
+    share = sum(int(src.get("size") or 0) for src in plan.sources) // max(1, len(plan.chunks))
+    return share + share // 20
 
 
 def fetch_chunks(stores: Stores, staged: Sequence[Staged]) -> None:
@@ -118,7 +121,11 @@ def fetch_chunks(stores: Stores, staged: Sequence[Staged]) -> None:
     for s in staged:
         if s.chunk is not None:
             plan, index = s.chunk
-            s.chunk_stats = dict(fetch_chunk(plan, index, str(s.path), stores))  # type: ignore[arg-type]
+            if s.chunk_files:
+                s.chunk_stats = dict(fetch_chunk(plan, index, s.chunk_files[0], stores,  # type: ignore[arg-type]
+                                                 dest2=s.chunk_files[1]))
+            else:
+                s.chunk_stats = dict(fetch_chunk(plan, index, str(s.path), stores))  # type: ignore[arg-type]
 
 
 def plan_input(stores: Stores, name: str, uri: str, in_dir: Path, taken: Set[str]) -> Staged:

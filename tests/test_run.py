@@ -280,3 +280,31 @@ def test_plan_chunk_as_a_staged_input(s3, s3_client, bucket, tmp_path):
     assert sum(counts) == 3000 and all(c > 0 for c in counts)
     r = genostage(["run", "--scratch", str(tmp_path / "s"), "-i", f"bam=s3://{bucket}/sample.plan.json#7", "--", "true"])
     assert r.returncode == 2 and "out of range" in r.stderr
+
+
+def test_paired_fastq_plan_chunk_as_a_staged_input(s3, s3_client, bucket, tmp_path):
+    r1, r2 = [], []
+    for i in range(3000):
+        r1.append(f"@read{i}/1\nACGTACGTAC\n+\nIIIIIIIIII\n")
+        r2.append(f"@read{i}/2\nTTTTGGGGCC\n+\nIIIIIIIIII\n")
+    put(s3_client, bucket, "s_R1.fastq", "".join(r1).encode())
+    put(s3_client, bucket, "s_R2.fastq", "".join(r2).encode())
+    r = genostage(["plan", "fastq", f"s3://{bucket}/s_R1.fastq", f"s3://{bucket}/s_R2.fastq", "--parts", "3",
+                   "-o", f"s3://{bucket}/s.plan.json"])
+    assert r.returncode == 0, r.stderr
+    total = 0
+    for i in range(3):
+        r = genostage(["run", "--scratch", str(tmp_path / "s"), "-i", f"reads=s3://{bucket}/s.plan.json#{i}",
+                       "-o", f"n=s3://{bucket}/n/{i}.txt", "--stdout", "n", "--shell", "--",
+                       f"ls {{reads}} && cat {{reads}}/s_R1.chunk-000{i}.fastq | wc -l && "
+                       f"cat {{reads}}/s_R2.chunk-000{i}.fastq | wc -l"])
+        assert r.returncode == 0, r.stderr
+        listing_r1, listing_r2, n1, n2 = get(s3_client, bucket, f"n/{i}.txt").decode().split()
+        assert (listing_r1, listing_r2) == (f"s_R1.chunk-000{i}.fastq", f"s_R2.chunk-000{i}.fastq")
+        assert int(n1) == int(n2) > 0
+        total += int(n1) // 4
+    assert total == 3000
+    out1, out2 = tmp_path / "c1.fq", tmp_path / "c2.fq"
+    r = genostage(["chunk", f"s3://{bucket}/s.plan.json", "--index", "0", "-o", str(out1), "-2", str(out2)])
+    assert r.returncode == 0, r.stderr
+    assert out1.read_text().count("\n") == out2.read_text().count("\n") > 0

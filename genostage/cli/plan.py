@@ -48,6 +48,7 @@ def register_chunk(subparsers: Any) -> None:
     c.add_argument("--index", type=int, default=None,
                    help="chunk index (default: $AWS_BATCH_JOB_ARRAY_INDEX)")
     c.add_argument("-o", "--output", default="-", help="output file, or - for stdout (default)")
+    c.add_argument("-2", "--output2", metavar="FILE", help="R2 output of a paired FASTQ plan")
     c.set_defaults(func=_chunk)
 
 
@@ -105,9 +106,11 @@ def _chunk(args: argparse.Namespace) -> int:
     index = chunk_index(args.index)
     plan = load(args.plan, stores)
     if args.output == "-":
+        if args.output2:
+            raise UsageError("a paired chunk cannot go to stdout: give -o FILE and -2 FILE")
         stats = write_chunk(plan, index, sys.stdout.buffer, stores)
         sys.stdout.buffer.flush()
     else:
-        stats = fetch_chunk(plan, index, args.output, stores)
+        stats = fetch_chunk(plan, index, args.output, stores, dest2=args.output2)
     log.info("chunk %d: %s", index, json.dumps({k: v for k, v in stats.items() if k != "path"}))
     return 0

@@ -29,6 +29,7 @@ binary file object; :func:`write_chunk` and :func:`fetch_chunk` dispatch on
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -136,41 +137,60 @@ def _kind_module(kind: str) -> Any:
         raise UsageError(f"{kind} plans are not supported by this genostage build") from None
 
 
-def write_chunk(plan: Plan, index: int, out: BinaryIO, stores: Stores) -> Dict[str, Any]:
-    """Write chunk ``index`` of ``plan`` to the binary file object ``out``; returns what it did."""
+def write_chunk(plan: Plan, index: int, out: BinaryIO, stores: Stores,
+                out2: Optional[BinaryIO] = None) -> Dict[str, Any]:
+    """Write chunk ``index`` of ``plan`` to the binary file object ``out`` (``out2``: R2 of a
+    paired FASTQ plan); returns what it did."""
     plan.chunk(index)
     if plan.kind == "bam":
         from .bam import write_plan_chunk
 
         return write_plan_chunk(plan, index, out, stores)
+    if out2 is not None:
+        return dict(_kind_module(plan.kind).write_chunk(plan, index, out, stores, out2=out2))
     return dict(_kind_module(plan.kind).write_chunk(plan, index, out, stores))
 
 
-def fetch_chunk(plan: Union[str, Plan], index: int, dest_path: str, stores: Optional[Stores] = None) -> Dict[str, Any]:
-    """Write chunk ``index`` of a plan (a Plan, or its local path / ``s3://`` URI) to ``dest_path``.
+def is_paired(plan: Plan) -> bool:
+    return plan.kind == "fastq" and len(plan.sources) == 2
 
-    The file appears complete or not at all (temporary name, then rename).
+
+def fetch_chunk(plan: Union[str, Plan], index: int, dest_path: str, stores: Optional[Stores] = None,
+                dest2: Optional[str] = None) -> Dict[str, Any]:
+    """Write chunk ``index`` of a plan (a Plan, or its local path / ``s3://`` URI) to ``dest_path``
+    (and R2 of a paired FASTQ plan to ``dest2``).
+
+    The files appear complete or not at all (temporary names, then rename).
     Used by ``genostage chunk`` and by ``genostage run --input NAME=plan.json#I``.
     """
     stores = stores or Stores()
     if not isinstance(plan, Plan):
         plan = load(plan, stores)
     plan.chunk(index)
-    dest_path = os.path.abspath(dest_path)
-    os.makedirs(os.path.dirname(dest_path), exist_ok=True)
-    head, tail = os.path.split(dest_path)
-    tmp = os.path.join(head, f".{tail}.genostage-{os.getpid()}.tmp")
+    if is_paired(plan) and dest2 is None:
+        raise UsageError("a paired FASTQ plan writes two files: give an output for R2 too")
+    dests = [os.path.abspath(d) for d in ([dest_path] + ([dest2] if dest2 else []))]
+    tmps = []
+    for dest in dests:
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        head, tail = os.path.split(dest)
+        tmps.append(os.path.join(head, f".{tail}.genostage-{os.getpid()}.tmp"))
     try:
-        with open(tmp, "wb") as fh:
-            stats = write_chunk(plan, index, fh, stores)
-        os.replace(tmp, dest_path)
+        with contextlib.ExitStack() as stack:
+            handles = [stack.enter_context(open(t, "wb")) for t in tmps]
+            stats = write_chunk(plan, index, handles[0], stores, handles[1] if len(handles) > 1 else None)
+        for tmp, dest in zip(tmps, dests):
+            os.replace(tmp, dest)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        for tmp in tmps:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
         raise
-    stats["path"] = dest_path
+    stats["path"] = dests[0]
+    if len(dests) > 1:
+        stats["path2"] = dests[1]
     return stats
 
 
