@@ -32,6 +32,7 @@ COMMANDS: List[str] = [
     "run",
     "cp",
     "checksum",
+    "cache",
 ]
 
 EXIT_OK = 0
