@@ -1,0 +1,105 @@
+"""Concurrent ``genostage run`` processes sharing one node cache, counted on the S3 server's side."""
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from genostage.cache import Cache
+
+from .cache_helpers import counting, counting_server, manifest_of  # noqa: F401  (fixtures)
+from .helpers import genostage as run_cli
+
+MiB = 1 << 20
+
+
+def start(args, stderr=subprocess.PIPE, stdout=subprocess.PIPE):  # type: ignore[no-untyped-def]
+    return subprocess.Popen([sys.executable, "-m", "genostage", *args], stdout=stdout, stderr=stderr,
+                            text=True, env=dict(os.environ))
+
+
+@pytest.mark.slow
+def test_eight_concurrent_jobs_fetch_a_shared_prefix_once(counting, tmp_path):
+    _, app, client, bucket = counting
+    files = {"genome.fa": os.urandom(64 * MiB), "genome.fa.bwt": os.urandom(24 * MiB),
+             "genome.fa.sa": os.urandom(8 * MiB), "genome.fa.fai": b"chr1\t100\t6\t60\t61\n"}
+    for name, data in files.items():
+        client.put_object(Bucket=bucket, Key=f"refs/hg/{name}", Body=data)
+    expected = "".join(f"{hashlib.md5(files[n]).hexdigest()}  {n}\n" for n in sorted(files))
+    total = sum(len(d) for d in files.values())
+    app.delay = 0.1  # 0.8 s per 8 MiB part: the jobs overlap, so most of them must wait for the downloader
+    cache_dir = tmp_path / "cache"
+    procs = [start(["run", "--no-progress", "--scratch", str(tmp_path / "scratch"), "--cache", str(cache_dir),
+                    "--part-size", "8MiB", "-r", f"ref=s3://{bucket}/refs/hg/",
+                    "-o", f"sums=s3://{bucket}/out/{i}/sums.txt", "--stdout", "sums", "--shell", "--",
+                    "cd {ref} && md5sum *"]) for i in range(8)]
+    logs = [p.communicate(timeout=240)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 8, "\n".join(logs)
+    assert app.bytes_under(f"/{bucket}/refs/") == total  # every byte fetched exactly once, for all 8 jobs
+    for i in range(8):
+        assert client.get_object(Bucket=bucket, Key=f"out/{i}/sums.txt")["Body"].read().decode() == expected
+    manifests = [manifest_of(client, bucket, f"out/{i}/manifest.json") for i in range(8)]
+    per_file = {}
+    for m in manifests:
+        for f in m["inputs"][0]["files"]:
+            per_file.setdefault(f["source"].rsplit("/", 1)[1], []).append(f["cache"])
+    for name, hows in per_file.items():
+        assert sorted(hows).count("downloaded") == 1, (name, hows)  # exactly one job downloaded each object
+    assert sum(m["cache"][0]["waited"] for m in manifests) >= 1
+    assert any("another job is downloading it" in log for log in logs)
+    assert sorted(e.uri.rsplit("/", 1)[1] for e in Cache(cache_dir).entries()) == sorted(files)
+    assert run_cli(["cache", "verify", str(cache_dir)]).returncode == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("checksum", ["crc64nvme", "md5"])
+def test_a_waiting_job_takes_over_when_the_downloader_is_killed(counting, tmp_path, checksum):
+    """With a CRC the store reports, the new downloader resumes from the dead one's parts; with only an
+    MD5 ETag (one ordered pass) it starts again."""
+    _, app, client, bucket = counting
+    size, part = 40 * MiB, 5 * MiB
+    body = os.urandom(size)
+    extra = {"ChecksumAlgorithm": "CRC64NVME"} if checksum == "crc64nvme" else {}
+    client.put_object(Bucket=bucket, Key="refs/db.bin", Body=body, **extra)
+    app.delay = 0.1  # 0.5 s per part, two at a time: about 2 s for the whole object
+    cache_dir = tmp_path / "cache"
+    args = ["run", "--no-progress", "--scratch", str(tmp_path / "scratch"), "--cache", str(cache_dir),
+            "--part-size", "5MiB", "--concurrency", "2", "-r", f"db=s3://{bucket}/refs/db.bin", "--shell", "--",
+            "md5sum {db}"]
+    first = start(args, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    journals: list = []
+    while time.monotonic() < deadline:  # wait until the first job has parts on disk
+        journals = list(cache_dir.glob("entries/*/partial/*.journal"))
+        if journals and len(journals[0].read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.05)
+    assert journals, "the first job never started downloading"
+    log_path = tmp_path / "second.log"
+    with open(log_path, "w") as log:
+        second = start(args, stderr=log, stdout=subprocess.DEVNULL)
+        while time.monotonic() < deadline and "another job is downloading it" not in log_path.read_text():
+            assert second.poll() is None, log_path.read_text()
+            time.sleep(0.05)
+        os.kill(first.pid, signal.SIGKILL)  # mid-download, while the second job waits for it
+        first.wait(30)
+        second.wait(120)
+    text = log_path.read_text()
+    assert first.returncode == -signal.SIGKILL
+    assert second.returncode == 0, text
+    assert f"[stdout] {hashlib.md5(body).hexdigest()}" in text
+    served = app.bytes_under(f"/{bucket}/refs/")
+    if checksum == "crc64nvme":
+        assert "resuming" in text  # it took over from the parts already on disk
+        assert size <= served < size + 3 * part, served  # only the parts in flight when killed were fetched twice
+    else:
+        assert "cannot be resumed" in text and size + 2 * part <= served < 2 * size, served
+    (entry,) = Cache(cache_dir).entries()
+    assert entry.complete and not (Path(entry.path) / "partial").exists()
+    assert (Path(entry.path) / "data").read_bytes() == body
