@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from genostage.cache import Cache
+from genostage.cache import Cache, _flock_holders
 
 from .cache_helpers import counting, counting_server, manifest_of  # noqa: F401  (fixtures)
 from .helpers import genostage as run_cli
@@ -24,6 +24,17 @@ def start(args, stderr=subprocess.PIPE, stdout=subprocess.PIPE):  # type: ignore
                             text=True, env=dict(os.environ))
 
 
+def lock_holders(cache_dir: Path) -> set:
+    """Pids holding a flock on any entry's use.lock (jobs using or waiting for an entry)."""
+    inodes = set()
+    for lock in cache_dir.glob("entries/*/use.lock"):
+        try:
+            inodes.add(lock.stat().st_ino)
+        except OSError:
+            pass
+    return {pid for inode, pids in _flock_holders().items() if inode in inodes for pid in pids}
+
+
 @pytest.mark.slow
 def test_eight_concurrent_jobs_fetch_a_shared_prefix_once(counting, tmp_path):
     _, app, client, bucket = counting
@@ -33,12 +44,16 @@ def test_eight_concurrent_jobs_fetch_a_shared_prefix_once(counting, tmp_path):
         client.put_object(Bucket=bucket, Key=f"refs/hg/{name}", Body=data)
     expected = "".join(f"{hashlib.md5(files[n]).hexdigest()}  {n}\n" for n in sorted(files))
     total = sum(len(d) for d in files.values())
-    app.delay = 0.1  # 0.8 s per 8 MiB part: the jobs overlap, so most of them must wait for the downloader
+    app.delay = 2.0  # slow the download down until every job has reached the cache (holds its use lock)
     cache_dir = tmp_path / "cache"
     procs = [start(["run", "--no-progress", "--scratch", str(tmp_path / "scratch"), "--cache", str(cache_dir),
                     "--part-size", "8MiB", "-r", f"ref=s3://{bucket}/refs/hg/",
                     "-o", f"sums=s3://{bucket}/out/{i}/sums.txt", "--stdout", "sums", "--shell", "--",
                     "cd {ref} && md5sum *"]) for i in range(8)]
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and not {p.pid for p in procs} <= lock_holders(cache_dir):
+        time.sleep(0.05)
+    app.delay = 0.0
     logs = [p.communicate(timeout=240)[1] for p in procs]
     assert [p.returncode for p in procs] == [0] * 8, "\n".join(logs)
     assert app.bytes_under(f"/{bucket}/refs/") == total  # every byte fetched exactly once, for all 8 jobs
@@ -81,13 +96,15 @@ def test_a_waiting_job_takes_over_when_the_downloader_is_killed(counting, tmp_pa
             break
         time.sleep(0.05)
     assert journals, "the first job never started downloading"
+    app.delay = 5.0  # hold the first job mid-download (whatever the machine's load) until the second waits
     log_path = tmp_path / "second.log"
     with open(log_path, "w") as log:
         second = start(args, stderr=log, stdout=subprocess.DEVNULL)
-        while time.monotonic() < deadline and "another job is downloading it" not in log_path.read_text():
+        while time.monotonic() < deadline + 60 and "another job is downloading it" not in log_path.read_text():
             assert second.poll() is None, log_path.read_text()
             time.sleep(0.05)
         os.kill(first.pid, signal.SIGKILL)  # mid-download, while the second job waits for it
+        app.delay = 0.0
         first.wait(30)
         second.wait(120)
     text = log_path.read_text()
