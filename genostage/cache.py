@@ -445,6 +445,21 @@ class Cache:
             self.evict(max(0, total - (needed - free)), protect)
         check_space(self.root, needed)
 
+    def reclaim_for(self, path: str, needed: int) -> None:
+        """Before staging ``needed`` bytes of ordinary inputs to ``path``: when ``path`` shares the cache's
+        file system and lacks the space, evict unused entries (least recently used first) to make it."""
+        try:
+            same = os.stat(path).st_dev == os.stat(self.root).st_dev
+        except OSError:
+            return
+        free = free_bytes(path)
+        if not same or needed <= free:
+            return
+        total = self.total_size()
+        log.info("cache: %s needed on %s, %s free: evicting unused cache entries", format_size(needed), path,
+                 format_size(free))
+        self.evict(max(0, total - (needed - free)))
+
     def _empty_trash(self) -> None:
         try:
             names = os.listdir(self.trash_dir)

@@ -149,6 +149,8 @@ class Job:
         start = time.monotonic()
         staged = [self._plan_input(name, uri) for name, uri in named.items()]
         needed = sum(s.size for s in staged)
+        if self.cache is not None and os.path.isdir(self.cache.root):
+            self.cache.reclaim_for(self.scratch.root, needed)  # unused cached references may make room
         check_space(self.scratch.root, needed)
         self._busy = True
         try:

@@ -256,3 +256,31 @@ def test_keys_follow_object_identity():
     assert len({base, cache_key(ObjectInfo(loc, 11, etag="abc")), cache_key(ObjectInfo(loc, 10, etag="abd")),
                 cache_key(ObjectInfo(loc, 10, etag="abc", version_id="v2")),
                 cache_key(ObjectInfo(parse("s3://bkt/r/b"), 10, etag="abc"))}) == 5
+
+
+def test_free_space_preflight_counts_unused_cache_entries_as_reclaimable(counting, tmp_path, monkeypatch):
+    """Scratch and cache share a (pretend 300 kB) disk: an input that does not fit evicts unused references."""
+    import genostage.cache as cache_mod
+    import genostage.scratch as scratch_mod
+
+    _, app, client, bucket = counting
+    put_refs(client, bucket, {"r/old": b"o" * 100_000, "r/new": b"n" * 100_000, "in/sample": b"s" * 150_000})
+    cache = Cache(tmp_path / "cache")
+    for name in ("old", "new"):
+        with job(tmp_path, client, cache) as j:
+            j.ref(f"s3://{bucket}/r/{name}")
+
+    def fake_free(path: str) -> int:
+        scratch = sum(p.stat().st_size for p in (tmp_path / "scratch").rglob("*")
+                      if p.is_file() and p.stat().st_nlink == 1)  # hard links share the cache's blocks
+        return 300_000 - cache.total_size() - scratch
+    monkeypatch.setattr(cache_mod, "free_bytes", fake_free)
+    monkeypatch.setattr(scratch_mod, "free_bytes", fake_free)
+    with job(tmp_path, client, cache) as j:
+        assert j.input(f"s3://{bucket}/in/sample").stat().st_size == 150_000
+    assert [e.uri for e in cache.entries()] == [f"s3://{bucket}/r/new"]  # the least recently used went
+    with pytest.raises(genostage.InsufficientSpace):
+        with job(tmp_path, client, cache) as j:
+            j.ref(f"s3://{bucket}/r/new")  # held by this job: cannot be evicted
+            j.input(f"s3://{bucket}/in/sample")
+            j.input(f"s3://{bucket}/in/sample", name="again")
