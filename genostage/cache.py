@@ -89,11 +89,14 @@ def default_root() -> Optional[str]:
 
 
 def cache_key(info: ObjectInfo) -> str:
-    """The identity of one version of an object: a changed object is a new entry."""
+    """The identity of one version of an object: a changed object is a new entry.
+
+    S3: URI, version id, ETag and size. A local file (``-r ref=/data/x.fa``) has no
+    ETag, so its mtime stands in for it."""
     loc = info.location
     uri = f"s3://{loc.bucket}/{loc.key}" if loc.is_s3 else os.path.abspath(loc.path)
     etag = (info.etag or "").strip('"')
-    ident = json.dumps([uri, info.version_id or "", etag, info.size])
+    ident = json.dumps([uri, info.version_id or "", etag, info.size] + ([] if loc.is_s3 else [info.mtime]))
     return hashlib.sha256(ident.encode()).hexdigest()[:32]
 
 

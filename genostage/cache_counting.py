@@ -4,11 +4,19 @@ Separate ``genostage run`` processes each have their own store counters, so
 "fetched once" is measured where it matters: on the server. Every GET response
 body is counted per path (``/bucket/key``) as it is sent; ``delay`` slows each
 1 MiB piece down, so a test can kill a downloader mid-way.
+
+moto answers a ranged GET by reading the whole object and slicing it (one
+1 GiB read per 16 MiB part, serialised by a per-object lock), which would make
+the server, not the clients, the subject of a benchmark. So ranged GETs of an
+existing object are answered here from moto's stored object, reading only the
+range (with moto's ETag, Last-Modified and If-Match semantics); everything
+else (HEAD, listings, plain GETs, uploads) is moto's own answer.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import threading
 import time
 from collections import Counter
@@ -30,7 +38,10 @@ class CountingApp:
         self.delay = 0.0
 
     def __call__(self, environ: dict, start_response: Callable[..., Any]) -> Iterable[bytes]:
-        body = self.app(environ, start_response)
+        ranged = None
+        if environ.get("REQUEST_METHOD") == "GET" and not environ.get("QUERY_STRING") and environ.get("HTTP_RANGE"):
+            ranged = _serve_range(environ, start_response)
+        body = ranged if ranged is not None else self.app(environ, start_response)
         if environ.get("REQUEST_METHOD") != "GET" or environ.get("QUERY_STRING"):
             return body  # listings, uploads, HEADs: not object bytes
         path = environ.get("PATH_INFO", "")
@@ -62,6 +73,41 @@ class CountingApp:
         with self.lock:
             self.served.clear()
             self.requests.clear()
+
+
+def _serve_range(environ: dict, start_response: Callable[..., Any]) -> Optional[Iterable[bytes]]:
+    """A ``bytes=A-B`` GET of a stored object, reading only that range; None: let moto answer."""
+    from urllib.parse import unquote
+
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.s3.models import s3_backends
+
+    m = re.fullmatch(r"bytes=(\d+)-(\d+)", environ["HTTP_RANGE"].strip())
+    parts = unquote(environ.get("PATH_INFO", "")).lstrip("/").split("/", 1)
+    if m is None or len(parts) != 2 or not parts[1]:
+        return None
+    try:
+        key = s3_backends[DEFAULT_ACCOUNT_ID]["global"].get_object(parts[0], parts[1])
+    except Exception:
+        return None
+    if key is None or getattr(key, "_value_buffer", None) is None:
+        return None
+    size = key.size
+    start, end = int(m.group(1)), min(int(m.group(2)), key.size - 1)
+    if start > end:
+        return None
+    if_match = environ.get("HTTP_IF_MATCH")
+    if if_match and if_match.strip() not in (key.etag, "*"):
+        start_response("412 Precondition Failed", [("Content-Type", "application/xml"), ("Content-Length", "0")])
+        return [b""]
+    with key.lock:
+        key._value_buffer.seek(start)
+        data = key._value_buffer.read(end - start + 1)
+    start_response("206 Partial Content", [
+        ("Content-Type", "binary/octet-stream"), ("Content-Length", str(len(data))),
+        ("Content-Range", f"bytes {start}-{end}/{size}"), ("ETag", key.etag),
+        ("Last-Modified", key.last_modified_RFC1123), ("Accept-Ranges", "bytes")])
+    return [data]
 
 
 @contextlib.contextmanager
