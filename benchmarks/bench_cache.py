@@ -74,6 +74,9 @@ def main() -> None:
     ap.add_argument("--size", default="1GiB")
     ap.add_argument("--data", default="/work/bench-data/cache")
     ap.add_argument("--links", default="auto,hardlink", help="cache link modes to measure (comma-separated)")
+    ap.add_argument("--link-rate", default="0",
+                    help="cap the server's total bandwidth (e.g. 40MB: a node's network link, shared by every "
+                         "connection); 0: no cap (then this machine's CPU is the bottleneck)")
     ap.add_argument("--keep-data", action="store_true", help="keep the reference file for the next run")
     opts = ap.parse_args()
     size = parse_size(opts.size)
@@ -84,9 +87,11 @@ def main() -> None:
     try:
         with counting_moto_server() as (s3, app):
             os.environ.update(s3.env())
+            rate = parse_size(opts.link_rate)
             client = s3.client()
             client.create_bucket(Bucket="bench-cache")
             stores = Stores(TransferConfig(endpoint_url=s3.endpoint_url), client)
+            app.rate = 0.0
             genostage.copy(ref_file, "s3://bench-cache/refs/reference.bin", stores=stores)
             uri = "s3://bench-cache/refs/reference.bin"
             env = dict(os.environ)
@@ -94,13 +99,15 @@ def main() -> None:
 
             def measure(name: str, args: List[str]) -> None:
                 app.reset()
+                app.rate = float(rate)
                 seconds = wave(opts.jobs, ["--scratch", scratch, *args], env, size)
                 fetched = app.bytes_under("/bench-cache/refs/")
                 rows.append((name, fetched, seconds))
                 print(f"  {name}: {format_size(fetched)} fetched, {seconds:.1f} s", flush=True)
 
-            print(f"{opts.jobs} concurrent jobs, one {format_size(size)} reference, moto S3 on loopback, "
-                  f"{os.cpu_count()} cores", flush=True)
+            cap = f"link capped at {format_size(rate)}/s" if rate else "no bandwidth cap"
+            print(f"{opts.jobs} concurrent jobs, one {format_size(size)} reference, moto S3 on loopback ({cap}), "
+                  f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}", flush=True)
             measure("no cache (per-job downloads)", ["-i", f"ref={uri}"])
             for link in [x for x in opts.links.split(",") if x]:
                 cache_dir = os.path.join(work, f"cache-{link}")

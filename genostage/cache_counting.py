@@ -3,7 +3,10 @@
 Separate ``genostage run`` processes each have their own store counters, so
 "fetched once" is measured where it matters: on the server. Every GET response
 body is counted per path (``/bucket/key``) as it is sent; ``delay`` slows each
-1 MiB piece down, so a test can kill a downloader mid-way.
+1 MiB piece down, so a test can kill a downloader mid-way; ``rate`` (bytes per
+second, shared by every connection) models a node's network link, so a
+benchmark can be bound by bandwidth, as a real node is, rather than by this
+machine's CPU.
 
 moto answers a ranged GET by reading the whole object and slicing it (one
 1 GiB read per 16 MiB part, serialised by a per-object lock), which would make
@@ -36,6 +39,16 @@ class CountingApp:
         self.served: "Counter[str]" = Counter()
         self.requests: "Counter[str]" = Counter()
         self.delay = 0.0
+        self.rate = 0.0
+        self._next_slot = 0.0
+
+    def _pace(self, n: int) -> None:
+        """Wait for this piece's slot on the shared link of ``rate`` bytes per second."""
+        with self.lock:
+            now = time.monotonic()
+            end = max(now, self._next_slot) + n / self.rate
+            self._next_slot = end
+        time.sleep(max(0.0, end - now))
 
     def __call__(self, environ: dict, start_response: Callable[..., Any]) -> Iterable[bytes]:
         ranged = None
@@ -56,6 +69,8 @@ class CountingApp:
                     piece = chunk[i:i + _PIECE]
                     if self.delay:
                         time.sleep(self.delay)
+                    if self.rate:
+                        self._pace(len(piece))
                     with self.lock:
                         self.served[path] += len(piece)
                     yield piece
