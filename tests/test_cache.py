@@ -22,10 +22,22 @@ from .cache_helpers import counting, counting_server, manifest_of  # noqa: F401 
 from .helpers import genostage as run_cli
 
 CONFIG = dict(part_size="5MiB", multipart_threshold="5MiB")
-LINKS = ["copy", "hardlink", "auto",
-         pytest.param("reflink", marks=pytest.mark.skipif(
-             not reflink_supported(tempfile.gettempdir(), tempfile.gettempdir()),
-             reason="the temp file system cannot clone files (no reflink)"))]
+LINKS = ["copy", "hardlink", "auto", "reflink"]
+# Where to try copy-on-write clones: the temp dir, or e.g. an XFS (reflink=1) or btrfs mount.
+REFLINK_DIR = os.environ.get("GENOSTAGE_TEST_REFLINK_DIR") or tempfile.gettempdir()
+
+
+@pytest.fixture
+def base(request, tmp_path):  # type: ignore[no-untyped-def]
+    """The test's directory: on a file system that can clone files when the test is about reflinks."""
+    if request.node.callspec.params.get("link") != "reflink":
+        yield tmp_path
+        return
+    if not reflink_supported(REFLINK_DIR, REFLINK_DIR):
+        pytest.skip(f"{REFLINK_DIR} cannot clone files (set GENOSTAGE_TEST_REFLINK_DIR to an XFS or btrfs mount)")
+    path = Path(tempfile.mkdtemp(prefix="genostage-reflink-test-", dir=REFLINK_DIR))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def job(tmp_path, client, cache):  # type: ignore[no-untyped-def]
@@ -43,7 +55,8 @@ def entry_files(cache: Cache):  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("link", LINKS)
-def test_second_job_is_served_from_the_cache(counting, tmp_path, link):
+def test_second_job_is_served_from_the_cache(counting, base, link):
+    tmp_path = base
     _, app, client, bucket = counting
     files = {"refs/hg/genome.fa": os.urandom(7 << 20), "refs/hg/genome.fa.fai": b"chr1\t10\n"}
     put_refs(client, bucket, files)
@@ -162,11 +175,12 @@ def test_cache_over_the_limit_keeps_entries_in_use(counting, tmp_path):
     second.release()
 
 
-@pytest.mark.parametrize("link", ["auto", "copy", "hardlink"])
-def test_a_tool_writing_into_its_reference_does_not_change_the_cache(counting, tmp_path, link):
+@pytest.mark.parametrize("link", ["auto", "copy", "hardlink", "reflink"])
+def test_a_tool_writing_into_its_reference_does_not_change_the_cache(counting, base, link):
     """auto/copy: the tool writes into its own copy. hardlink as root (the kernel lets root write a 0444
     file): the write reaches the cached inode, is detected when the job ends, and the entry is removed,
     so no later job is served the damaged bytes."""
+    tmp_path = base
     _, app, client, bucket = counting
     original = b">chr1\nACGTACGT\n"
     put_refs(client, bucket, {"r/g.fa": original})
