@@ -1,6 +1,7 @@
 """Benchmark: N concurrent jobs on one node needing the same reference, with and without the node cache.
 
     .venv/bin/python benchmarks/bench_cache.py [--jobs 8] [--size 1GiB] [--data /work/bench-data/cache]
+        [--link-rate 30MB] [--links auto,hardlink]
 
 Starts moto's S3 server on loopback behind a byte counter, uploads one random
 reference (verified, CRC64NVME), then runs waves of N concurrent
@@ -17,6 +18,13 @@ the reference size) and the wall time from starting the N processes until the
 last one exits, with the ratio against the no-cache wave measured in the same
 run. It asserts that every job succeeded and that a cold cache wave fetched the
 reference exactly once.
+
+``--link-rate`` caps the server's total bandwidth, shared by all connections,
+like a node's network link. Without it, on a small shared machine, the wall
+times measure CPU scheduling more than bytes: eight downloading processes get
+eight times the CPU share of the one process that fills the cache. The cache
+and scratch directories live under ``--data``: put it on XFS (reflink=1) or
+btrfs to measure ``auto`` = reflink.
 """
 from __future__ import annotations
 
