@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 APT_TOOLS := samtools:samtools seqkit:seqkit sambamba:sambamba bwa:bwa bgzip:tabix bcftools:bcftools
 CONTAINER_TOOLS := podman:podman buildah:buildah debootstrap:debootstrap
 
-.PHONY: all demo test test-fast build system-deps container-deps bench lint clean
+.PHONY: all demo test test-fast test-containers build system-deps container-deps bench lint clean
 
 all: build
 
@@ -32,11 +32,15 @@ build: $(VENV)/.installed
 demo: system-deps build
 	$(PY) -m genostage.demo
 
-test: system-deps build
+test: system-deps container-deps build
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: build
 	$(PY) -m pytest -m "not slow and not containers" -x $(PYTEST_ARGS)
+
+# Only the container image tests (builds the base and samtools images with podman; 4-7 min on 2 busy cores).
+test-containers: system-deps container-deps build
+	$(PY) -m pytest -m containers $(PYTEST_ARGS)
 
 lint: build
 	$(PY) -m mypy genostage

@@ -45,7 +45,7 @@ cdef uint64_t _run(int alg, int path, uint64_t value, object buf) except? 0xFFFF
     cdef size_t n
     try:
         PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE)
-    except BufferError:
+    except (BufferError, ValueError):
         # non-contiguous (a strided numpy view, say): checksum its bytes in C order
         buf = memoryview(buf).tobytes()
         PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE)

@@ -20,7 +20,7 @@ from .errors import FormatError
 try:  # optional accelerator: degrade gracefully to zlib
     from isal import isal_zlib as _fast_zlib  # type: ignore[import-not-found]
 except ImportError:  # pragma: no cover - exercised by the no-isal test run
-    _fast_zlib = None
+    _fast_zlib = None  # type: ignore[assignment]
 
 MAGIC = b"\x1f\x8b\x08\x04"
 EOF_BLOCK = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")

@@ -211,12 +211,12 @@ def wire_to_bytes(name: str, text: str) -> bytes:
     _check_name(name)
     text = text.strip().strip('"')
     size = DIGEST_BYTES[name]
-    if len(text) == 2 * size and re.fullmatch(r"[0-9A-Fa-f]+", text):
-        return bytes.fromhex(text)
     try:
         raw = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raw = b""
+    if len(raw) != size and len(text) == 2 * size and re.fullmatch(r"[0-9A-Fa-f]+", text):
+        raw = bytes.fromhex(text)  # base64 of these sizes always ends in '=' or differs in length
     if len(raw) != size:
         raise FormatError(f"not a {name} value: {text!r} (expected base64 or hex of {size} bytes)")
     return raw
@@ -248,6 +248,15 @@ def is_md5_etag(etag: Optional[str]) -> bool:
     return bool(etag) and re.fullmatch(r"[0-9a-f]{32}", etag.strip('"').lower()) is not None  # type: ignore[union-attr]
 
 
+def full_object_value(info: Any, name: str) -> Optional[str]:
+    """The full-object value ``info`` reports for a CRC or sha256 (None if absent or COMPOSITE)."""
+    value = (getattr(info, "checksums", None) or {}).get(name)
+    ctype = (getattr(info, "checksum_type", None) or "").upper()
+    if not value or ctype == "COMPOSITE" or "-" in value:
+        return None
+    return str(value)
+
+
 def expected_for(info: Any) -> Optional[Tuple[str, str]]:
     """What a download of ``info`` (an ObjectInfo) can be verified against.
 
@@ -255,18 +264,15 @@ def expected_for(info: Any) -> Optional[Tuple[str, str]]:
     then an md5 ETag; ``("etag", "hex-N")`` for a multipart ETag (find the part size
     with :func:`guess_etag_part_size`); None when there is nothing to check.
     """
-    sums: Dict[str, str] = dict(getattr(info, "checksums", None) or {})
-    ctype = (getattr(info, "checksum_type", None) or "").upper()
-    full = ctype != "COMPOSITE"
     for name in CRCS:
-        value = sums.get(name)
-        if value and full and "-" not in value:
+        value = full_object_value(info, name)
+        if value:
             return name, value
     etag = (getattr(info, "etag", None) or "").strip('"')
     if is_md5_etag(etag):
         return "md5", etag.lower()
-    value = sums.get("sha256")
-    if value and full and "-" not in value:
+    value = full_object_value(info, "sha256")
+    if value:
         return "sha256", value
     if re.fullmatch(r"[0-9a-fA-F]{32}-[0-9]+", etag):
         return "etag", etag.lower()
@@ -477,5 +483,5 @@ __all__ = [
     "ALGORITHMS", "CRCS", "Checksum", "ETag", "MultiChecksum", "new", "crc", "combine", "to_wire",
     "from_wire", "wire_to_bytes", "composite_wire", "etag_of_parts", "expected_for",
     "guess_etag_part_size", "etag_part_sizes", "parts_in_etag", "file_checksums", "file_crcs",
-    "is_md5_etag", "default_threads", "object_checksums",
+    "is_md5_etag", "default_threads", "object_checksums", "full_object_value",
 ]

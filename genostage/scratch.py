@@ -131,7 +131,7 @@ class Scratch:
     # -- sweeping ------------------------------------------------------------
     def sweep(self) -> List[str]:
         """Remove directories of dead jobs on this root; adopt a dead retry's partial downloads."""
-        removed = []
+        removed: List[str] = []
         try:
             names = os.listdir(self.root)
         except OSError:

@@ -37,7 +37,8 @@ class Staged:
                                     "kind": "directory" if self.is_dir else "file", "size": self.size}
         files = [r.to_json() for r in self.results]
         if not self.is_dir and files:
-            entry.update({k: files[0][k] for k in ("etag", "version_id", "checksums", "verified")})
+            entry.update({k: files[0][k] for k in ("etag", "version_id", "checksums", "verified", "parts",
+                                                   "resumed_parts", "repaired_parts")})
         else:
             entry["files"] = files
         return entry

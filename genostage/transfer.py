@@ -64,6 +64,7 @@ class _Part:
     length: int
     values: Dict[str, Any] = field(default_factory=dict)  # algorithm -> int CRC / bytes md5
     done: bool = False
+    resumed: bool = False
 
 
 class _Copy:
@@ -91,17 +92,24 @@ class _Copy:
         self.journal: Optional[str] = None
         self.resumed = 0
         self.repaired = 0
+        self.put_info: Optional[ObjectInfo] = None
+        self.dest_verified: Optional[str] = None
 
     @property
     def single(self) -> bool:
         return len(self.parts) == 1
 
 
-def _part_values(algorithms: Sequence[str], data: "bytes | memoryview", etag_parts: bool) -> Dict[str, Any]:
-    values: Dict[str, Any] = {name: ck.crc(name, data) for name in algorithms}
-    if etag_parts:
-        values["md5"] = hashlib.md5(data).digest()
-    return values
+def download_part_size(size: int, config: TransferConfig) -> int:
+    """Ranged-GET size for a download streamed to disk: at least ``config.part_size``, and large
+    enough that an object takes one round of ``concurrency`` requests (at most 256 MiB).
+
+    Streaming to disk keeps memory at ``io_chunk`` per request whatever the part size, and
+    fewer, larger requests cost less per byte on every server (some S3-compatible servers,
+    moto among them, read the whole object for every ranged GET)."""
+    mib = 1 << 20
+    share = -(-size // config.concurrency)
+    return max(config.part_size, min(256 * mib, -(-share // mib) * mib))
 
 
 class Transfer:
@@ -160,6 +168,9 @@ class Transfer:
 
     # -- preparation ---------------------------------------------------------
     def _prepare(self, src: ObjectInfo, dest: Location) -> _Copy:
+        if self.config.verify and src.location.is_s3 and not src.checksums and src.size >= self.config.multipart_threshold:
+            # a listing carries no checksum values: ask for the full-object one (one HEAD per large object)
+            src = self.stores.for_location(src.location).stat(src.location)
         expected = ck.expected_for(src) if self.config.verify else None
         if expected and expected[0] == "md5" and src.sse == "aws:kms":
             expected = None  # an SSE-KMS ETag is not an MD5 of the bytes
@@ -171,6 +182,8 @@ class Transfer:
                 expected = None
             else:
                 part_size = guessed
+        elif dest.scheme == "file" and not (expected and expected[0] == "md5"):
+            part_size = download_part_size(src.size, self.config)
         if src.size < self.config.multipart_threshold and not (expected and expected[0] == "etag"):
             part_size = max(src.size, 1)
         c = _Copy(src, dest, part_size, expected)
@@ -198,7 +211,7 @@ class Transfer:
                 part = c.parts[entry["index"]]
                 part.values = {k: (bytes.fromhex(v) if k == "md5" else v) for k, v in entry["values"].items()}
                 if not part.done:
-                    part.done = True
+                    part.done = part.resumed = True
                     c.remaining -= 1
                     c.resumed += 1
         if c.resumed:
@@ -242,25 +255,48 @@ class Transfer:
                     self._active.append(c)
             return c.upload
 
-    def _fetch(self, c: _Copy, part: _Part, progress: Progress) -> bytes:
-        """Read one part from the source, retrying transient failures with backoff."""
+    def _streams(self, c: _Copy) -> bool:
+        """Downloads to a local file stream each piece to disk; others hold the part in memory."""
+        return c.dest.scheme == "file" and c.md5 is None
+
+    def _fetch(self, c: _Copy, part: _Part, progress: Progress,
+               sink: Optional[Upload] = None) -> Tuple[Dict[str, Any], Optional[bytes]]:
+        """Read one part, checksumming each piece as it arrives, retrying transient failures.
+
+        With a ``sink`` every piece is written at its offset as it arrives and no
+        data is returned; without one the part's bytes are returned.
+        """
         store = self.stores.for_location(c.src.location)
+        want_md5 = c.expected is not None and c.expected[0] == "etag"
         delay = 0.2
         for attempt in range(1, self.config.max_attempts + 1):
             pieces: List[bytes] = []
+            values: Dict[str, Any] = {name: 0 for name in c.algorithms}
+            md5 = hashlib.md5() if want_md5 else None
             got = 0
             try:
                 for piece in store.iter_range(c.src.location, part.start, part.length, etag=c.src.etag,
                                               chunk=self.config.io_chunk):
                     if self.cancel.is_set():
                         raise Interrupted(getattr(self.cancel, "signum", 15))
-                    pieces.append(piece)
+                    for name in c.algorithms:
+                        values[name] = ck.crc(name, piece, values[name])
+                    if md5 is not None:
+                        md5.update(piece)
+                    if sink is not None:
+                        sink.write_part(part.index + 1, part.start + got, piece)
+                    else:
+                        pieces.append(piece)
                     got += len(piece)
                     progress.update(len(piece))
                 if got != part.length:
                     raise TransferFailed(f"{c.src.location}: short read at byte {part.start + got} "
                                          f"(expected {part.length} bytes from {part.start})")
-                return b"".join(pieces) if len(pieces) != 1 else pieces[0]
+                if md5 is not None:
+                    values["md5"] = md5.digest()
+                if sink is not None:
+                    return values, None
+                return values, (b"".join(pieces) if len(pieces) != 1 else pieces[0])
             except TransferFailed as exc:
                 progress.update(-got)
                 if attempt == self.config.max_attempts:
@@ -271,30 +307,52 @@ class Transfer:
         raise AssertionError("unreachable")
 
     def _move_part(self, c: _Copy, part: _Part, progress: Progress) -> None:
-        data = self._fetch(c, part, progress)
-        part.values = _part_values(c.algorithms, data, c.expected is not None and c.expected[0] == "etag")
-        if c.md5 is not None:
-            self._feed_md5(c, part.index, data)
-        if c.single and c.dest.is_s3:
-            self._single_put(c, part, data)
+        if self._streams(c):
+            part.values, _ = self._fetch(c, part, progress, sink=self._ensure_upload(c))
         else:
-            self._ensure_upload(c).write_part(part.index + 1, part.start, data,
-                                              {ALWAYS: ck.to_wire(ALWAYS, part.values[ALWAYS])})
+            part.values, data = self._fetch(c, part, progress)
+            assert data is not None
+            if c.md5 is not None:
+                self._feed_md5(c, part.index, data)
+            if c.single and c.dest.is_s3:
+                self._single_put(c, part, data)
+            else:
+                self._ensure_upload(c).write_part(part.index + 1, part.start, data,
+                                                  {ALWAYS: ck.to_wire(ALWAYS, part.values[ALWAYS])})
         part.done = True
         self._journal(c, part)
 
     def _single_put(self, c: _Copy, part: _Part, data: bytes) -> None:
+        """One PutObject; the returned ETag (an MD5 unless SSE-KMS) checks what the store received."""
         store = self.stores.for_location(c.dest)
-        store.put_bytes(c.dest, data, {ALWAYS: ck.to_wire(ALWAYS, part.values[ALWAYS])})
-        c.upload = None
+        info = store.put_bytes(c.dest, data, {ALWAYS: ck.to_wire(ALWAYS, part.values[ALWAYS])})
+        c.put_info = info
+        if self.config.verify and self.config.sse != "aws:kms" and ck.is_md5_etag(info.etag):
+            md5 = hashlib.md5(data).hexdigest()
+            if info.etag != md5:
+                store.delete(c.dest)
+                raise ChecksumMismatch(str(c.dest), "md5 (ETag)", md5, str(info.etag))
+            c.dest_verified = "md5"
 
-    def _feed_md5(self, c: _Copy, index: int, data: bytes) -> None:
-        """MD5 is not combinable: feed parts in order, holding early arrivals (bounded by the pool size)."""
+    def _feed_md5(self, c: _Copy, index: Optional[int] = None, data: bytes = b"") -> None:
+        """MD5 is not combinable: feed parts in order, holding early arrivals (bounded by the pool size).
+
+        Parts resumed from an earlier attempt are read back from the partial file
+        on disk (never fetched again)."""
         with c.lock:
-            c.md5_pending[index] = data
-            while c.md5_next in c.md5_pending:
-                assert c.md5 is not None
-                c.md5.update(c.md5_pending.pop(c.md5_next))
+            if index is not None:
+                c.md5_pending[index] = data
+            assert c.md5 is not None
+            while c.md5_next < len(c.parts):
+                part = c.parts[c.md5_next]
+                if c.md5_next in c.md5_pending:
+                    c.md5.update(c.md5_pending.pop(c.md5_next))
+                elif part.resumed:
+                    with open(self._partial_paths(c)[0], "rb") as fh:
+                        fh.seek(part.start)
+                        c.md5.update(fh.read(part.length))
+                else:
+                    break
                 c.md5_next += 1
 
     def _journal(self, c: _Copy, part: _Part) -> None:
@@ -332,6 +390,8 @@ class Transfer:
         return name
 
     def _finish(self, c: _Copy) -> TransferResult:
+        if c.md5 is not None:
+            self._feed_md5(c)  # resumed parts after the last fetched one
         actual = self._actual(c)
         try:
             verified = self._verify(c, actual)
@@ -347,13 +407,13 @@ class Transfer:
                     self._active.remove(c)
             c.upload = None
         else:
-            info = self.stores.for_location(c.dest).stat(c.dest)
+            info = c.put_info or self.stores.for_location(c.dest).stat(c.dest)
         self._check_destination(c, info, actual)
         if c.journal is not None and os.path.exists(c.journal):
             os.unlink(c.journal)
         return TransferResult(
             source=str(c.src.location), destination=str(c.dest), size=c.src.size, etag=c.src.etag,
-            version_id=c.src.version_id, checksums=actual, verified=verified or "size",
+            version_id=c.src.version_id, checksums=actual, verified=verified or c.dest_verified or "size",
             seconds=round(time.monotonic() - c.started, 3), parts=len(c.parts),
             resumed_parts=c.resumed, repaired_parts=c.repaired)
 
@@ -361,13 +421,19 @@ class Transfer:
         """Fetch every part again; rewrite those whose bytes differ; True once the whole value matches."""
         if c.md5 is not None or c.upload is None:
             return False  # single-stream checks: the batch-level retry handles them
+        quiet = Progress(None, "", enabled=False)
         for _ in range(self.config.max_attempts - 1):
             changed = 0
             for part in c.parts:
-                data = self._fetch(c, part, Progress(None, "", enabled=False))
-                values = _part_values(c.algorithms, data, c.expected is not None and c.expected[0] == "etag")
+                if self._streams(c):
+                    values, _ = self._fetch(c, part, quiet, sink=c.upload)
+                else:
+                    values, data = self._fetch(c, part, quiet)
+                    if values != part.values:
+                        assert data is not None
+                        c.upload.write_part(part.index + 1, part.start, data,
+                                            {ALWAYS: ck.to_wire(ALWAYS, values[ALWAYS])})
                 if values != part.values:
-                    c.upload.write_part(part.index + 1, part.start, data, {ALWAYS: ck.to_wire(ALWAYS, values[ALWAYS])})
                     part.values = values
                     changed += 1
             c.repaired += changed
@@ -385,8 +451,11 @@ class Transfer:
         problem = None
         if info.size != c.src.size:
             problem = ("size", str(c.src.size), str(info.size))
-        elif reported and "-" not in reported and info.checksum_type != "COMPOSITE" and reported != actual[ALWAYS]:
-            problem = (ALWAYS, actual[ALWAYS], reported)
+        elif reported and "-" not in reported and info.checksum_type != "COMPOSITE":
+            if reported != actual[ALWAYS]:
+                problem = (ALWAYS, actual[ALWAYS], reported)
+            elif c.dest.is_s3:
+                c.dest_verified = ALWAYS
         if problem:
             self.stores.for_location(c.dest).delete(c.dest)
             raise ChecksumMismatch(str(c.dest), *problem)

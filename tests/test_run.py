@@ -193,3 +193,61 @@ def test_sigkilled_job_directory_is_swept_by_next_job(s3, tmp_path):
     assert scratch_dirs(root) == live  # SIGKILL: nothing cleaned up
     r = genostage(["run", "--scratch", str(root), "--", "true"])
     assert r.returncode == 0 and scratch_dirs(root) == []
+
+
+@pytest.mark.slow
+def test_killed_download_resumes_when_the_same_job_is_retried(s3, s3_client, bucket, tmp_path):
+    from .faultproxy import FaultProxy
+
+    data = os.urandom(30 << 20)
+    s3_client.put_object(Bucket=bucket, Key="big.bin", Body=data)
+    root = tmp_path / "s"
+    env = {"AWS_BATCH_JOB_ID": "job-resume-1"}
+    args = ["run", "--scratch", str(root), "--part-size", "5MiB", "--concurrency", "1",
+            "-i", f"big=s3://{bucket}/big.bin", "-o", f"sum=s3://{bucket}/out/sum.txt", "--stdout", "sum",
+            "--", "md5sum", "{big}"]
+    with FaultProxy(s3.endpoint_url, error_every=10**9, cut_every=10**9, delay=0.4) as proxy:
+        proc = _start(["--quiet", *args, "--endpoint-url", proxy.url], env=env)
+
+        def two_parts_done():
+            for journal in root.glob("genostage-*/.partial/*.journal"):
+                with open(journal) as fh:
+                    if len(fh.readlines()) >= 2:
+                        return True
+            return False
+        assert _wait_for(two_parts_done, 60)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+    r = genostage(args, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "resuming, " in r.stderr
+    manifest = json.loads(get(s3_client, bucket, "out/manifest.json"))
+    assert manifest["inputs"][0]["resumed_parts"] >= 2 and manifest["inputs"][0]["verified"] == "md5"
+    assert get(s3_client, bucket, "out/sum.txt").split()[0].decode() == __import__("hashlib").md5(data).hexdigest()
+    assert scratch_dirs(root) == []
+
+
+@pytest.mark.slow
+@BOTH
+def test_thousand_small_objects_in_and_out(s3, s3_client, bucket, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda i: put(s3_client, bucket, f"many/{i // 100:02d}/obj{i:04d}.txt", b"%d\n" % i), range(1000)))
+    r = genostage(["run", "--scratch", str(tmp_path / "s"), "-i", f"many=s3://{bucket}/many/",
+                   "-o", f"copy=s3://{bucket}/copy/", "--shell", "--",
+                   "cp -r {many}/. {copy}/ && find {many} -type f | wc -l > {copy}/count.txt"], timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert get(s3_client, bucket, "copy/count.txt").strip() == b"1000"
+    assert len(keys(s3_client, bucket, "copy/")) == 1002  # 1000 + count.txt + manifest.json
+    assert get(s3_client, bucket, "copy/07/obj0712.txt") == b"712\n"
+
+
+def test_sse_and_requester_pays_are_sent(s3, s3_client, bucket, tmp_path):
+    r = genostage(["run", "--scratch", str(tmp_path), "--sse", "AES256", "--requester-pays",
+                   "-o", f"out=s3://{bucket}/enc/out.txt", "--shell", "--", "echo hi > {out}"])
+    assert r.returncode == 0, r.stderr
+    head = s3_client.head_object(Bucket=bucket, Key="enc/out.txt")
+    assert head["ServerSideEncryption"] == "AES256"
+    r = genostage(["run", "--scratch", str(tmp_path), "--sse-kms-key-id", "k", "--", "true"])
+    assert r.returncode == 2 and "--sse-kms-key-id needs --sse aws:kms" in r.stderr

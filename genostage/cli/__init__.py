@@ -32,6 +32,8 @@ COMMANDS: List[str] = [
     "run",
     "cp",
     "checksum",
+    "image",
+    "batch",
     "cache",
 ]
 

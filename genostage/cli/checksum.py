@@ -184,7 +184,11 @@ class Context:
         return self.verify_remote(store, info, algos, reported)
 
     def verify_remote(self, store, info, algos: Sequence[str], reported: Dict[str, str]) -> Dict[str, str]:  # type: ignore[no-untyped-def]
-        expected: Dict[str, str] = {a: v for a, v in reported.items() if "-" not in v or a == "etag"}
+        expected: Dict[str, str] = {}
+        for algo in algos:
+            value = C.full_object_value(info, algo) if algo in C.CRCS or algo == "sha256" else reported.get(algo)
+            if value:
+                expected[algo] = value
         best = C.expected_for(info)
         if best is not None:
             expected.setdefault(best[0], best[1])
@@ -208,6 +212,7 @@ class Context:
                     raise ChecksumMismatch(str(info.location), "etag", value,
                                            got[0] if got else "(no part size matches the part count)")
                 computed["etag"] = value.lower()
+                log.info("%s: etag verified", info.location)
             elif not same_value(algo, value, computed[algo]):
                 raise ChecksumMismatch(str(info.location), algo, value, computed[algo])
             else:

@@ -118,7 +118,7 @@ class Store(ABC):
         """A forward-only file-like reader over the whole object (for streaming parsers)."""
         from .stream import RangeReader
 
-        return RangeReader(self, loc, etag=etag)
+        return RangeReader(self, loc, etag=etag)  # type: ignore[return-value]
 
     def supported_checksums(self) -> List[str]:
         """Full-object checksum algorithms this store can check on upload."""

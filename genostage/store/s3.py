@@ -254,7 +254,7 @@ class S3Store(Store):
             if name in WIRE and self._full_object_ok is not False:
                 args[f"Checksum{WIRE[name]}"] = value
         try:
-            self.client.put_object(**args)
+            resp = self.client.put_object(**args)
         except Exception as exc:
             err = translate(exc, str(loc))
             if not any(k.startswith("Checksum") for k in args) or isinstance(err, (AccessDenied, NotFound)):
@@ -263,7 +263,9 @@ class S3Store(Store):
             self._full_object_ok = False
             return self.put_bytes(loc, data, None)
         self.counters.add(requests=1, written=len(data))
-        return self.stat(loc)
+        info = self._info(loc, resp, "")
+        info.size = len(data)
+        return info
 
     def begin_upload(self, loc: Location, size: int) -> S3Upload:
         args = self._write_args(loc)

@@ -1,0 +1,133 @@
+"""``make demo``: a real genostage job end to end against an embedded S3 server.
+
+1. starts moto's S3 server on loopback;
+2. makes a small random reference genome and simulated paired-end reads;
+3. uploads them, then runs two ``genostage run`` jobs as a container would:
+   an alignment job (``bwa index`` + ``bwa mem`` | ``samtools sort``) and a
+   ``samtools stats`` job on the BAM it published;
+4. downloads the results to ``demo-output/`` and prints what they contain.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Dict, List
+
+from .s3server import moto_server
+
+BUCKET = "genostage-demo"
+COMPLEMENT = str.maketrans("ACGT", "TGCA")
+
+
+def make_reference(path: Path, rng: random.Random, contigs: int = 3, length: int = 60_000) -> Dict[str, str]:
+    seqs = {f"chr{i + 1}": "".join(rng.choice("ACGT") for _ in range(length)) for i in range(contigs)}
+    with open(path, "w") as fh:
+        for name, seq in seqs.items():
+            fh.write(f">{name}\n")
+            for i in range(0, len(seq), 60):
+                fh.write(seq[i:i + 60] + "\n")
+    return seqs
+
+
+def _mutate(seq: str, rng: random.Random, rate: float = 0.01) -> str:
+    return "".join(rng.choice("ACGT") if rng.random() < rate else b for b in seq)
+
+
+def _quality(n: int, rng: random.Random) -> str:
+    # falls off towards the 3' end, as Illumina qualities do
+    return "".join(chr(33 + max(2, min(41, int(38 - 10 * i / n + rng.gauss(0, 3))))) for i in range(n))
+
+
+def make_reads(r1: Path, r2: Path, seqs: Dict[str, str], rng: random.Random, pairs: int = 4000,
+               read_len: int = 100, insert: int = 300) -> None:
+    names = list(seqs)
+    with open(r1, "w") as f1, open(r2, "w") as f2:
+        for i in range(pairs):
+            seq = seqs[rng.choice(names)]
+            start = rng.randrange(0, len(seq) - insert)
+            frag = seq[start:start + insert]
+            a = _mutate(frag[:read_len], rng)
+            b = _mutate(frag[-read_len:].translate(COMPLEMENT)[::-1], rng)
+            f1.write(f"@pair{i}/1\n{a}\n+\n{_quality(read_len, rng)}\n")
+            f2.write(f"@pair{i}/2\n{b}\n+\n{_quality(read_len, rng)}\n")
+
+
+def genostage(args: List[str], env: Dict[str, str]) -> None:
+    cmd = [sys.executable, "-m", "genostage", *args]
+    shown = " ".join(a if " " not in a else repr(a) for a in ["genostage", *args])
+    print(f"\n$ {shown}", flush=True)
+    subprocess.run(cmd, env=env, check=True)
+
+
+def main() -> int:
+    for tool in ("samtools", "bwa"):
+        if shutil.which(tool) is None:
+            print(f"demo: {tool} is not installed (make demo installs it)", file=sys.stderr)
+            return 1
+    out = Path("demo-output")
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir()
+    work = Path(tempfile.mkdtemp(prefix="genostage-demo-"))
+    rng = random.Random(42)
+    with moto_server() as s3:
+        env = {**os.environ, **s3.env(), "GENOSTAGE_SCRATCH": str(work / "scratch"),
+               "GENOSTAGE_PROGRESS_INTERVAL": "2"}
+        client = s3.client()
+        client.create_bucket(Bucket=BUCKET)
+        print(f"1. started an S3 server (moto) on {s3.endpoint_url}, bucket s3://{BUCKET}")
+        seqs = make_reference(work / "demo.fa", rng)
+        make_reads(work / "sample_R1.fastq", work / "sample_R2.fastq", seqs, rng)
+        subprocess.run(["samtools", "faidx", str(work / "demo.fa")], check=True)
+        for name, key in (("demo.fa", "refs/demo/demo.fa"), ("demo.fa.fai", "refs/demo/demo.fa.fai"),
+                          ("sample_R1.fastq", "reads/sample_R1.fastq"), ("sample_R2.fastq", "reads/sample_R2.fastq")):
+            client.upload_file(str(work / name), BUCKET, key)
+        print("2. made a 180 kb reference (3 contigs) and 4,000 simulated read pairs, uploaded to "
+              f"s3://{BUCKET}/refs/demo/ and s3://{BUCKET}/reads/")
+        print("3. job 1: align the reads (bwa mem | samtools sort) inside genostage run")
+        genostage(["run", "-i", f"ref=s3://{BUCKET}/refs/demo/", "-i", f"r1=s3://{BUCKET}/reads/sample_R1.fastq",
+                   "-i", f"r2=s3://{BUCKET}/reads/sample_R2.fastq",
+                   "-o", f"bam=s3://{BUCKET}/aligned/sample.bam", "-o", f"bai=s3://{BUCKET}/aligned/sample.bam.bai",
+                   "--shell", "--",
+                   "bwa index -p demo {ref}/demo.fa 2>/dev/null && bwa mem -t 2 demo {r1} {r2} 2>/dev/null "
+                   "| samtools sort -o {bam} - && samtools index -o {bai} {bam}"], env)
+        print("4. job 2: samtools stats on the published BAM (its index is staged beside it)")
+        genostage(["run", "-i", f"bam=s3://{BUCKET}/aligned/sample.bam", "-i", f"bai=s3://{BUCKET}/aligned/sample.bam.bai",
+                   "-i", f"ref=s3://{BUCKET}/refs/demo/",
+                   "-o", f"stats=s3://{BUCKET}/results/sample.stats.txt", "--stdout", "stats",
+                   "--", "samtools", "stats", "--reference", "{ref}/demo.fa", "{bam}"], env)
+        genostage(["cp", f"s3://{BUCKET}/", str(out) + "/", "--no-progress"], env)
+        _report(out, client)
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def _report(out: Path, client) -> None:  # type: ignore[no-untyped-def]
+    print(f"\n5. everything in the bucket, downloaded to {out}/:")
+    for obj in client.list_objects_v2(Bucket=BUCKET)["Contents"]:
+        print(f"   s3://{BUCKET}/{obj['Key']:<32} {obj['Size']:>9,} bytes")
+    stats = (out / "results" / "sample.stats.txt").read_text().splitlines()
+    print("\n   samtools stats summary (results/sample.stats.txt):")
+    for line in stats:
+        if line.startswith("SN\t") and any(k in line for k in ("raw total sequences", "reads mapped:",
+                                                                 "reads properly paired", "error rate")):
+            print("     " + line[3:].replace("\t", " "))
+    manifest = json.loads((out / "results" / "manifest.json").read_text())
+    print("\n   manifest (results/manifest.json):")
+    print(f"     status {manifest['status']}, exit status {manifest['exit_status']}, "
+          f"command {' '.join(manifest['commands'][0]['command'])}")
+    for entry in manifest["inputs"] + manifest["outputs"]:
+        sums = entry.get("checksums") or {}
+        print(f"     {entry['name']:<6} {entry['uri']:<44} {entry['size']:>9,} bytes  "
+              f"crc64nvme {sums.get('crc64nvme', '(per file)')}  verified by {entry.get('verified', 'per file')}")
+    print("     timings: " + ", ".join(f"{k} {v:.2f} s" for k, v in manifest["timings"].items()))
+    print("\nThe scratch directories of both jobs were removed; the server stops now.")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
