@@ -80,7 +80,6 @@ FICLONE = 0x40049409  # ioctl(dest_fd, FICLONE, src_fd): a copy-on-write clone
 TAG = "Signature: 8a477f597d28d172789f06886806bc55\n# genostage node cache (https://bford.info/cachedir/)\n"
 _POLL = 0.1  # seconds between looks at an entry another job is downloading
 _CRCS = ("crc64nvme", "crc32c", "crc32")
-_NOT_RESUMABLE = ("md5", "sha256")  # whole-object digests the transfer computes in one ordered pass
 
 
 def default_root() -> Optional[str]:
@@ -643,14 +642,6 @@ class Lease:
             for s, r in zip(small, results):
                 self._commit(s, r)
         for s in large:
-            partial = os.path.join(s.dir, "partial")
-            expected = ck.expected_for(s.info) if self.config.verify else None
-            if expected and expected[0] in _NOT_RESUMABLE and os.path.isdir(partial):
-                # a whole-object MD5 is computed in one ordered pass: parts left by a dead
-                # downloader cannot be folded in, so start again rather than fail the check
-                log.info("%s: a dead job's partial download cannot be resumed (verified by %s): starting again",
-                         s.info.location, expected[0])
-                shutil.rmtree(partial, ignore_errors=True)
             t = Transfer(self.stores, self.config, cancel=self.cancel, partial_dir=os.path.join(s.dir, "partial"),
                          show_progress=self.show_progress)
             os.makedirs(os.path.join(s.dir, "partial"), exist_ok=True)

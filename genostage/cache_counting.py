@@ -39,6 +39,7 @@ class CountingApp:
         self.served: "Counter[str]" = Counter()
         self.requests: "Counter[str]" = Counter()
         self.delay = 0.0
+        self.delay_from = 0  # only bytes at or beyond this offset of an object are delayed
         self.rate = 0.0
         self._next_slot = 0.0
 
@@ -51,24 +52,27 @@ class CountingApp:
         time.sleep(max(0.0, end - now))
 
     def __call__(self, environ: dict, start_response: Callable[..., Any]) -> Iterable[bytes]:
-        ranged = None
+        ranged, offset = None, 0
         if environ.get("REQUEST_METHOD") == "GET" and not environ.get("QUERY_STRING") and environ.get("HTTP_RANGE"):
             ranged = _serve_range(environ, start_response)
+            m = re.match(r"bytes=(\d+)-", environ["HTTP_RANGE"].strip())
+            offset = int(m.group(1)) if m else 0
         body = ranged if ranged is not None else self.app(environ, start_response)
         if environ.get("REQUEST_METHOD") != "GET" or environ.get("QUERY_STRING"):
             return body  # listings, uploads, HEADs: not object bytes
         path = environ.get("PATH_INFO", "")
         with self.lock:
             self.requests[path] += 1
-        return self._count(path, body)
+        return self._count(path, body, offset)
 
-    def _count(self, path: str, body: Iterable[bytes]) -> Iterator[bytes]:
+    def _count(self, path: str, body: Iterable[bytes], offset: int) -> Iterator[bytes]:
         try:
             for chunk in body:
                 for i in range(0, len(chunk), _PIECE):
                     piece = chunk[i:i + _PIECE]
-                    if self.delay:
+                    if self.delay and offset >= self.delay_from:
                         time.sleep(self.delay)
+                    offset += len(piece)
                     if self.rate:
                         self._pace(len(piece))
                     with self.lock:

@@ -26,9 +26,9 @@ def counting(counting_server, monkeypatch: pytest.MonkeyPatch):  # type: ignore[
     client = server.client()
     bucket = f"cache-{uuid.uuid4().hex[:16]}"
     client.create_bucket(Bucket=bucket)
-    app.delay = 0.0
+    app.delay, app.delay_from = 0.0, 0
     yield server, app, client, bucket
-    app.delay = 0.0
+    app.delay, app.delay_from = 0.0, 0
 
 
 def manifest_of(client, bucket: str, key: str) -> dict:  # type: ignore[no-untyped-def]

@@ -75,14 +75,13 @@ def test_eight_concurrent_jobs_fetch_a_shared_prefix_once(counting, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("checksum", ["crc64nvme", "md5"])
 def test_a_waiting_job_takes_over_when_the_downloader_is_killed(counting, tmp_path, checksum):
-    """With a CRC the store reports, the new downloader resumes from the dead one's parts; with only an
-    MD5 ETag (one ordered pass) it starts again."""
+    """The new downloader resumes from the parts the dead one finished (CRC-verified or MD5-ETag-verified)."""
     _, app, client, bucket = counting
     size, part = 40 * MiB, 5 * MiB
     body = os.urandom(size)
     extra = {"ChecksumAlgorithm": "CRC64NVME"} if checksum == "crc64nvme" else {}
     client.put_object(Bucket=bucket, Key="refs/db.bin", Body=body, **extra)
-    app.delay = 0.1  # 0.5 s per part, two at a time: about 2 s for the whole object
+    app.delay, app.delay_from = 0.2, size // 2  # the first half arrives at once, the second slowly
     cache_dir = tmp_path / "cache"
     args = ["run", "--no-progress", "--scratch", str(tmp_path / "scratch"), "--cache", str(cache_dir),
             "--part-size", "5MiB", "--concurrency", "2", "-r", f"db=s3://{bucket}/refs/db.bin", "--shell", "--",
@@ -92,7 +91,7 @@ def test_a_waiting_job_takes_over_when_the_downloader_is_killed(counting, tmp_pa
     journals: list = []
     while time.monotonic() < deadline:  # wait until the first job has parts on disk
         journals = list(cache_dir.glob("entries/*/partial/*.journal"))
-        if journals and len(journals[0].read_text().splitlines()) >= 2:
+        if journals and len(journals[0].read_text().splitlines()) >= 1:
             break
         time.sleep(0.05)
     assert journals, "the first job never started downloading"
@@ -112,11 +111,8 @@ def test_a_waiting_job_takes_over_when_the_downloader_is_killed(counting, tmp_pa
     assert second.returncode == 0, text
     assert f"[stdout] {hashlib.md5(body).hexdigest()}" in text
     served = app.bytes_under(f"/{bucket}/refs/")
-    if checksum == "crc64nvme":
-        assert "resuming" in text  # it took over from the parts already on disk
-        assert size <= served < size + 3 * part, served  # only the parts in flight when killed were fetched twice
-    else:
-        assert "cannot be resumed" in text and size + 2 * part <= served < 2 * size, served
+    assert "resuming" in text  # it took over from the parts already on disk
+    assert size <= served < size + 2 * part, served  # only what was in flight when killed was fetched twice
     (entry,) = Cache(cache_dir).entries()
     assert entry.complete and not (Path(entry.path) / "partial").exists()
     assert (Path(entry.path) / "data").read_bytes() == body
