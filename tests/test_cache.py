@@ -1,7 +1,6 @@
 """The node-level reference cache: identity, verification, links, eviction, damage, the cache command."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -18,7 +17,7 @@ from genostage.config import TransferConfig
 from genostage.store import Stores
 from genostage.location import parse
 
-from .cache_helpers import counting, counting_server, manifest_of  # noqa: F401  (fixtures)
+from .cache_helpers import counting, counting_server  # noqa: F401  (fixtures)
 from .helpers import genostage as run_cli
 
 CONFIG = dict(part_size="5MiB", multipart_threshold="5MiB")
