@@ -2,7 +2,7 @@
 """CRC kernels (CRC32, CRC32C, CRC64NVME) over any buffer, with runtime CPU dispatch.
 
 Private: use :mod:`genostage.checksum`.  ``GENOSTAGE_CRC_PATH`` (``avx512``,
-``pclmul`` or ``portable``) forces a code path at import; :func:`set_path`
+``avx2``, ``pclmul``, ``pmull`` on AArch64, or ``portable``) forces a code path at import; :func:`set_path`
 changes it later (tests use it to cover every path the CPU supports).
 """
 import os
@@ -23,9 +23,9 @@ cdef extern from "crc_kernels.h":
     int gs_crc_width(int alg)
 
 ALGORITHMS = ("crc32", "crc32c", "crc64nvme")
-PATHS = ("portable", "pclmul", "avx512")
+PATHS = ("portable", "pclmul", "avx2", "avx512", "pmull")
 WIDTHS = {"crc32": 32, "crc32c": 32, "crc64nvme": 64}
-# Buffers at least this long are checksummed with the GIL released.
+# Buffers longer than this are checksummed with the GIL released.
 NOGIL_THRESHOLD = 4096
 
 gs_crc_init()
@@ -52,7 +52,7 @@ cdef uint64_t _run(int alg, int path, uint64_t value, object buf) except? 0xFFFF
     try:
         data = view.buf
         n = <size_t>view.len
-        if n >= NOGIL_THRESHOLD:
+        if n > NOGIL_THRESHOLD:
             with nogil:
                 out = gs_crc_update_path(alg, path, value, data, n)
         else:

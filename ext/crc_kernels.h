@@ -11,7 +11,10 @@
 #include <stdint.h>
 
 enum gs_crc_alg { GS_CRC32 = 0, GS_CRC32C = 1, GS_CRC64NVME = 2, GS_CRC_NALGS = 3 };
-enum gs_crc_path { GS_PATH_PORTABLE = 0, GS_PATH_PCLMUL = 1, GS_PATH_AVX512 = 2, GS_CRC_NPATHS = 3 };
+/* x86-64: pclmul < avx2 < avx512; AArch64: pmull. */
+enum gs_crc_path {
+    GS_PATH_PORTABLE = 0, GS_PATH_PCLMUL = 1, GS_PATH_AVX2 = 2, GS_PATH_AVX512 = 3, GS_PATH_PMULL = 4, GS_CRC_NPATHS = 5
+};
 
 /* Build tables and folding constants, detect the CPU; returns the best path. Idempotent. */
 int gs_crc_init(void);

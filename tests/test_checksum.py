@@ -98,6 +98,18 @@ def test_large_buffers(path: str, name: str) -> None:
         assert K.crc(name, piece, 12345) == REFERENCES[name](piece, 12345)
 
 
+@pytest.mark.parametrize("name", ["crc32", "crc32c", "crc64nvme"])
+def test_lengths_around_the_large_buffer_strategies(path: str, name: str) -> None:
+    # CRC32C switches to CLMUL + crc32 streams at 24 KiB; cover lengths on both sides
+    rng = random.Random(11)
+    data = rng.randbytes(80_000)
+    lengths = list(range(24576 - 400, 24576 + 400, 13)) + [rng.randrange(512, 80_000 - 64) for _ in range(60)]
+    for n in lengths:
+        off = rng.randrange(64)
+        piece = data[off:off + n]
+        assert K.crc(name, piece, 99) == REFERENCES[name](piece, 99), (n, off)
+
+
 def test_paths_agree_with_each_other() -> None:
     data = os.urandom(100_003)
     for name in ("crc32", "crc32c", "crc64nvme"):
@@ -276,6 +288,11 @@ def test_composite_and_etag_match_moto_values() -> None:
     assert e.value() == "298c9a5c8205ea8eeef29652993678aa-2"
     assert e.matches('"298c9a5c8205ea8eeef29652993678aa-2"')
     assert e.matches(hashlib.md5(data).hexdigest())
+    comp = C.Composite("crc32c", 5 * MiB)
+    assert isinstance(C.new("composite:crc32c:5242880"), C.Composite)
+    for lo in range(0, len(data), 3_000_001):
+        comp.update(data[lo:lo + 3_000_001])
+    assert comp.value() == "210PZw==-2" and comp.matches("210PZw==") and not comp.matches("210PZw==-3")
     small = C.new("etag", part_size=8 * MiB)
     small.update(b"abc")
     assert small.value() == hashlib.md5(b"abc").hexdigest()
@@ -345,3 +362,47 @@ def test_file_checksums_threads(tmp_path, size: int) -> None:  # type: ignore[no
 def test_file_checksums_missing(tmp_path) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(FileNotFoundError):
         C.file_checksums(tmp_path / "nope", ["crc32c"])
+
+
+def test_file_checksums_hashers_in_threads(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # several 4 MiB reads, so the read buffers are reused while other threads hash them
+    data = os.urandom(13 * MiB + 5)
+    f = tmp_path / "f.bin"
+    f.write_bytes(data)
+    expected = {"md5": hashlib.md5(data).hexdigest(),
+                "sha256": base64.b64encode(hashlib.sha256(data).digest()).decode(),
+                "crc32c": C.to_wire("crc32c", google_crc32c.value(data)),
+                "etag": C.etag_of_parts([hashlib.md5(data[i:i + 5 * MiB]).digest() for i in range(0, len(data), 5 * MiB)])}
+    for threads in (1, 2, None):
+        assert C.file_checksums(f, list(expected), part_size=5 * MiB, threads=threads) == expected
+
+
+def test_file_checksums_of_a_pipe(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    data = os.urandom(5 * MiB + 1)
+
+    def writer() -> None:
+        with open(fifo, "wb") as w:
+            w.write(data)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        got = C.file_checksums(fifo, ["crc64nvme", "crc32"], threads=2)
+    finally:
+        t.join()
+    assert got == {"crc64nvme": C.to_wire("crc64nvme", awscrt.checksums.crc64nvme(data)),
+                   "crc32": C.to_wire("crc32", zlib.crc32(data))}
+
+
+@pytest.mark.parametrize("use_mmap", [True, False])
+def test_file_crcs_mapped_and_read(tmp_path, monkeypatch: pytest.MonkeyPatch, use_mmap: bool) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(C, "MMAP_MIN", MiB)  # small files take the mmap path too
+    monkeypatch.setattr(C, "MMAP_SLICE", 256 * 1024 + 3)
+    data = os.urandom(5 * MiB + 17)
+    f = tmp_path / "f.bin"
+    f.write_bytes(data)
+    for threads in (1, 2, 3):
+        got = C.file_crcs(f, ["crc64nvme", "crc32c"], threads=threads, use_mmap=use_mmap)
+        assert got == {"crc64nvme": awscrt.checksums.crc64nvme(data), "crc32c": google_crc32c.value(data)}
