@@ -31,3 +31,7 @@ from .staging import stage_in, stage_out  # noqa: E402
 from .transfer import copy  # noqa: E402
 
 __all__ += ["Job", "copy", "stage_in", "stage_out"]
+
+from .cache import Cache  # noqa: E402
+
+__all__ += ["Cache"]

@@ -22,7 +22,7 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Set, Union
 
 from . import __version__
 from .config import TransferConfig
@@ -33,6 +33,9 @@ from .staging import Staged, collect_output, fetch_chunks, plan_input, plan_outp
 from .store import Stores
 from .tool import Tool, ToolResult
 from .transfer import Transfer
+
+if TYPE_CHECKING:
+    from .cache import Cache, Lease
 
 log = logging.getLogger("genostage.job")
 
@@ -49,7 +52,7 @@ class Job:
     def __init__(self, scratch_root: Optional[str] = None, keep: str = "never",
                  config: Optional[TransferConfig] = None, stores: Optional[Stores] = None,
                  s3_client: Any = None, manifest: Optional[str] = None, grace: float = 10.0,
-                 handle_signals: bool = True, show_progress: bool = True) -> None:
+                 handle_signals: bool = True, show_progress: bool = True, cache: "Optional[Cache]" = None) -> None:
         self.config = config or (stores.config if stores else TransferConfig())
         self.stores = stores or Stores(self.config, s3_client)
         self.scratch = Scratch(scratch_root, keep)
@@ -69,6 +72,9 @@ class Job:
         self._old_handlers: Dict[int, Any] = {}
         self._started = 0.0
         self.path: Optional[Path] = None
+        self.cache = cache  # reference data (job.ref) comes through this node-level cache
+        self.references: List[str] = []
+        self.leases: "List[Lease]" = []
 
     # -- context -------------------------------------------------------------
     def __enter__(self) -> "Job":
@@ -89,6 +95,7 @@ class Job:
                 self.publish()
             except BaseException as publish_error:  # recorded in the manifest, then raised
                 error = publish_error
+        self._release_references()
         if error is None and self.cancel.is_set():
             error = Interrupted(self.cancel.signum)
         try:
@@ -142,6 +149,8 @@ class Job:
         start = time.monotonic()
         staged = [self._plan_input(name, uri) for name, uri in named.items()]
         needed = sum(s.size for s in staged)
+        if self.cache is not None and os.path.isdir(self.cache.root):
+            self.cache.reclaim_for(self.scratch.root, needed)  # unused cached references may make room
         check_space(self.scratch.root, needed)
         self._busy = True
         try:
@@ -157,6 +166,44 @@ class Job:
         if any(s.name == name for s in self.inputs_staged):
             raise UsageError(f"input {name!r} given twice")
         return plan_input(self.stores, name, uri, self.in_dir, self._taken)
+
+    # -- reference data (read-only, through the node cache) -------------------
+    def ref(self, uri: str, name: Optional[str] = None) -> Path:
+        """Stage reference data (read-only): from the node cache when the job has one."""
+        name = name or f"ref{len(self.references) + 1}"
+        return self.stage_refs({name: uri})[name]
+
+    def stage_refs(self, named: Mapping[str, str]) -> Dict[str, Path]:
+        """Stage several references in one batch; with a cache, each object is downloaded once per node."""
+        self._check_cancel()
+        start = time.monotonic()
+        staged = [self._plan_input(name, uri) for name, uri in named.items()]
+        self._busy = True
+        try:
+            if self.cache is not None:
+                from .cache import stage_cached
+
+                self.leases.append(stage_cached(self.cache, self.stores, staged, self.config, self.cancel,
+                                                self.show_progress))
+            else:
+                check_space(self.scratch.root, sum(s.size for s in staged))
+                transfer_staged(self.transfer, [s for s in staged if s.items], "stage in references")
+                for s in staged:
+                    for _, dest in s.items:
+                        os.chmod(dest.path, 0o444)
+        finally:
+            self._busy = False
+            self.timings["stage_in"] += time.monotonic() - start
+        self.inputs_staged.extend(staged)
+        self.references.extend(s.name for s in staged)
+        return {s.name: s.path for s in staged}
+
+    def _release_references(self) -> None:
+        for lease in self.leases:
+            try:
+                lease.release()
+            except Exception as release_error:  # never mask the job's own outcome
+                log.error("could not release cache entries: %s", release_error)
 
     def output(self, uri: str, name: Optional[str] = None) -> Path:
         """The local path the tool must write; published when the job ends cleanly."""
@@ -255,6 +302,8 @@ class Job:
             "commands": [r.to_json() for r in self.runs],
             "inputs": [s.to_json() for s in self.inputs_staged],
             "outputs": [o.to_json() for o in self.outputs],
+            **({"references": list(self.references)} if self.references else {}),
+            **({"cache": [lease.summary() for lease in self.leases]} if self.leases else {}),
             "timings": {**{k: round(v, 3) for k, v in self.timings.items()}, "total": round(end - self._started, 3)},
         }
 

@@ -37,6 +37,7 @@ COMMANDS: List[str] = [
     "image",
     "batch",
     "split",
+    "cache",
 ]
 
 EXIT_OK = 0

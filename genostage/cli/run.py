@@ -39,6 +39,8 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
                    help="staged before the run; URI: s3://bucket/key, s3://bucket/prefix/ (a directory), or a local path")
     p.add_argument("-o", "--output", action="append", default=[], metavar="NAME=URI",
                    help="{NAME} is the path the tool must write (a directory for a URI ending in /)")
+    p.add_argument("-r", "--ref", action="append", default=[], metavar="NAME=URI",
+                   help="reference data like --input, but read-only and served from the node cache (--cache)")
     p.add_argument("--stdout", metavar="NAME", help="write the tool's stdout to output NAME")
     p.add_argument("--stderr", metavar="NAME", help="write the tool's stderr to output NAME")
     p.add_argument("--shell", action="store_true", help="run COMMAND with bash -c (values shell-quoted)")
@@ -48,6 +50,15 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p.add_argument("--manifest", metavar="URI", help="where the manifest goes (default: manifest.json beside the first output)")
     p.add_argument("--grace", type=float, default=10.0, metavar="SECONDS",
                    help="on SIGTERM, SIGKILL the tool this long after forwarding SIGTERM (default 10)")
+    c = p.add_argument_group("node cache (for --ref)")
+    c.add_argument("--cache", metavar="DIR", default=os.environ.get("GENOSTAGE_CACHE") or None,
+                   help="node-level cache shared by concurrent jobs (default: $GENOSTAGE_CACHE; none if unset)")
+    c.add_argument("--cache-max-size", metavar="SIZE", default=os.environ.get("GENOSTAGE_CACHE_MAX_SIZE") or None,
+                   help="evict least recently used unused entries down to SIZE (default: $GENOSTAGE_CACHE_MAX_SIZE, "
+                        "else only as free space requires)")
+    c.add_argument("--cache-link", choices=("auto", "reflink", "hardlink", "copy"),
+                   default=os.environ.get("GENOSTAGE_CACHE_LINK") or "auto",
+                   help="how jobs get cached files (default auto: reflink if possible, else hard link unless root, else copy)")
     add_transfer_options(p)
     p.add_argument("command", nargs=argparse.REMAINDER, help="the tool and its arguments, after --")
     p.set_defaults(func=run)
@@ -69,15 +80,22 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("no command given (expected: genostage run [OPTIONS] -- COMMAND [ARG]...)")
     inputs = _named(args.input, "--input")
     outputs = _named(args.output, "--output")
-    both = set(inputs) & set(outputs)
+    refs = _named(args.ref, "--ref")
+    both = (set(inputs) & set(outputs)) | (set(refs) & (set(inputs) | set(outputs)))
     if both:
-        raise UsageError(f"name used for both an input and an output: {', '.join(sorted(both))}")
+        raise UsageError(f"name used twice (inputs, references, outputs): {', '.join(sorted(both))}")
     for option, name in (("--stdout", args.stdout), ("--stderr", args.stderr)):
         if name is not None and name not in outputs:
             raise UsageError(f"{option} {name}: no output named {name!r} (declare it with -o {name}=URI)")
+    cache = None
+    if args.cache:
+        from ..cache import Cache
+
+        cache = Cache(args.cache, args.cache_max_size, link=args.cache_link)
     with Job(scratch_root=args.scratch, keep=args.keep_scratch, config=config_from(args),
-             manifest=args.manifest, grace=args.grace, show_progress=args.progress) as job:
-        paths = {name: str(p) for name, p in job.stage_inputs(inputs).items()} if inputs else {}
+             manifest=args.manifest, grace=args.grace, show_progress=args.progress, cache=cache) as job:
+        paths = {name: str(p) for name, p in job.stage_refs(refs).items()} if refs else {}
+        paths.update({name: str(p) for name, p in job.stage_inputs(inputs).items()} if inputs else {})
         for name, uri in outputs.items():
             paths[name] = str(job.output(uri, name))
         argv = expand(command, paths, args.shell)
