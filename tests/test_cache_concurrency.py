@@ -46,9 +46,8 @@ def test_eight_concurrent_jobs_fetch_a_shared_prefix_once(counting, tmp_path):
     total = sum(len(d) for d in files.values())
     app.delay = 2.0  # slow the download down until every job has reached the cache (holds its use lock)
     cache_dir = tmp_path / "cache"
-    # One scratch root per job: with a shared root, scratch.py's sweep can remove a job's directory
-    # between its open(".lock") and flock() (a race outside the cache, reported to the lead).
-    procs = [start(["run", "--no-progress", "--scratch", str(tmp_path / f"scratch{i}"), "--cache", str(cache_dir),
+    # All eight jobs share one scratch root, as on a real node (each sweeps the others' dead dirs).
+    procs = [start(["run", "--no-progress", "--scratch", str(tmp_path / "scratch"), "--cache", str(cache_dir),
                     "--part-size", "8MiB", "-r", f"ref=s3://{bucket}/refs/hg/",
                     "-o", f"sums=s3://{bucket}/out/{i}/sums.txt", "--stdout", "sums", "--shell", "--",
                     "cd {ref} && md5sum *"]) for i in range(8)]
