@@ -33,6 +33,7 @@ demo: system-deps build
 	$(PY) -m genostage.demo
 
 test: system-deps container-deps build
+	$(PY) -m mypy genostage
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: build
