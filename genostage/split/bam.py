@@ -125,6 +125,19 @@ def chunks_from_runs(runs: List[Tuple[Cut, Cut]]) -> List[Dict[str, Any]]:
 
 
 # -- plans --------------------------------------------------------------------
+def cut_runs(src: Source, header: Any, parts: Optional[int], records: Optional[int], size: Optional[int],
+             by_name: bool, threads: int) -> List[Tuple[Cut, Cut]]:
+    """The (start, end) cut pairs for ``--records N``, ``--bytes SIZE`` or ``--parts N``."""
+    if records is not None:
+        from .bam_records import record_cuts
+
+        cuts = record_cuts(src, header, records, by_name, threads)
+    else:
+        n = parts if parts is not None else parts_for_bytes(src, header, size or 0)
+        cuts = byte_cuts(src, header, n, by_name)
+    return list(zip(cuts, cuts[1:]))
+
+
 def make_plan(uri: str, stores: Stores, parts: Optional[int] = None, records: Optional[int] = None,
               size: Optional[int] = None, by_name: bool = False, threads: int = 1,
               runs: Optional[List[Tuple[Cut, Cut]]] = None) -> Plan:
@@ -137,14 +150,7 @@ def make_plan(uri: str, stores: Stores, parts: Optional[int] = None, records: Op
     before = src.store.counters.snapshot()["bytes_read"]
     header = read_header(src)
     if runs is None:
-        if records is not None:
-            from .bam_records import record_cuts
-
-            cuts = record_cuts(src, header, records, by_name, threads)
-        else:
-            n = parts if parts is not None else parts_for_bytes(src, header, size or 0)
-            cuts = byte_cuts(src, header, n, by_name)
-        runs = list(zip(cuts, cuts[1:]))
+        runs = cut_runs(src, header, parts, records, size, by_name, threads)
     plan = plan_from_runs(src, header, runs)
     plan.bytes_read = src.store.counters.snapshot()["bytes_read"] - before
     return plan
@@ -254,14 +260,7 @@ def split_bam(uri: str, out_dir: str, stores: Stores, parts: Optional[int] = Non
     before = src.store.counters.snapshot()["bytes_read"]
     header = read_header(src)
     if runs is None:
-        if records is not None:
-            from .bam_records import record_cuts
-
-            cuts = record_cuts(src, header, records, by_name, threads)
-        else:
-            n = parts if parts is not None else parts_for_bytes(src, header, size or 0)
-            cuts = byte_cuts(src, header, n, by_name)
-        runs = list(zip(cuts, cuts[1:]))
+        runs = cut_runs(src, header, parts, records, size, by_name, threads)
     results = split_to_dir(src, header, runs, out_dir, threads, level)
     return {"source": src.path, "parts": results,
             "bytes_read": src.store.counters.snapshot()["bytes_read"] - before,
