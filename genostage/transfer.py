@@ -95,11 +95,37 @@ class _Copy:
         self.resumed = 0
         self.repaired = 0
         self.put_info: Optional[ObjectInfo] = None
+        self.etag_part_size = 0  # the upload's part size, for a multipart-ETag check
         self.dest_verified: Optional[str] = None
 
     @property
     def single(self) -> bool:
         return len(self.parts) == 1
+
+
+class _PartMD5s:
+    """MD5s of consecutive ``size``-byte spans of a stream: the upload's parts, for a
+    multipart ETag, when one request fetches several of them."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.done: List[bytes] = []
+        self.cur = hashlib.md5()
+        self.filled = 0
+
+    def update(self, piece: bytes) -> None:
+        view = memoryview(piece)
+        while view:
+            take = min(len(view), self.size - self.filled)
+            self.cur.update(view[:take])
+            self.filled += take
+            view = view[take:]
+            if self.filled == self.size:
+                self.done.append(self.cur.digest())
+                self.cur, self.filled = hashlib.md5(), 0
+
+    def digests(self) -> List[bytes]:
+        return self.done + ([self.cur.digest()] if self.filled else [])
 
 
 def download_part_size(size: int, config: TransferConfig) -> int:
@@ -177,6 +203,7 @@ class Transfer:
         if expected and expected[0] == "md5" and src.sse == "aws:kms":
             expected = None  # an SSE-KMS ETag is not an MD5 of the bytes
         part_size = self.config.part_size
+        etag_part_size = 0
         if expected and expected[0] == "etag":
             n = int(expected[1].rsplit("-", 1)[1])
             store = self.stores.for_location(src.location)
@@ -185,12 +212,15 @@ class Transfer:
             if guessed is None:
                 expected = None
             else:
-                part_size = guessed
+                etag_part_size = part_size = guessed
+                if dest.scheme == "file":  # fetch several of the upload's parts per request
+                    part_size = max(guessed, download_part_size(src.size, self.config) // guessed * guessed)
         elif dest.scheme == "file" and not (expected and expected[0] == "md5"):
             part_size = download_part_size(src.size, self.config)
         if src.size < self.config.multipart_threshold and not (expected and expected[0] == "etag"):
             part_size = max(src.size, 1)
         c = _Copy(src, dest, part_size, expected)
+        c.etag_part_size = etag_part_size
         if dest.scheme == "file" and self.partial_dir and not c.single:
             self._load_journal(c)
         return c
@@ -213,7 +243,7 @@ class Transfer:
                 except ValueError:
                     break  # a torn last line: ignore it and what follows
                 part = c.parts[entry["index"]]
-                part.values = {k: (bytes.fromhex(v) if k == "md5" else v) for k, v in entry["values"].items()}
+                part.values = {k: ([bytes.fromhex(d) for d in v] if k == "md5" else v) for k, v in entry["values"].items()}
                 if not part.done:
                     part.done = part.resumed = True
                     c.remaining -= 1
@@ -276,7 +306,7 @@ class Transfer:
         for attempt in range(1, self.config.max_attempts + 1):
             pieces: List[bytes] = []
             values: Dict[str, Any] = {name: 0 for name in c.algorithms}
-            md5 = hashlib.md5() if want_md5 else None
+            md5 = _PartMD5s(c.etag_part_size) if want_md5 else None
             got = 0
             try:
                 for piece in store.iter_range(c.src.location, part.start, part.length, etag=c.src.etag,
@@ -297,7 +327,7 @@ class Transfer:
                     raise TransferFailed(f"{c.src.location}: short read at byte {part.start + got} "
                                          f"(expected {part.length} bytes from {part.start})")
                 if md5 is not None:
-                    values["md5"] = md5.digest()
+                    values["md5"] = md5.digests()
                 if sink is not None:
                     return values, None
                 return values, (b"".join(pieces) if len(pieces) != 1 else pieces[0])
@@ -391,7 +421,7 @@ class Transfer:
     def _journal(self, c: _Copy, part: _Part) -> None:
         if c.journal is None:
             return
-        entry = {"index": part.index, "values": {k: (v.hex() if isinstance(v, bytes) else v) for k, v in part.values.items()}}
+        entry = {"index": part.index, "values": {k: ([d.hex() for d in v] if k == "md5" else v) for k, v in part.values.items()}}
         with c.lock:
             with open(c.journal, "a") as fh:
                 fh.write(json.dumps(entry) + "\n")
@@ -406,7 +436,7 @@ class Transfer:
     def _actual(self, c: _Copy) -> Dict[str, str]:
         out = {name: ck.to_wire(name, self._combined(c, name)) for name in c.algorithms}
         if c.expected and c.expected[0] == "etag":
-            out["etag"] = ck.etag_of_parts([p.values["md5"] for p in c.parts])
+            out["etag"] = ck.etag_of_parts([d for p in c.parts for d in p.values["md5"]])
         if c.md5 is not None:
             out["md5"] = c.md5.hexdigest()
         return out
