@@ -26,12 +26,17 @@ __all__ = [
     "UnsafePath", "UsageError", "__version__",
 ]
 
-from .job import Job  # noqa: E402
-from .staging import stage_in, stage_out  # noqa: E402
-from .transfer import copy  # noqa: E402
+# The heavier parts load on first use, so that a command (or a wrapper script) that needs
+# only some of them starts fast.
+_LAZY = {"Job": ".job", "stage_in": ".staging", "stage_out": ".staging", "copy": ".transfer", "Cache": ".cache"}
+__all__ += list(_LAZY)
 
-__all__ += ["Job", "copy", "stage_in", "stage_out"]
 
-from .cache import Cache  # noqa: E402
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
 
-__all__ += ["Cache"]
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'genostage' has no attribute {name!r}")

@@ -76,7 +76,20 @@ def exit_code(exc: BaseException) -> int:
     return EXIT_DATA
 
 
-def build_parser() -> argparse.ArgumentParser:
+# commands registered by another command's module
+_HOSTS = {"chunk": "plan"}
+
+
+def _modules_for(argv: Sequence[str]) -> List[str]:
+    """Only the chosen command's module (fast start); every module for help or a bad command."""
+    for arg in argv:
+        if not arg.startswith("-"):
+            module = _HOSTS.get(arg, arg)
+            return [module] if module in COMMANDS else COMMANDS
+    return COMMANDS
+
+
+def build_parser(argv: Optional[Sequence[str]] = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="genostage",
         description="The job layer of batch genomics pipelines.",
@@ -86,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="only errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in COMMANDS:
+    for name in _modules_for(argv) if argv is not None else COMMANDS:
         importlib.import_module(f".{name}", __name__).register(sub)
     return parser
 
@@ -104,7 +117,7 @@ def setup_logging(verbose: int, quiet: bool) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = build_parser()
+    parser = build_parser(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     setup_logging(args.verbose, args.quiet)
     try:
