@@ -16,9 +16,7 @@ zlib's speed) with a zlib fallback.
 from __future__ import annotations
 
 import io
-import queue
 import struct
-import threading
 import zlib
 from collections import deque
 from concurrent.futures import Executor, Future
@@ -26,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable, Deque, Iterator, List, Optional, Tuple
 
 from . import bgzf
+from . import background
 from .errors import FormatError, UsageError
 
 try:  # optional accelerator: degrade gracefully
@@ -289,43 +288,7 @@ def _bgzf_pieces(fh: BinaryIO, path: str, head: bytes) -> Iterator[Piece]:
 
 def prefetch(it: Iterator[Piece], depth: int = 3) -> Iterator[Piece]:
     """Run ``it`` on a background thread (decompression overlaps the rest); bounded queue."""
-    q: "queue.Queue[Tuple[int, Any]]" = queue.Queue(depth)
-    stop = threading.Event()
-
-    def run() -> None:
-        try:
-            for item in it:
-                while not stop.is_set():
-                    try:
-                        q.put((0, item), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            q.put((1, None))
-        except BaseException as exc:  # handed to the consumer
-            q.put((2, exc))
-
-    thread = threading.Thread(target=run, name="genostage-read", daemon=True)
-    thread.start()
-    try:
-        while True:
-            kind, item = q.get()
-            if kind == 0:
-                yield item
-            elif kind == 1:
-                return
-            else:
-                raise item
-    finally:
-        stop.set()
-        while thread.is_alive():
-            try:
-                q.get(timeout=0.05)
-            except queue.Empty:
-                pass
-        thread.join()
+    return background.prefetch(it, depth, "genostage-read")
 
 
 class Writer:

@@ -53,6 +53,7 @@ from ..progress import Progress
 from ..store import Stores
 from ..store.local import temp_name
 from ..units import format_size
+from ..background import background
 
 log = logging.getLogger("genostage.split.fastq")
 
@@ -883,53 +884,9 @@ def iter_chunks(inputs: List[str], *, parts: Optional[int] = None, records: Opti
     The split runs on a background thread, at most one chunk ahead; meant for
     modest chunk sizes (``records=`` of a few hundred thousand).
     """
-    import queue
-    import threading
+    def produce(emit: Callable[[Chunk], None]) -> None:
+        splitter = Splitter(inputs, parts=parts, records=records, bases=bases, nbytes=nbytes,
+                            interleaved=interleaved, stores=stores)
+        splitter.run(_MemorySink(len(inputs), emit))
 
-    q: "queue.Queue[Any]" = queue.Queue(1)
-    stop = threading.Event()
-    def deliver(chunk: Chunk) -> None:
-        while not stop.is_set():
-            try:
-                q.put(("chunk", chunk), timeout=0.1)
-                return
-            except queue.Full:
-                continue
-        raise _Stopped()
-
-    sink = _MemorySink(len(inputs), deliver)
-    splitter = Splitter(inputs, parts=parts, records=records, bases=bases, nbytes=nbytes,
-                        interleaved=interleaved, stores=stores)
-
-    def run() -> None:
-        try:
-            splitter.run(sink)
-            q.put(("end", None))
-        except _Stopped:
-            pass
-        except BaseException as exc:
-            q.put(("error", exc))
-
-    thread = threading.Thread(target=run, name="genostage-split", daemon=True)
-    thread.start()
-    try:
-        while True:
-            kind, item = q.get()
-            if kind == "chunk":
-                yield item
-            elif kind == "end":
-                return
-            else:
-                raise item
-    finally:
-        stop.set()
-        while thread.is_alive():
-            try:
-                q.get(timeout=0.05)
-            except queue.Empty:
-                pass
-        thread.join()
-
-
-class _Stopped(Exception):
-    """The consumer of iter_chunks went away."""
+    yield from background(produce, depth=1, name="genostage-split")

@@ -1,0 +1,72 @@
+"""Run a producer on a background thread and consume what it emits as an iterator.
+
+The queue between them is bounded (``depth``), errors raised by the producer are
+re-raised in the consumer, and a consumer that stops early (``break``, an
+exception, ``close()``) stops the producer at its next ``emit``.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Any, Callable, Iterable, Iterator, Tuple, TypeVar
+
+T = TypeVar("T")
+
+_ITEM, _END, _ERROR = 0, 1, 2
+
+
+class Stopped(Exception):
+    """Raised inside the producer's ``emit`` when the consumer went away."""
+
+
+def background(produce: Callable[[Callable[[T], None]], None], depth: int = 1,
+               name: str = "genostage-background") -> Iterator[T]:
+    """Iterate over what ``produce(emit)`` emits, while it runs on its own thread."""
+    q: "queue.Queue[Tuple[int, Any]]" = queue.Queue(depth)
+    stop = threading.Event()
+
+    def emit(item: T) -> None:
+        while not stop.is_set():
+            try:
+                q.put((_ITEM, item), timeout=0.1)
+                return
+            except queue.Full:
+                continue
+        raise Stopped()
+
+    def run() -> None:
+        try:
+            produce(emit)
+            q.put((_END, None))
+        except Stopped:
+            pass
+        except BaseException as exc:  # handed to the consumer
+            q.put((_ERROR, exc))
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, item = q.get()
+            if kind == _ITEM:
+                yield item
+            elif kind == _END:
+                return
+            else:
+                raise item
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                q.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        thread.join()
+
+
+def prefetch(items: Iterable[T], depth: int = 3, name: str = "genostage-read") -> Iterator[T]:
+    """Run the iterator ``items`` ahead on a background thread."""
+    def produce(emit: Callable[[T], None]) -> None:
+        for item in items:
+            emit(item)
+    return background(produce, depth, name)
