@@ -11,7 +11,8 @@ from typing import Any
 from ..errors import UsageError
 from ..location import parse
 from ..store import Stores
-from ..units import format_size, parse_size
+from ..units import format_size
+from .split_bam import add_cut_options
 
 log = logging.getLogger("genostage.cli.plan")
 
@@ -22,13 +23,7 @@ def register(subparsers: Any) -> None:
     kinds.required = True
     b = kinds.add_parser("bam", help="plan BAM chunks")
     b.add_argument("uri", help="BAM file or s3:// object")
-    how = b.add_mutually_exclusive_group(required=True)
-    how.add_argument("--parts", type=int, help="number of chunks (cut at about equal compressed sizes)")
-    how.add_argument("--records", type=int, help="records per chunk (reads the whole file)")
-    how.add_argument("--bytes", type=parse_size, help="compressed bytes per chunk (e.g. 256M)")
-    how.add_argument("--by-reference", action="store_true", help="one chunk per reference (needs .bai/.csi)")
-    how.add_argument("--regions", metavar="FILE", help="one chunk per region of a BED or chr:beg-end file (.bai/.csi)")
-    how.add_argument("--equal-bases", type=int, metavar="N", help="N chunks covering equal genomic lengths (.bai/.csi)")
+    add_cut_options(b, "chunk")
     b.add_argument("--index", help="the .bai/.csi (default: URI.bai, URI.csi)")
     b.add_argument("--by-name", action="store_true", help="never separate records with the same QNAME")
     b.add_argument("--threads", type=int, default=1, help="inflate threads for --records")

@@ -11,18 +11,23 @@ from ..units import format_size, parse_size
 log = logging.getLogger("genostage.cli.split_bam")
 
 
+def add_cut_options(p: Any, noun: str) -> None:
+    """How a BAM is cut (one of them required): shared by ``split bam`` and ``plan bam``."""
+    how = p.add_mutually_exclusive_group(required=True)
+    how.add_argument("--parts", type=int, help=f"number of {noun}s of about equal compressed size")
+    how.add_argument("--records", type=int, help=f"records per {noun} (inflates the whole file)")
+    how.add_argument("--bytes", type=parse_size, help=f"compressed bytes per {noun} (e.g. 256M)")
+    how.add_argument("--by-reference", action="store_true", help=f"one {noun} per reference (needs .bai/.csi)")
+    how.add_argument("--regions", metavar="FILE", help=f"one {noun} per region of a BED or chr:beg-end file (.bai/.csi)")
+    how.add_argument("--equal-bases", type=int, metavar="N", help=f"N {noun}s covering equal genomic lengths (.bai/.csi)")
+
+
 def register_bam(subparsers: Any) -> None:
     """Add the ``bam`` parser to the sub-subparsers of ``genostage split``."""
     p = subparsers.add_parser("bam", help="split a BAM into valid BAM files; whole blocks copied, edges re-encoded")
     p.add_argument("input", help="BAM file or s3:// object")
     p.add_argument("--out-dir", required=True, help="directory for the parts (NAME.partNNN.bam)")
-    how = p.add_mutually_exclusive_group(required=True)
-    how.add_argument("--parts", type=int, help="number of parts of about equal compressed size")
-    how.add_argument("--records", type=int, help="records per part (inflates the whole file)")
-    how.add_argument("--bytes", type=parse_size, help="compressed bytes per part (e.g. 256M)")
-    how.add_argument("--by-reference", action="store_true", help="one part per reference (needs .bai/.csi)")
-    how.add_argument("--regions", metavar="FILE", help="one part per region of a BED or chr:beg-end file (.bai/.csi)")
-    how.add_argument("--equal-bases", type=int, metavar="N", help="N parts covering equal genomic lengths (.bai/.csi)")
+    add_cut_options(p, "part")
     p.add_argument("--by-name", action="store_true", help="never separate records with the same QNAME")
     p.add_argument("--index", help="the .bai/.csi (default: INPUT.bai, INPUT.csi or INPUT without .bam + .bai)")
     p.add_argument("--threads", type=int, default=1, help="parts written (and blocks inflated) in parallel")

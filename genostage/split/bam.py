@@ -138,6 +138,18 @@ def cut_runs(src: Source, header: Any, parts: Optional[int], records: Optional[i
     return list(zip(cuts, cuts[1:]))
 
 
+def _open_and_cut(uri: str, stores: Stores, parts: Optional[int], records: Optional[int], size: Optional[int],
+                  by_name: bool, threads: int, runs: Optional[List[Tuple[Cut, Cut]]]
+                  ) -> Tuple[Source, int, BamHeader, List[Tuple[Cut, Cut]]]:
+    """Open ``uri``, read its header and choose the cuts; also the store's bytes-read count before."""
+    src = Source(uri, stores)
+    before = src.store.counters.snapshot()["bytes_read"]
+    header = read_header(src)
+    if runs is None:
+        runs = cut_runs(src, header, parts, records, size, by_name, threads)
+    return src, before, header, runs
+
+
 def make_plan(uri: str, stores: Stores, parts: Optional[int] = None, records: Optional[int] = None,
               size: Optional[int] = None, by_name: bool = False, threads: int = 1,
               runs: Optional[List[Tuple[Cut, Cut]]] = None) -> Plan:
@@ -146,11 +158,7 @@ def make_plan(uri: str, stores: Stores, parts: Optional[int] = None, records: Op
     ``runs`` (from :func:`genostage.split.bam_index.index_runs`) replaces the
     parts/records/size cuts.
     """
-    src = Source(uri, stores)
-    before = src.store.counters.snapshot()["bytes_read"]
-    header = read_header(src)
-    if runs is None:
-        runs = cut_runs(src, header, parts, records, size, by_name, threads)
+    src, before, header, runs = _open_and_cut(uri, stores, parts, records, size, by_name, threads, runs)
     plan = plan_from_runs(src, header, runs)
     plan.bytes_read = src.store.counters.snapshot()["bytes_read"] - before
     return plan
@@ -256,11 +264,7 @@ def split_bam(uri: str, out_dir: str, stores: Stores, parts: Optional[int] = Non
     ``runs`` (from :func:`genostage.split.bam_index.index_runs`) replaces the
     parts/records/size cuts.
     """
-    src = Source(uri, stores)
-    before = src.store.counters.snapshot()["bytes_read"]
-    header = read_header(src)
-    if runs is None:
-        runs = cut_runs(src, header, parts, records, size, by_name, threads)
+    src, before, header, runs = _open_and_cut(uri, stores, parts, records, size, by_name, threads, runs)
     results = split_to_dir(src, header, runs, out_dir, threads, level)
     return {"source": src.path, "parts": results,
             "bytes_read": src.store.counters.snapshot()["bytes_read"] - before,
