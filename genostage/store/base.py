@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import BinaryIO, Dict, Iterator, List, Optional
+from typing import BinaryIO, Callable, Dict, Iterator, List, Optional
 
 from ..location import Location
 
@@ -78,6 +78,17 @@ class Upload(ABC):
     def abort(self) -> None:
         """Discard every part; the destination is left as it was."""
 
+    def write_part_async(self, number: int, offset: int, data: "bytes | memoryview",
+                         checksums: Optional[Dict[str, str]], done: Callable[[Optional[BaseException]], None]) -> None:
+        """:meth:`write_part`, then ``done(error or None)``; uploads that can send without
+        waiting return at once and call ``done`` later, on another thread."""
+        try:
+            self.write_part(number, offset, data, checksums)
+        except BaseException as exc:  # handed to the caller's continuation
+            done(exc)
+            return
+        done(None)
+
 
 class Store(ABC):
     """One place bytes live; thread-safe."""
@@ -102,6 +113,18 @@ class Store(ABC):
                    chunk: int = 1 << 20) -> Iterator[bytes]:
         """Stream ``length`` bytes from ``start`` in pieces of at most ``chunk``."""
 
+    def read_into(self, loc: Location, start: int, length: int, consume: Callable[[memoryview], None],
+                  etag: Optional[str] = None, chunk: int = 1 << 20,
+                  cancel: Optional[threading.Event] = None) -> None:
+        """Read ``length`` bytes from ``start``, handing each piece to ``consume`` (which may run on
+        another thread, and must not keep the view). ``cancel`` stops between pieces."""
+        for piece in self.iter_range(loc, start, length, etag=etag, chunk=chunk):
+            if cancel is not None and cancel.is_set():
+                from ..errors import Interrupted
+
+                raise Interrupted(getattr(cancel, "signum", 15))
+            consume(memoryview(piece))
+
     @abstractmethod
     def put_bytes(self, loc: Location, data: bytes, checksums: Optional[Dict[str, str]] = None) -> ObjectInfo:
         """Write a whole (small) object in one request."""
@@ -113,6 +136,17 @@ class Store(ABC):
     @abstractmethod
     def delete(self, loc: Location) -> None:
         """Remove an object (no error if it is already gone)."""
+
+    def put_async(self, loc: Location, data: bytes, checksums: Optional[Dict[str, str]],
+                  done: Callable[[Optional[ObjectInfo], Optional[BaseException]], None]) -> None:
+        """:meth:`put_bytes`, then ``done(info, error)``; stores that can send without waiting
+        return at once and call ``done`` later, on another thread."""
+        try:
+            info = self.put_bytes(loc, data, checksums)
+        except BaseException as exc:  # handed to the caller's continuation
+            done(None, exc)
+            return
+        done(info, None)
 
     def open_read(self, loc: Location, etag: Optional[str] = None) -> BinaryIO:
         """A forward-only file-like reader over the whole object (for streaming parsers)."""
