@@ -24,6 +24,7 @@ was killed and retried on the same scratch root resumes from the parts on disk.
 """
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import logging
@@ -32,7 +33,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
 
 from . import checksum as ck
 from .config import TransferConfig
@@ -165,6 +166,9 @@ def download_part_size(size: int, config: TransferConfig) -> int:
     return max(config.part_size, min(256 * mib, -(-share // mib) * mib))
 
 
+SMALL = 1 << 20  # parts up to this size are read and written where they are (no hand-off)
+
+
 def _on_wire_thread() -> bool:
     return threading.current_thread().name.startswith("genostage-wire")
 
@@ -176,17 +180,21 @@ class _Deferred(Exception):
 class _Batch:
     """The moving state of one :meth:`Transfer.copy_all`."""
 
-    def __init__(self, copies: List["_Copy"], progress: Progress, pool: ThreadPoolExecutor, slots: int) -> None:
-        self.copies = copies
-        self.results: List[Optional[TransferResult]] = [None] * len(copies)
+    def __init__(self, count: int, progress: Progress, pool: ThreadPoolExecutor, slots: int) -> None:
+        self.copies: List["_Copy"] = []  # prepared so far
+        self.results: List[Optional[TransferResult]] = [None] * count
         self.errors: List[BaseException] = []
         self.progress = progress
         self.pool = pool
-        self.slots = threading.Semaphore(slots)
         self.cond = threading.Condition()
-        self.outstanding = 0  # parts and completions not yet ended
+        self.free = slots  # parts that may start now
+        self.todo: Deque[Tuple["_Copy", _Part]] = collections.deque()  # prepared parts waiting for a slot
+        self.fed = False  # every copy prepared
+        self.exhausted = False
+        self.outstanding = 0  # parts and completions started and not yet ended
         self.calls: Dict[int, Tuple[Any, Any]] = {}  # id -> (wire, call) in flight, cancelled on a stop
         self.stopped = False
+        self.local = threading.local()
 
     def begin(self) -> None:
         with self.cond:
@@ -216,7 +224,8 @@ class _Attempt:
         self.values: Dict[str, Any] = {name: 0 for name in c.algorithms}
         want_etag = c.expected is not None and c.expected[0] == "etag"
         self.part_md5s = _PartMD5s(c.etag_part_size) if want_etag else None
-        self.whole_md5 = hashlib.md5() if c.md5 is not None and c.single else None  # in order by construction
+        # a streamed single part is hashed as it arrives (in order by construction)
+        self.whole_md5 = hashlib.md5() if c.md5 is not None and c.single and sink is not None else None
         self.pieces: List[bytes] = []
         self.got = 0
 
@@ -279,21 +288,20 @@ class Transfer:
         """Copy every ``(source info, destination)`` pair; all succeed or the first error is raised."""
         if not items:
             return []
-        copies = [self._prepare(src, dest) for src, dest in items]
-        progress = Progress(sum(c.src.size for c in copies), label, enabled=self.show_progress)
+        progress = Progress(sum(src.size for src, _ in items), label, enabled=self.show_progress)
         pool = ThreadPoolExecutor(self.config.concurrency, thread_name_prefix="genostage-xfer")
-        b = _Batch(copies, progress, pool, self.config.concurrency)
+        b = _Batch(len(items), progress, pool, self.config.concurrency)
         try:
-            self._schedule(b)
+            self._schedule(b, items)
             self._drain(b)
         finally:
             pool.shutdown(wait=True)
             progress.close()
         if b.errors:
-            self._cleanup(copies)
+            self._cleanup(b.copies)
             raise b.errors[0]
         if self.cancel.is_set():
-            self._cleanup(copies)
+            self._cleanup(b.copies)
             raise Interrupted(getattr(self.cancel, "signum", 15))
         return [r for r in b.results if r is not None]
 
@@ -301,38 +309,73 @@ class Transfer:
         return self.copy_all([(src, dest)], label)[0]
 
     # -- scheduling ------------------------------------------------------------
-    def _schedule(self, b: _Batch) -> None:
-        """Start every part, in order, as slots free up (``concurrency`` in flight)."""
-        for n, c in enumerate(b.copies):
-            c.n = n
-            if c.remaining == 0:  # fully resumed from a journal
-                b.begin()
-                b.pool.submit(self._finish_task, b, c)
-                continue
-            for part in c.parts:
-                if part.done:
+    def _schedule(self, b: _Batch, items: Sequence[Tuple[ObjectInfo, Location]]) -> None:
+        """Prepare the copies in order, starting parts as soon as they are ready; each part that
+        ends starts the next one (on whatever thread it ended: for small objects that is the
+        wire thread, with no hand-off at all). Preparing may ask the store (a HEAD for a large
+        object's checksum), so it stays on this thread, overlapped with the transfers."""
+        try:
+            for n, (src, dest) in enumerate(items):
+                if self._stopping(b):
+                    break
+                c = self._prepare(src, dest)
+                c.n = n
+                with b.cond:
+                    b.copies.append(c)
+                if c.remaining == 0:  # fully resumed from a journal
+                    b.begin()
+                    b.pool.submit(self._finish_task, b, c)
                     continue
-                if not self._take_slot(b):
-                    return
-                b.begin()
-                self._start(b, c, part)
+                with b.cond:
+                    b.todo.extend((c, part) for part in c.parts if not part.done)
+                self._pump(b)
+        except BaseException as exc:
+            b.fail(exc, self.cancel)
+        with b.cond:
+            b.fed = True
+        self._pump(b)
 
     def _stopping(self, b: _Batch) -> bool:
         return bool(b.errors) or self.cancel.is_set()
 
-    def _take_slot(self, b: _Batch) -> bool:
-        while not b.slots.acquire(timeout=0.2):
-            if self._stopping(b):
-                return False
-        if self._stopping(b):
-            b.slots.release()
-            return False
-        return True
+    def _pump(self, b: _Batch) -> None:
+        """Start parts, in order, while slots are free. Re-entered on the same thread (a part
+        that ends at once), it only asks the outer call to go round again: no deep recursion."""
+        if getattr(b.local, "pumping", False):
+            b.local.again = True
+            return
+        b.local.pumping = True
+        try:
+            again = True
+            while again:
+                b.local.again = False
+                while True:
+                    with b.cond:
+                        if self._stopping(b) or b.free == 0 or b.exhausted:
+                            break
+                        if not b.todo:
+                            if b.fed:
+                                b.exhausted = True
+                                b.cond.notify_all()
+                            break
+                        item = b.todo.popleft()
+                        b.free -= 1
+                        b.outstanding += 1
+                    self._start(b, *item)
+                again = b.local.again
+        finally:
+            b.local.pumping = False
+
+    def _release(self, b: _Batch) -> None:
+        """A part's requests are over: its slot goes to the next part."""
+        with b.cond:
+            b.free += 1
+        self._pump(b)
 
     def _drain(self, b: _Batch) -> None:
         """Wait for every part and completion; on a stop, cancel the requests in flight."""
         with b.cond:
-            while b.outstanding:
+            while b.outstanding or not (b.exhausted or self._stopping(b)):
                 b.cond.wait(0.2)
                 if self._stopping(b) and not b.stopped:
                     b.stopped = True
@@ -386,7 +429,7 @@ class Transfer:
                                    finished, etag=c.src.etag)
             if key in b.calls:
                 b.calls[key] = (wire, call)
-        elif part.length <= self.config.io_chunk and self._async_dest(c) and not _on_wire_thread():
+        elif part.length <= SMALL and self._async_dest(c):
             self._read_blocking(store, c, part, att, finished)  # a small local read: no hand-off
         else:
             b.pool.submit(self._read_blocking, store, c, part, att, finished)
@@ -410,8 +453,11 @@ class Transfer:
         if data is None:
             self._part_done(b, c, part)
             return
-        blocking = (c.md5 is not None and not c.single) or not self._async_dest(c) or \
-            (c.upload is None and not c.single)
+        if c.dest.scheme == "file":
+            blocking = len(data) > SMALL or (c.md5 is not None and not c.single)
+        else:
+            blocking = (c.md5 is not None and not c.single) or not self._async_dest(c) or \
+                (c.upload is None and not c.single)
         if blocking and _on_wire_thread():
             b.pool.submit(self._write, b, c, part, data)
         else:
@@ -419,7 +465,10 @@ class Transfer:
 
     def _write(self, b: _Batch, c: _Copy, part: _Part, data: bytes) -> None:
         try:
-            if c.md5 is not None and not c.single:
+            if c.md5 is not None and c.single:
+                c.md5.update(data)
+                c.md5_next = 1
+            elif c.md5 is not None:
                 self._feed_md5(c, part.index, data)
             if c.single and c.dest.is_s3:
                 self._put(b, c, part, data)
@@ -478,7 +527,6 @@ class Transfer:
         if c.md5 is not None and not c.single and self._streams(c):
             b.begin()
             b.pool.submit(self._md5_task, b, c)
-        b.slots.release()
         if last:
             b.begin()
             if _on_wire_thread() and not self._light_finish(c):
@@ -486,11 +534,12 @@ class Transfer:
             else:
                 self._finish_task(b, c)
         b.end()
+        self._release(b)
 
     def _part_failed(self, b: _Batch, part: _Part, exc: BaseException) -> None:
         b.fail(exc, self.cancel)
-        b.slots.release()
         b.end()
+        self._release(b)
 
     def _light_finish(self, c: _Copy) -> bool:
         """Completing ``c`` needs no request and no long hashing (so the wire thread may do it)."""
@@ -586,8 +635,9 @@ class Transfer:
             return c.upload
 
     def _streams(self, c: _Copy) -> bool:
-        """Downloads to a local file write each piece to disk as it arrives; others hold the part."""
-        return c.dest.scheme == "file"
+        """Downloads to a local file write each piece to disk as it arrives; others hold the part.
+        A small object is held too, and written (temp file, rename) in one go once it is in."""
+        return c.dest.scheme == "file" and not (c.single and c.src.size <= SMALL)
 
     def _fetch(self, c: _Copy, part: _Part, progress: Progress,
                sink: Optional[Upload] = None) -> Tuple[Dict[str, Any], Optional[bytes]]:

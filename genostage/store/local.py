@@ -6,7 +6,7 @@ import itertools
 import os
 import threading
 import uuid
-from typing import Callable, Dict, Iterator, Optional
+from typing import Callable, Dict, Iterator, Optional, Set
 
 from ..errors import AccessDenied, NotFound, StorageError
 from ..location import Location
@@ -20,6 +20,8 @@ def _oserror(exc: OSError, loc: Location) -> StorageError:
         return AccessDenied(f"{loc}: permission denied")
     return StorageError(f"{loc}: {exc.strerror or exc}")
 
+
+SMALL_FILE = 1 << 20  # written in one go: no need to size the file first
 
 _TOKEN = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
 _SERIAL = itertools.count()
@@ -38,12 +40,17 @@ class LocalUpload(Upload):
         self._store = store
         self._loc = loc
         self._size = size
-        os.makedirs(os.path.dirname(loc.path) or ".", exist_ok=True)
+        directory = os.path.dirname(loc.path) or "."
+        store.ensure_dir(directory)
         self._tmp = temp_path or temp_name(loc.path)
         self.resumed = temp_path is not None and os.path.exists(temp_path) and os.path.getsize(temp_path) == size
         flags = os.O_WRONLY | os.O_CREAT | (0 if temp_path else os.O_EXCL)
-        self._fd = os.open(self._tmp, flags, 0o644)
-        if not self.resumed:
+        try:
+            self._fd = os.open(self._tmp, flags, 0o644)
+        except FileNotFoundError:  # the directory went away since it was made
+            store.ensure_dir(directory, again=True)
+            self._fd = os.open(self._tmp, flags, 0o644)
+        if not self.resumed and size > SMALL_FILE:  # parts land at their offsets: size it first
             os.ftruncate(self._fd, size)
 
     @property
@@ -85,6 +92,16 @@ class LocalUpload(Upload):
 class LocalStore(Store):
     """Files on local disk; paths are absolute (see :func:`genostage.location.parse`)."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._dirs: Set[str] = set()  # directories this store has made or seen
+
+    def ensure_dir(self, path: str, again: bool = False) -> None:
+        """``mkdir -p`` once per directory (a batch of small files shares a few)."""
+        if again or path not in self._dirs:
+            os.makedirs(path, exist_ok=True)
+            self._dirs.add(path)
+
     def stat(self, loc: Location, checksums: bool = True) -> ObjectInfo:
         try:
             st = os.stat(loc.path)
@@ -98,16 +115,30 @@ class LocalStore(Store):
         root = prefix.path.rstrip("/") or "/"
         if not os.path.isdir(root):
             raise NotFound(f"{prefix} is not a directory")
-        for dirpath, dirnames, filenames in os.walk(root, onerror=None):
-            dirnames.sort()
-            for fname in sorted(filenames):
-                full = os.path.join(dirpath, fname)
-                rel = os.path.relpath(full, root).replace(os.sep, "/")
-                try:
-                    st = os.stat(full)
-                except OSError:
-                    st = os.lstat(full)
-                yield ObjectInfo(Location("file", path=full), st.st_size, mtime=st.st_mtime, relative=rel)
+        yield from self._walk(root, "")
+
+    def _walk(self, directory: str, rel: str) -> Iterator[ObjectInfo]:
+        """Files under ``directory`` in name order, subdirectories after the files beside them
+        (as ``os.walk`` orders them), with one ``stat`` per file."""
+        try:
+            with os.scandir(directory) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError:
+            return
+        subdirs = []
+        for entry in entries:
+            try:
+                if entry.is_dir():
+                    if not entry.is_symlink():  # like os.walk: a linked directory is not entered
+                        subdirs.append(entry)
+                    continue
+                st = entry.stat()
+            except OSError:
+                st = entry.stat(follow_symlinks=False)
+            yield ObjectInfo(Location("file", path=entry.path), st.st_size, mtime=st.st_mtime,
+                             relative=rel + entry.name)
+        for entry in subdirs:
+            yield from self._walk(entry.path, rel + entry.name + "/")
 
     def read_range(self, loc: Location, start: int, length: int, etag: Optional[str] = None) -> bytes:
         try:

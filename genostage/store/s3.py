@@ -14,7 +14,7 @@ import hashlib
 import os
 import threading
 import xml.etree.ElementTree as ET
-from datetime import datetime, timezone
+from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 from urllib.parse import unquote
@@ -110,11 +110,9 @@ def _md5_header(checksums: Optional[Dict[str, str]]) -> Dict[str, str]:
 def _parse_time(text: str) -> Optional[float]:
     """An ISO 8601 listing time (``2026-11-29T14:25:44.000Z``) as a POSIX timestamp."""
     try:
-        stamp = datetime.strptime(text[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc)
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
     except ValueError:
         return None
-    frac = text[19:].rstrip("Z")
-    return stamp.timestamp() + (float(frac) if frac.startswith(".") and frac[1:].isdigit() else 0.0)
 
 
 def _fields_from_headers(h: Dict[str, str]) -> Dict[str, Any]:

@@ -224,6 +224,9 @@ class _Conn:
         self.reused = False
         self.got_bytes = False
         self.deadline = 0.0
+        self.events = 0  # what the selector watches for
+        self.pending_body: Optional[memoryview] = None
+        self.connect_rc = 0
 
 
 class Wire:
@@ -257,6 +260,9 @@ class Wire:
         self._closed = False
         self._lock = threading.Lock()
         self._thread: Optional[threading.Thread] = None
+        self._awake = False  # a wake-up byte is on its way (or the loop is about to look)
+        self._buf = bytearray(RECV_SIZE)  # every recv lands here: pieces are views of it
+        self._view = memoryview(self._buf)
 
     # -- public ----------------------------------------------------------------
     def submit(self, call: Call) -> Call:
@@ -323,6 +329,9 @@ class Wire:
                 self._thread = threading.Thread(target=self._run, name="genostage-wire", daemon=True)
                 self._thread.start()
                 return
+            if self._awake or threading.current_thread() is self._thread:
+                return  # the loop reads the inbox before it next sleeps
+            self._awake = True
         self._wake()
 
     def _wake(self) -> None:
@@ -353,7 +362,9 @@ class Wire:
             elif time.monotonic() - last_work > IDLE_EXIT and self._quiet():
                 return
             now = time.monotonic()
-            timeout = 1.0
+            with self._lock:
+                self._awake = False
+                timeout = 0.0 if self._inbox else 1.0
             if self._timers:
                 timeout = min(timeout, max(0.0, self._timers[0][0] - now))
             for conn in self._busy:
@@ -431,7 +442,6 @@ class Wire:
         idle = self._idle.get(key)
         if idle:
             conn = idle.pop()
-            self._sel.unregister(conn.sock)
             conn.reused = True
             return conn
         if self._count[key] >= self.concurrency:
@@ -447,7 +457,9 @@ class Wire:
         except OSError as exc:
             rc = exc.errno or errno.EHOSTUNREACH
         conn.state = "connect"
-        conn.connect_rc = rc  # type: ignore[attr-defined]
+        conn.connect_rc = rc
+        conn.events = selectors.EVENT_WRITE
+        self._sel.register(sock, conn.events, conn)
         return conn
 
     def _start(self, conn: _Conn, call: Call, target: Target) -> None:
@@ -464,7 +476,7 @@ class Wire:
         line = f"{call.method} {target.path}{'?' + query if query else ''} HTTP/1.1\r\n"
         head = (line + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode("latin-1")
         conn.out = memoryview(head + bytes(body) if body is not None and len(body) <= 65536 else head)
-        conn.pending_body = body if body is not None and len(body) > 65536 else None  # type: ignore[attr-defined]
+        conn.pending_body = body if body is not None and len(body) > 65536 else None
         conn.head = bytearray()
         conn.status = 0
         conn.headers = {}
@@ -473,18 +485,20 @@ class Wire:
         conn.deadline = time.monotonic() + self._limit(conn)
         self._busy.append(conn)
         if conn.state == "connect":
-            rc = getattr(conn, "connect_rc", 0)
+            rc = conn.connect_rc
             if rc not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK):
                 self._fail(conn, WireError(None, "", f"cannot connect to {target.addr[0]}:{target.addr[1]}: "
                                            f"{os.strerror(rc)}", True))
-                return
-            self._sel.register(conn.sock, selectors.EVENT_WRITE, conn)
             return
         conn.state = "send"
-        self._sel.register(conn.sock, selectors.EVENT_WRITE, conn)
-        self._step(conn, selectors.EVENT_WRITE)
+        self._step(conn, selectors.EVENT_WRITE)  # most requests go out at once, no wait for writability
 
     # -- socket events ----------------------------------------------------------------
+    def _want(self, conn: _Conn, events: int) -> None:
+        if conn.events != events:
+            conn.events = events
+            self._sel.modify(conn.sock, events, conn)
+
     def _step(self, conn: _Conn, mask: int) -> None:
         try:
             if conn.state == "idle":
@@ -517,7 +531,8 @@ class Wire:
             conn.sock = self._tls_context().wrap_socket(conn.sock, server_hostname=conn.key[2],
                                                          do_handshake_on_connect=False)
             conn.state = "handshake"
-            self._sel.register(conn.sock, selectors.EVENT_WRITE, conn)
+            conn.events = selectors.EVENT_WRITE
+            self._sel.register(conn.sock, conn.events, conn)
             self._handshake(conn)
             return
         conn.state = "send"
@@ -540,32 +555,31 @@ class Wire:
         try:
             conn.sock.do_handshake()  # type: ignore[attr-defined]
         except ssl.SSLWantReadError:
-            self._sel.modify(conn.sock, selectors.EVENT_READ, conn)
+            self._want(conn, selectors.EVENT_READ)
             return
         except ssl.SSLWantWriteError:
-            self._sel.modify(conn.sock, selectors.EVENT_WRITE, conn)
+            self._want(conn, selectors.EVENT_WRITE)
             return
         conn.state = "send"
         conn.deadline = time.monotonic() + self.read_timeout
-        self._sel.modify(conn.sock, selectors.EVENT_WRITE, conn)
         self._send(conn)
 
     def _send(self, conn: _Conn) -> None:
         while True:
             if not conn.out:
-                body = getattr(conn, "pending_body", None)
-                if body is None:
+                if conn.pending_body is None:
                     conn.state = "head"
-                    self._sel.modify(conn.sock, selectors.EVENT_READ, conn)
+                    self._want(conn, selectors.EVENT_READ)
                     conn.deadline = time.monotonic() + self.read_timeout
                     return
-                conn.out, conn.pending_body = body, None  # type: ignore[attr-defined]
+                conn.out, conn.pending_body = conn.pending_body, None
             try:
                 n = conn.sock.send(conn.out[:1 << 20])
             except (BlockingIOError, ssl.SSLWantWriteError):
+                self._want(conn, selectors.EVENT_WRITE)
                 return
             except ssl.SSLWantReadError:
-                self._sel.modify(conn.sock, selectors.EVENT_READ, conn)
+                self._want(conn, selectors.EVENT_READ)
                 return
             conn.out = conn.out[n:]
             conn.deadline = time.monotonic() + self.read_timeout
@@ -577,20 +591,20 @@ class Wire:
             if i >= 32 and not (conn.key[1] and conn.sock.pending()):  # type: ignore[attr-defined]
                 return  # let the other connections have a turn (TLS: once its buffer is drained)
             try:
-                data = conn.sock.recv(RECV_SIZE)
+                n = conn.sock.recv_into(self._buf)
             except (BlockingIOError, ssl.SSLWantReadError):
                 return
             except ssl.SSLWantWriteError:
                 return
-            if not data:
+            if not n:
                 self._eof(conn)
                 return
             conn.got_bytes = True
             conn.deadline = time.monotonic() + self.read_timeout
             if conn.state == "head":
-                self._head(conn, data)
+                self._head(conn, self._view[:n])
             else:
-                self._body(conn, memoryview(data))
+                self._body(conn, self._view[:n])
 
     def _eof(self, conn: _Conn) -> None:
         if conn.state == "body" and conn.remaining < 0 and not conn.chunked:
@@ -599,7 +613,7 @@ class Wire:
         self._fail(conn, WireError(None, "", "connection closed by the server"
                                    + (" mid-answer" if conn.got_bytes else ""), True))
 
-    def _head(self, conn: _Conn, data: bytes) -> None:
+    def _head(self, conn: _Conn, data: "bytes | memoryview") -> None:
         conn.head += data
         end = conn.head.find(b"\r\n\r\n")
         if end < 0:
@@ -709,7 +723,7 @@ class Wire:
         if keep and conn.keep:
             conn.state = "idle"
             conn.reused = False
-            self._sel.modify(conn.sock, selectors.EVENT_READ, conn)
+            self._want(conn, selectors.EVENT_READ)  # a close by the server shows as readable
             self._idle[conn.key].append(conn)
         else:
             self._close(conn)
