@@ -20,7 +20,11 @@ class TransferConfig:
     each part to disk); with the defaults, 10 x 16 MiB = 160 MiB.
 
     - ``concurrency``: worker threads (objects and parts in flight), 1..256.
-    - ``part_size``: bytes per ranged GET / multipart part, 5 MiB..5 GiB.
+    - ``part_size``: bytes per multipart part (uploads), 5 MiB..5 GiB, and the smallest
+      ranged GET.
+    - ``download_part_size``: the smallest ranged GET of a download streamed to disk
+      (default 64 MiB: each GET costs a server more than its bytes, a whole-object read
+      on some; objects whose only checksum is an MD5 use ``part_size``, to hash in order).
     - ``multipart_threshold``: objects at least this large move in parts.
     - ``max_attempts``: tries per part for transient errors (5xx, throttling, resets,
       timeouts, corrupted bytes); missing objects and access denied are never retried.
@@ -38,6 +42,7 @@ class TransferConfig:
     concurrency: int = 10
     part_size: int = 16 * MiB
     multipart_threshold: int = 16 * MiB
+    download_part_size: int = 64 * MiB
     io_chunk: int = 1 * MiB
     max_attempts: int = 5
     connect_timeout: float = 10.0
@@ -55,6 +60,7 @@ class TransferConfig:
     def __post_init__(self) -> None:
         self.part_size = parse_size(self.part_size)
         self.multipart_threshold = parse_size(self.multipart_threshold)
+        self.download_part_size = parse_size(self.download_part_size)
         if not 1 <= self.concurrency <= 256:
             raise UsageError(f"concurrency must be 1..256, got {self.concurrency}")
         if not 5 * MiB <= self.part_size <= 5 * 1024**3:

@@ -155,15 +155,16 @@ def _hash_file_range(h: Any, path: str, start: int, length: int, piece: int = 8 
 
 
 def download_part_size(size: int, config: TransferConfig) -> int:
-    """Ranged-GET size for a download streamed to disk: at least ``config.part_size``, and large
-    enough that an object takes one round of ``concurrency`` requests (at most 256 MiB).
+    """Ranged-GET size for a download streamed to disk: at least ``config.part_size`` and
+    ``config.download_part_size``, and large enough that an object takes one round of
+    ``concurrency`` requests (at most 256 MiB).
 
     Streaming to disk keeps memory at one socket buffer per request whatever the part
     size, and fewer, larger requests cost less per byte on every server (some
     S3-compatible servers, moto among them, read the whole object for every ranged GET)."""
     mib = 1 << 20
     share = -(-size // config.concurrency)
-    return max(config.part_size, min(256 * mib, -(-share // mib) * mib))
+    return max(config.part_size, config.download_part_size, min(256 * mib, -(-share // mib) * mib))
 
 
 SMALL = 1 << 20  # parts up to this size are read and written where they are (no hand-off)
@@ -186,6 +187,9 @@ class _Batch:
         self.errors: List[BaseException] = []
         self.progress = progress
         self.pool = pool
+        # one thread writes the small objects the wire thread hands over (more would fight
+        # over the GIL; one already overlaps file creation and MD5 with the network)
+        self.writer = ThreadPoolExecutor(1, thread_name_prefix="genostage-write")
         self.cond = threading.Condition()
         self.free = slots  # parts that may start now
         self.todo: Deque[Tuple["_Copy", _Part]] = collections.deque()  # prepared parts waiting for a slot
@@ -219,11 +223,14 @@ class _Attempt:
     piece by piece as the bytes arrive."""
 
     def __init__(self, c: "_Copy", part: _Part, sink: Optional[Upload], progress: Progress,
-                 cancel: threading.Event) -> None:
+                 cancel: threading.Event, defer_md5: bool = False) -> None:
         self.c, self.part, self.sink, self.progress, self.cancel = c, part, sink, progress, cancel
         self.values: Dict[str, Any] = {name: 0 for name in c.algorithms}
         want_etag = c.expected is not None and c.expected[0] == "etag"
-        self.part_md5s = _PartMD5s(c.etag_part_size) if want_etag else None
+        # MD5s for a multipart ETag: as the bytes arrive, or (defer_md5, streamed parts) read
+        # back from the file on the pool, so the wire thread does not hash
+        self.hash_later = want_etag and defer_md5 and sink is not None
+        self.part_md5s = _PartMD5s(c.etag_part_size) if want_etag and not self.hash_later else None
         # a streamed single part is hashed as it arrives (in order by construction)
         self.whole_md5 = hashlib.md5() if c.md5 is not None and c.single and sink is not None else None
         self.pieces: List[bytes] = []
@@ -296,6 +303,7 @@ class Transfer:
             self._drain(b)
         finally:
             pool.shutdown(wait=True)
+            b.writer.shutdown(wait=True)
             progress.close()
         if b.errors:
             self._cleanup(b.copies)
@@ -394,7 +402,7 @@ class Transfer:
 
     def _fetch_async(self, b: _Batch, c: _Copy, part: _Part, sink: Optional[Upload], attempt: int) -> None:
         """Fetch a part (asynchronously from S3, on the pool otherwise), retrying transient failures."""
-        att = _Attempt(c, part, sink, b.progress, self.cancel)
+        att = _Attempt(c, part, sink, b.progress, self.cancel, defer_md5=True)
         store = self.stores.for_location(c.src.location)
         wire = getattr(store, "wire", None)
         key = id(att)
@@ -409,7 +417,7 @@ class Transfer:
                 except BaseException as exc:
                     self._part_failed(b, part, exc)
                     return
-                self._fetched(b, c, part, values, data)
+                self._fetched(b, c, part, values, data, att.hash_later)
                 return
             b.progress.update(-att.got)
             if isinstance(err, TransferFailed) and attempt < self.config.max_attempts and not self._stopping(b):
@@ -447,14 +455,22 @@ class Transfer:
     def _async_dest(self, c: _Copy) -> bool:
         return getattr(self.stores.for_location(c.dest), "wire", None) is not None
 
-    def _fetched(self, b: _Batch, c: _Copy, part: _Part, values: Dict[str, Any], data: Optional[bytes]) -> None:
+    def _fetched(self, b: _Batch, c: _Copy, part: _Part, values: Dict[str, Any], data: Optional[bytes],
+                 hash_later: bool = False) -> None:
         """A part's bytes are in: streamed ones are already written; others go to the destination."""
         part.values = values
+        if data is None and hash_later:  # the network is done with it: the slot goes on
+            self._release(b)
+            b.pool.submit(self._hash_task, b, c, part)
+            return
         if data is None:
             self._part_done(b, c, part)
             return
         if c.dest.scheme == "file":
-            blocking = len(data) > SMALL or (c.md5 is not None and not c.single)
+            if _on_wire_thread():  # hashing and file creation beside the wire thread: 2 cores busy
+                b.writer.submit(self._write, b, c, part, data)
+                return
+            blocking = False
         else:
             blocking = (c.md5 is not None and not c.single) or not self._async_dest(c) or \
                 (c.upload is None and not c.single)
@@ -514,12 +530,24 @@ class Transfer:
 
         store.put_async(c.dest, data, sums, done)
 
-    def _part_done(self, b: _Batch, c: _Copy, part: _Part) -> None:
+    def _hash_task(self, b: _Batch, c: _Copy, part: _Part) -> None:
+        """The upload-part MD5s of a streamed part, read back from the file (for a multipart ETag)."""
+        try:
+            md5s = _PartMD5s(c.etag_part_size)
+            assert c.upload is not None
+            _hash_file_range(md5s, c.upload.temp_path, part.start, part.length)  # type: ignore[attr-defined]
+            part.values["md5"] = md5s.digests()
+        except BaseException as exc:
+            self._part_failed(b, part, exc, released=True)
+            return
+        self._part_done(b, c, part, released=True)
+
+    def _part_done(self, b: _Batch, c: _Copy, part: _Part, released: bool = False) -> None:
         try:
             part.done = True
             self._journal(c, part)
         except BaseException as exc:
-            self._part_failed(b, part, exc)
+            self._part_failed(b, part, exc, released)
             return
         with c.lock:
             c.remaining -= 1
@@ -534,12 +562,14 @@ class Transfer:
             else:
                 self._finish_task(b, c)
         b.end()
-        self._release(b)
+        if not released:
+            self._release(b)
 
-    def _part_failed(self, b: _Batch, part: _Part, exc: BaseException) -> None:
+    def _part_failed(self, b: _Batch, part: _Part, exc: BaseException, released: bool = False) -> None:
         b.fail(exc, self.cancel)
         b.end()
-        self._release(b)
+        if not released:
+            self._release(b)
 
     def _light_finish(self, c: _Copy) -> bool:
         """Completing ``c`` needs no request and no long hashing (so the wire thread may do it)."""

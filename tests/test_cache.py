@@ -20,7 +20,7 @@ from genostage.location import parse
 from .cache_helpers import counting, counting_server  # noqa: F401  (fixtures)
 from .helpers import genostage as run_cli
 
-CONFIG = dict(part_size="5MiB", multipart_threshold="5MiB")
+CONFIG = dict(part_size="5MiB", multipart_threshold="5MiB", download_part_size="5MiB")
 LINKS = ["copy", "hardlink", "auto", "reflink"]
 # Where to try copy-on-write clones: the temp dir, or e.g. an XFS (reflink=1) or btrfs mount.
 REFLINK_DIR = os.environ.get("GENOSTAGE_TEST_REFLINK_DIR") or tempfile.gettempdir()

@@ -25,6 +25,7 @@ def test_transient_faults_are_retried(s3, s3_client, bucket, tmp_path):
         put(s3_client, bucket, f"small/{i}.txt", b"%d" % i * 100)
     with FaultProxy(s3.endpoint_url, error_every=4, cut_every=2) as proxy:
         cfg = TransferConfig(endpoint_url=proxy.url, part_size=5 * MiB, multipart_threshold=5 * MiB,
+                             download_part_size=5 * MiB,
                              concurrency=3, max_attempts=6)
         stores = Stores(cfg, make_client(cfg))
         copy(str(src), f"s3://{bucket}/big.bin", stores=stores)

@@ -22,7 +22,7 @@ BOTH = pytest.mark.parametrize("s3", ["moto", "rclone"], indirect=True)
 
 def small_config(s3, **kw):
     return TransferConfig(endpoint_url=s3.endpoint_url, part_size=5 * MiB, multipart_threshold=5 * MiB,
-                          concurrency=4, **kw)
+                          download_part_size=5 * MiB, concurrency=4, **kw)
 
 
 @BOTH
@@ -158,6 +158,7 @@ def test_resume_from_journal(s3, s3_client, bucket, tmp_path):
     src = tmp_path / "src.bin"
     src.write_bytes(data)
     cfg = TransferConfig(endpoint_url=s3.endpoint_url, part_size=5 * MiB, multipart_threshold=5 * MiB,
+                         download_part_size=5 * MiB,
                          concurrency=2, max_attempts=1)
     copy(str(src), f"s3://{bucket}/r.bin", stores=Stores(cfg, s3_client))
     part = download_part_size(len(data), cfg)
@@ -252,7 +253,8 @@ def test_multipart_etag_checked_with_larger_aligned_requests(s3, s3_client, buck
         parts.append({"PartNumber": n, "ETag": r["ETag"]})
     s3_client.complete_multipart_upload(Bucket=bucket, Key="p.bin", UploadId=up["UploadId"],
                                         MultipartUpload={"Parts": parts})
-    cfg = TransferConfig(endpoint_url=s3.endpoint_url, part_size=5 * MiB, multipart_threshold=5 * MiB, concurrency=2)
+    cfg = TransferConfig(endpoint_url=s3.endpoint_url, part_size=5 * MiB, multipart_threshold=5 * MiB,
+                         download_part_size=5 * MiB, concurrency=2)
     stores = Stores(cfg, s3_client)
     info = stores.s3.stat(parse(f"s3://{bucket}/p.bin"))
     info.checksums = {}  # as from a server that keeps only the ETag

@@ -11,7 +11,8 @@ def add_transfer_options(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("transfer")
     g.add_argument("--endpoint-url", metavar="URL", help="any S3-compatible endpoint (default: $AWS_ENDPOINT_URL)")
     g.add_argument("--concurrency", type=int, default=10, metavar="N", help="parts and objects in flight (default 10)")
-    g.add_argument("--part-size", default="16MiB", metavar="SIZE", help="ranged GET / multipart part size (default 16MiB)")
+    g.add_argument("--part-size", metavar="SIZE",
+                   help="multipart part size and ranged GET size (default: 16MiB parts, GETs of at least 64MiB)")
     g.add_argument("--sse", choices=("AES256", "aws:kms"), help="server-side encryption of uploads")
     g.add_argument("--sse-kms-key-id", metavar="ID", help="KMS key for --sse aws:kms")
     g.add_argument("--requester-pays", action="store_true", help="accept requester-pays charges")
@@ -21,8 +22,10 @@ def add_transfer_options(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from(args: argparse.Namespace) -> TransferConfig:
-    return TransferConfig(concurrency=args.concurrency, part_size=args.part_size,
-                          multipart_threshold=args.part_size, endpoint_url=args.endpoint_url,
+    sizes = {}
+    if args.part_size:
+        sizes = dict(part_size=args.part_size, multipart_threshold=args.part_size, download_part_size=args.part_size)
+    return TransferConfig(concurrency=args.concurrency, **sizes, endpoint_url=args.endpoint_url,
                           sse=args.sse, sse_kms_key_id=args.sse_kms_key_id,
                           requester_pays=args.requester_pays, verify=args.verify)
 
