@@ -33,10 +33,70 @@ def test_crlf_accepted_and_not_counted_as_base() -> None:
     (b"@a\nACG\r\n+\r\nII\r\n", _fastq.E_LENGTH, 3),
     (b"@a\nAC\n+\n", _fastq.E_TRUNCATED, 3),
     (b"@a\nAC\n+\nII\n@b\n", _fastq.E_TRUNCATED, 5),
+    # a short quality line whose newline-to-be falls on the next header's newline
+    (b"@a\nACGTA\n+\nIII\n@\nACGTA\n+\nIIIII\n", _fastq.E_LENGTH, 3),
+    (b"@a\nAC\n+\nII\n@b\nACGTA\n+\nIII\n@\nACGTA\n+\nIIIII\n", _fastq.E_LENGTH, 7),
 ])
 def test_errors(data: bytes, code: int, line: int) -> None:
     pos, n, _, err, eline, _ = scan(data)
     assert (err, eline) == (code, line)
+
+
+def test_mixed_line_ends_and_named_plus_lines() -> None:
+    data = b"@a\nAC\r\n+\r\nII\n@b\nACG\n+b name\nIII\r\n@c\r\nA\r\n+c\r\nI\r\n"
+    assert scan(data)[:4] == (len(data), 3, 6, 0)
+
+
+def _reference(data: bytes) -> tuple:
+    """(error, line) of a whole FASTQ text ending in a newline, the slow way."""
+    lines = data.split(b"\n")[:-1]
+    r = 0
+    while 4 * r < len(lines):
+        rec = lines[4 * r:4 * r + 4]
+        base = 4 * r
+        if not rec[0].startswith(b"@"):
+            return (_fastq.E_HEADER, base)
+        if len(rec) >= 3 and not rec[2].startswith(b"+"):
+            return (_fastq.E_PLUS, base + 2)
+        if len(rec) < 4:
+            return (_fastq.E_TRUNCATED, base + len(rec))
+        seq, qual = (x[:-1] if x.endswith(b"\r") else x for x in (rec[1], rec[3]))
+        if len(seq) != len(qual):
+            return (_fastq.E_LENGTH, base + 3)
+        r += 1
+    return (0, 0)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_scan_agrees_with_a_reference_on_damaged_input(seed: int) -> None:
+    import random
+
+    rng = random.Random(seed)
+    for _ in range(300):
+        lines = []
+        for i in range(rng.randint(1, 6)):
+            n = rng.randint(1, 12)
+            eol = [b"\r" if rng.random() < 0.2 else b"" for _ in range(4)]
+            lines += [b"@r%d" % i + eol[0], bytes(rng.choice(b"ACGTN") for _ in range(n)) + eol[1],
+                      rng.choice([b"+", b"+r%d" % i]) + eol[2], b"I" * n + eol[3]]
+        k = rng.randrange(len(lines))
+        damage = rng.randrange(5)
+        if damage == 0 and k % 4 == 3:  # quality shorter or longer
+            lines[k] = lines[k][:max(0, len(lines[k]) - rng.randint(1, 3))] if rng.random() < 0.5 \
+                else lines[k] + b"I" * rng.randint(1, 3)
+        elif damage == 1 and k % 4 in (0, 2):
+            lines[k] = b"x" + lines[k][1:]
+        elif damage == 2:
+            lines = lines[:k]
+        elif damage == 3 and k % 4 == 3:  # the short-quality coincidence: a bare '@' header follows
+            lines[k] = lines[k][:1]
+            if k + 1 < len(lines):
+                lines[k + 1] = b"@"
+        data = b"".join(x + b"\n" for x in lines)
+        if not data:
+            continue
+        _, _, _, err, eline, _ = scan(data)
+        assert (err, eline) == _reference(data), data
 
 
 def test_partial_record_not_an_error_unless_final() -> None:

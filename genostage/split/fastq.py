@@ -296,10 +296,36 @@ class _Sink:
     def end(self, stats: ChunkStats) -> None: ...
     def discard(self) -> None: ...
     def abort(self) -> None: ...
+    def finish(self) -> None:
+        """Everything ended is complete (chunks may complete after ``end``)."""
+
+
+class _OpenChunk:
+    """One chunk's files while they are written: (final name, temp name, file, writer) per mate,
+    the next byte offset of each, and the kernel copies still running into them."""
+
+    def __init__(self, files: List[Tuple[str, str, BinaryIO, C.Writer]]) -> None:
+        self.files = files
+        self.pos = [0] * len(files)
+        self.copies: List[Any] = []
+        self.stats: Optional[ChunkStats] = None
+
+    def wait(self, check: bool = True) -> None:
+        copies, self.copies = self.copies, []
+        for fut in copies:
+            if check:
+                fut.result()
+            else:
+                fut.exception()
 
 
 class FileSink(_Sink):
-    """Writes chunk files under temporary names, renamed when the chunk is complete."""
+    """Writes chunk files under temporary names, renamed when the chunk is complete.
+
+    Uncompressed output from a local plain file is copied by the kernel on ``threads``
+    background threads, each copy at its own offset, so the copies of several chunks
+    run at once and the scan goes on: a chunk is renamed into place once its copies
+    are done (at the latest by :meth:`finish`)."""
 
     def __init__(self, out_dir: str, prefix: str, mates: int, compress: str, level: int, threads: int,
                  width: int = 4) -> None:
@@ -313,9 +339,9 @@ class FileSink(_Sink):
         self.raw_blocks = compress == "bgzf"
         self.can_copy = compress == "none"
         self.copier: Optional[ThreadPoolExecutor] = None
-        self._copies: List[Any] = []
         self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="genostage-deflate") if compress != "none" else None
-        self._files: List[Tuple[str, str, BinaryIO, C.Writer]] = []
+        self._open: Optional[_OpenChunk] = None
+        self._ended: List[_OpenChunk] = []  # ended, waiting for their copies
         self.done: List[str] = []
 
     def name(self, index: int, mate: int) -> str:
@@ -323,67 +349,87 @@ class FileSink(_Sink):
         return os.path.join(self.out_dir, f"{self.prefix}.part-{index:0{self.width}d}{tag}.fastq{C.suffix(self.compress)}")
 
     def begin(self, index: int) -> None:
-        self._files = []
+        files: List[Tuple[str, str, BinaryIO, C.Writer]] = []
         for mate in range(self.mates):
             final = self.name(index, mate)
             tmp = temp_name(final)
-            fh = open(tmp, "wb")
-            self._files.append((final, tmp, fh, C.make_writer(fh, self.compress, self.level, self.pool, self.threads)))
+            fh: BinaryIO = open(tmp, "wb")
+            files.append((final, tmp, fh, C.make_writer(fh, self.compress, self.level, self.pool, self.threads)))
+        self._open = _OpenChunk(files)
 
     def write(self, mate: int, data: memoryview) -> None:
-        if self._copies:
-            self._wait_copies()
-        self._files[mate][3].write(data)
+        chunk = self._open
+        assert chunk is not None
+        if self.can_copy:  # uncompressed: at its offset, beside the copies
+            fd = chunk.files[mate][2].fileno()
+            view = memoryview(data)
+            while view:
+                n = os.pwrite(fd, view, chunk.pos[mate])
+                chunk.pos[mate] += n
+                view = view[n:]
+            chunk.files[mate][3].uncompressed += len(data)
+            return
+        chunk.files[mate][3].write(data)
 
     def raw(self, mate: int, raw: bytes, ulen: int) -> None:
-        self._files[mate][3].write_raw_block(raw, ulen)
+        assert self._open is not None
+        self._open.files[mate][3].write_raw_block(raw, ulen)
 
     def copy(self, mate: int, fd: int, offset: int, length: int) -> None:
-        """Copy on a background thread (in order), overlapping the scan of what follows."""
-        out = self._files[mate][2]
-        out.flush()
-        self._files[mate][3].uncompressed += length
+        """Copy on a background thread, overlapping the scan of what follows."""
+        chunk = self._open
+        assert chunk is not None
+        out = chunk.files[mate][2]
+        chunk.files[mate][3].uncompressed += length
         if self.copier is None:
-            self.copier = ThreadPoolExecutor(1, thread_name_prefix="genostage-copy")
-        self._copies.append(self.copier.submit(_copy_range, fd, out.fileno(), offset, length))
-
-    def _wait_copies(self, check: bool = True) -> None:
-        copies, self._copies = self._copies, []
-        for fut in copies:
-            if check:
-                fut.result()
-            else:
-                fut.exception()
+            self.copier = ThreadPoolExecutor(self.threads, thread_name_prefix="genostage-copy")
+        chunk.copies.append(self.copier.submit(_copy_range, fd, out.fileno(), offset, length, chunk.pos[mate]))
+        chunk.pos[mate] += length
 
     def end(self, stats: ChunkStats) -> None:
-        self._wait_copies()
-        for final, tmp, fh, writer in self._files:
+        chunk = self._open
+        assert chunk is not None
+        self._open = None
+        chunk.stats = stats
+        self._ended.append(chunk)
+        while self._ended and all(f.done() for f in self._ended[0].copies):
+            self._complete(self._ended.pop(0))
+
+    def _complete(self, chunk: _OpenChunk) -> None:
+        chunk.wait()
+        for final, tmp, fh, writer in chunk.files:
             writer.close()
             fh.close()
-        for final, tmp, fh, writer in self._files:
+        assert chunk.stats is not None
+        for final, tmp, fh, writer in chunk.files:
             os.replace(tmp, final)
             self.done.append(final)
-            stats.files.append(final)
-            stats.sizes.append(os.path.getsize(final))
-        self._files = []
+            chunk.stats.files.append(final)
+            chunk.stats.sizes.append(os.path.getsize(final))
+
+    def finish(self) -> None:
+        while self._ended:
+            self._complete(self._ended.pop(0))
 
     def discard(self) -> None:
         """Drop the chunk being written (nothing was written to it)."""
-        self._wait_copies(check=False)
-        for final, tmp, fh, writer in self._files:
-            fh.close()
-            _unlink(tmp)
-        self._files = []
+        if self._open is not None:
+            self._drop(self._open)
+            self._open = None
 
-    def abort(self) -> None:
-        """Remove the chunk being written and every chunk this run completed."""
-        self._wait_copies(check=False)
-        for final, tmp, fh, writer in self._files:
+    def _drop(self, chunk: _OpenChunk) -> None:
+        chunk.wait(check=False)
+        for final, tmp, fh, writer in chunk.files:
             if isinstance(writer, C.GzipWriter):
                 writer.abort()
             fh.close()
             _unlink(tmp)
-        self._files = []
+
+    def abort(self) -> None:
+        """Remove the chunk being written and every chunk this run completed."""
+        for chunk in self._ended + ([self._open] if self._open is not None else []):
+            self._drop(chunk)
+        self._ended, self._open = [], None
         for path in self.done:
             _unlink(path)
         self.done = []
@@ -424,18 +470,20 @@ class _MemorySink(_Sink):
 _COPY_FILE_RANGE = hasattr(os, "copy_file_range")
 
 
-def _copy_range(src: int, dst: int, offset: int, length: int) -> None:
-    """Append ``length`` bytes of ``src`` from ``offset`` to ``dst`` (in the kernel when it can)."""
+def _copy_range(src: int, dst: int, offset: int, length: int, dst_offset: int) -> None:
+    """Copy ``length`` bytes of ``src`` from ``offset`` to ``dst`` at ``dst_offset`` (in the kernel
+    when it can); offsets are explicit, so copies into one file may run in any order."""
     global _COPY_FILE_RANGE
     while length > 0 and _COPY_FILE_RANGE:
         try:
-            n = os.copy_file_range(src, dst, min(length, 1 << 30), offset)
+            n = os.copy_file_range(src, dst, min(length, 1 << 30), offset, dst_offset)
         except OSError:
-            _COPY_FILE_RANGE = False  # e.g. EXDEV on old kernels: fall back to pread/write
+            _COPY_FILE_RANGE = False  # e.g. EXDEV on old kernels: fall back to pread/pwrite
             break
         if n == 0:
             raise OSError(f"short copy at offset {offset}")
         offset += n
+        dst_offset += n
         length -= n
     while length > 0:
         data = os.pread(src, min(length, 4 << 20), offset)
@@ -443,8 +491,9 @@ def _copy_range(src: int, dst: int, offset: int, length: int) -> None:
             raise OSError(f"short read at offset {offset}")
         view = memoryview(data)
         while view:
-            k = os.write(dst, view)
+            k = os.pwrite(dst, view, dst_offset)
             view = view[k:]
+            dst_offset += k
         offset += len(data)
         length -= len(data)
 
@@ -742,6 +791,7 @@ class Splitter:
                 sink.begin(index)
                 chunk = ChunkStats(index)
                 self._close(sink, chunk, ins, summary, step)
+        sink.finish()
         summary.records = sum(c.records for c in summary.chunks)
         summary.bases = sum(c.bases for c in summary.chunks)
         summary.seconds = time.monotonic() - t0

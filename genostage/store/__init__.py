@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import threading
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from ..config import TransferConfig
 from ..location import Location
 from .base import Counters, ObjectInfo, Store, Upload
 from .local import LocalStore
-from .s3 import S3Store
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .s3 import S3Store
 
 
 class Stores:
@@ -17,7 +19,7 @@ class Stores:
     def __init__(self, config: Optional[TransferConfig] = None, s3_client: Any = None) -> None:
         self.config = config or TransferConfig()
         self._s3_client = s3_client
-        self._s3: Optional[S3Store] = None
+        self._s3: "Optional[S3Store]" = None
         self._local = LocalStore()
         self._lock = threading.Lock()
 
@@ -26,12 +28,14 @@ class Stores:
             if self._s3 is None:
                 with self._lock:  # worker threads must share one client, not build one each
                     if self._s3 is None:
+                        from .s3 import S3Store  # loaded on first use: local-only commands start faster
+
                         self._s3 = S3Store(self._s3_client, self.config)
             return self._s3
         return self._local
 
     @property
-    def s3(self) -> S3Store:
+    def s3(self) -> "S3Store":
         return self.for_location(Location("s3", "x"))  # type: ignore[return-value]
 
     @property
@@ -40,3 +44,11 @@ class Stores:
 
 
 __all__ = ["Counters", "LocalStore", "ObjectInfo", "S3Store", "Store", "Stores", "Upload"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "S3Store":
+        from .s3 import S3Store
+
+        return S3Store
+    raise AttributeError(f"module 'genostage.store' has no attribute {name!r}")
