@@ -96,6 +96,23 @@ def translate(exc: BaseException, what: str) -> GenostageError:
     return TransferFailed(f"{what}: {exc.__class__.__name__}: {exc}")
 
 
+_S3_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
+
+
+def _xml_escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+
+
+def _raise_embedded_error(resp: Response) -> None:
+    """S3 may answer 200 to a long request and put the error in the body (CompleteMultipartUpload)."""
+    if b"<Error>" in resp.body[:512]:
+        from .wire import error_of
+
+        err = error_of(500, resp.headers, resp.body)
+        err.retryable = False
+        raise err
+
+
 def _etag(value: Optional[str]) -> Optional[str]:
     """ETags without their quotes (servers differ on quoting in listings)."""
     return value.strip('"') if value else None
@@ -251,22 +268,41 @@ class S3Upload(Upload):
 
     def complete(self, checksums: Optional[Dict[str, str]] = None) -> ObjectInfo:
         parts = [self._parts[n] for n in sorted(self._parts)]
-        args = self._store._args(self._loc)
-        args.update(UploadId=self.upload_id, MultipartUpload={"Parts": parts})
-        if checksums and self._algorithm and self._algorithm in checksums:
-            args[f"Checksum{WIRE[self._algorithm]}"] = checksums[self._algorithm]
-            args["ChecksumType"] = "FULL_OBJECT"
+        full = checksums[self._algorithm] if checksums and self._algorithm and self._algorithm in checksums else None
+        store = self._store
         try:
-            self._store.client.complete_multipart_upload(**args)
+            if store.wire is not None:
+                headers = store._payer_header()
+                headers["Content-Type"] = "application/xml"
+                if full and self._algorithm:
+                    headers[f"x-amz-checksum-{self._algorithm}"] = full
+                    headers["x-amz-checksum-type"] = "FULL_OBJECT"
+                body = "".join(f"<Part><PartNumber>{p['PartNumber']}</PartNumber><ETag>{_xml_escape(p['ETag'])}"
+                               f"</ETag></Part>" for p in parts)
+                resp = store.wire.call("POST", self._loc.bucket, self._loc.key, query={"uploadId": self.upload_id},
+                                       headers=headers, body=f'<CompleteMultipartUpload xmlns="{_S3_NS}">'
+                                       f"{body}</CompleteMultipartUpload>".encode())
+                _raise_embedded_error(resp)
+            else:
+                args = store._args(self._loc)
+                args.update(UploadId=self.upload_id, MultipartUpload={"Parts": parts})
+                if full and self._algorithm:
+                    args[f"Checksum{WIRE[self._algorithm]}"] = full
+                    args["ChecksumType"] = "FULL_OBJECT"
+                store.client.complete_multipart_upload(**args)
         except Exception as exc:
             raise translate(exc, str(self._loc)) from None
-        self._store.counters.add(requests=1)
-        return self._store.stat(self._loc)
+        store.counters.add(requests=1)
+        return store.stat(self._loc)
 
     def abort(self) -> None:
-        args = self._store._args(self._loc)
+        store = self._store
         try:
-            self._store.client.abort_multipart_upload(UploadId=self.upload_id, **args)
+            if store.wire is not None:
+                store.wire.call("DELETE", self._loc.bucket, self._loc.key, query={"uploadId": self.upload_id},
+                                headers=store._payer_header())
+            else:
+                store.client.abort_multipart_upload(UploadId=self.upload_id, **store._args(self._loc))
         except Exception:  # best effort: the upload may already be gone
             pass
 
@@ -645,35 +681,56 @@ class S3Store(Store):
 
         self.wire.submit(Call("PUT", loc.bucket, loc.key, headers=headers, body=data, on_done=finished))
 
-    def begin_upload(self, loc: Location, size: int) -> S3Upload:
+    def _create_upload(self, loc: Location, algorithm: Optional[str]) -> Tuple[str, bool]:
+        """CreateMultipartUpload: (upload id, whether the server took the checksum algorithm)."""
+        if self.wire is not None:
+            headers = self._write_headers()
+            if algorithm:
+                headers["x-amz-checksum-algorithm"] = WIRE[algorithm]
+                headers["x-amz-checksum-type"] = "FULL_OBJECT"
+            resp = self.wire.call("POST", loc.bucket, loc.key, query={"uploads": None}, headers=headers)
+            root = ET.fromstring(resp.body)
+            ns = root.tag[:root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+            upload_id = root.findtext(f"{ns}UploadId")
+            if not upload_id:
+                raise TransferFailed(f"{loc}: the server started no multipart upload (no UploadId in its answer)")
+            return upload_id, bool(resp.headers.get("x-amz-checksum-algorithm"))
         args = self._write_args(loc)
+        if algorithm:
+            args.update(ChecksumAlgorithm=WIRE[algorithm], ChecksumType="FULL_OBJECT")
+        resp = self.client.create_multipart_upload(**args)
+        return resp["UploadId"], bool(resp.get("ChecksumAlgorithm"))
+
+    def begin_upload(self, loc: Location, size: int) -> S3Upload:
         algorithm = self.config.checksum_algorithm if self.config.verify else None
         if algorithm and self._full_object_ok is not False:
             try:
-                resp = self.client.create_multipart_upload(
-                    ChecksumAlgorithm=WIRE[algorithm], ChecksumType="FULL_OBJECT", **args)
+                upload_id, honoured = self._create_upload(loc, algorithm)
                 self.counters.add(requests=1)
-                if resp.get("ChecksumAlgorithm"):
-                    return S3Upload(self, loc, resp["UploadId"], algorithm)
+                if honoured:
+                    return S3Upload(self, loc, upload_id, algorithm)
                 # Accepted but not honoured (the answer names no algorithm): a server without
                 # checksum support; its parts are checked by Content-MD5 instead.
                 self._full_object_ok = False
-                return S3Upload(self, loc, resp["UploadId"], None)
+                return S3Upload(self, loc, upload_id, None)
             except Exception as exc:
                 err = translate(exc, str(loc))
                 if isinstance(err, (AccessDenied, NotFound)):
                     raise err from None
                 self._full_object_ok = False
         try:
-            resp = self.client.create_multipart_upload(**args)
+            upload_id, _ = self._create_upload(loc, None)
         except Exception as exc:
             raise translate(exc, str(loc)) from None
         self.counters.add(requests=1)
-        return S3Upload(self, loc, resp["UploadId"], None)
+        return S3Upload(self, loc, upload_id, None)
 
     def delete(self, loc: Location) -> None:
         try:
-            self.client.delete_object(**self._args(loc))
+            if self.wire is not None:
+                self.wire.call("DELETE", loc.bucket, loc.key, headers=self._payer_header())
+            else:
+                self.client.delete_object(**self._args(loc))
         except Exception as exc:
             err = translate(exc, str(loc))
             if not isinstance(err, NotFound):
