@@ -611,8 +611,10 @@ class Transfer:
                 expected = None
             else:
                 etag_part_size = part_size = guessed
-                if dest.scheme == "file":  # fetch several of the upload's parts per request
-                    part_size = max(guessed, download_part_size(src.size, self.config) // guessed * guessed)
+                if dest.scheme == "file":  # fetch several of the upload's parts per request, not so many
+                    # that their MD5s (hashed as each request ends) cannot keep pace with the download
+                    part_size = max(guessed, max(self.config.part_size, self.config.download_part_size)
+                                    // guessed * guessed)
         elif dest.scheme == "file" and not (expected and expected[0] == "md5"):
             part_size = download_part_size(src.size, self.config)
         if src.size < self.config.multipart_threshold and not (expected and expected[0] == "etag"):

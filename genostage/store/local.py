@@ -68,10 +68,11 @@ class LocalUpload(Upload):
         self._store.counters.add(requests=1, written=len(data))
 
     def complete(self, checksums: Optional[Dict[str, str]] = None) -> ObjectInfo:
+        st = os.fstat(self._fd)  # what was written, without a lookup by name afterwards
         os.close(self._fd)
         self._fd = -1
         os.replace(self._tmp, self._loc.path)
-        return self._store.stat(self._loc)
+        return ObjectInfo(self._loc, st.st_size, mtime=st.st_mtime)
 
     def close_keep(self) -> None:
         """Close without removing the temporary file (a journalled download resumes into it)."""
