@@ -168,6 +168,7 @@ def download_part_size(size: int, config: TransferConfig) -> int:
 
 
 SMALL = 1 << 20  # parts up to this size are read and written where they are (no hand-off)
+WRITE_AHEAD = 4  # x concurrency: small objects fetched ahead of the writer
 
 
 def _on_wire_thread() -> bool:
@@ -190,6 +191,7 @@ class _Batch:
         # one thread writes the small objects the wire thread hands over (more would fight
         # over the GIL; one already overlaps file creation and MD5 with the network)
         self.writer = ThreadPoolExecutor(1, thread_name_prefix="genostage-write")
+        self.writing = 0  # fetched small objects waiting for the writer
         self.cond = threading.Condition()
         self.free = slots  # parts that may start now
         self.todo: Deque[Tuple["_Copy", _Part]] = collections.deque()  # prepared parts waiting for a slot
@@ -468,7 +470,14 @@ class Transfer:
             return
         if c.dest.scheme == "file":
             if _on_wire_thread():  # hashing and file creation beside the wire thread: 2 cores busy
-                b.writer.submit(self._write, b, c, part, data)
+                with b.cond:
+                    # the request is over: its slot goes to the next one now, unless too much
+                    # fetched data already waits for the writer (memory stays bounded)
+                    early = b.writing < WRITE_AHEAD * self.config.concurrency
+                    b.writing += 1
+                if early:
+                    self._release(b)
+                b.writer.submit(self._write, b, c, part, data, early, True)
                 return
             blocking = False
         else:
@@ -479,7 +488,11 @@ class Transfer:
         else:
             self._write(b, c, part, data)
 
-    def _write(self, b: _Batch, c: _Copy, part: _Part, data: bytes) -> None:
+    def _write(self, b: _Batch, c: _Copy, part: _Part, data: bytes, released: bool = False,
+               queued: bool = False) -> None:
+        if queued:
+            with b.cond:
+                b.writing -= 1
         try:
             if c.md5 is not None and c.single:
                 c.md5.update(data)
@@ -491,14 +504,14 @@ class Transfer:
                 return
             upload = self._ensure_upload(c)
         except BaseException as exc:
-            self._part_failed(b, part, exc)
+            self._part_failed(b, part, exc, released)
             return
 
         def written(err: Optional[BaseException]) -> None:
             if err is None:
-                self._part_done(b, c, part)
+                self._part_done(b, c, part, released)
             else:
-                self._part_failed(b, part, err)
+                self._part_failed(b, part, err, released)
 
         upload.write_part_async(part.index + 1, part.start, data, {ALWAYS: ck.to_wire(ALWAYS, part.values[ALWAYS])},
                                 written)
