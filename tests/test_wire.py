@@ -196,20 +196,18 @@ def test_signature_matches_botocore() -> None:
     from botocore.awsrequest import AWSRequest
     from botocore.credentials import Credentials
 
-    when = datetime.datetime(2026, 11, 29, 12, 30, 45)
     url = "https://s3.eu-west-1.amazonaws.com/bucket/dir/a%20b%2Bc~%C3%A9.fq?partNumber=3&uploadId=a%2Fb%3D"
     req = AWSRequest(method="PUT", url=url, headers={"x-amz-content-sha256": "UNSIGNED-PAYLOAD",
                                                     "Content-MD5": "1B2M2Y8AsgTpgAmY7PhCfg=="})
-    auth = S3SigV4Auth(Credentials(CREDS[0], CREDS[1], "tok"), "s3", "eu-west-1")
+    from botocore.config import Config
+
+    req.context["client_config"] = Config(s3={"payload_signing_enabled": False})  # UNSIGNED-PAYLOAD, as genostage
+    S3SigV4Auth(Credentials(CREDS[0], CREDS[1], "tok"), "s3", "eu-west-1").add_auth(req)
+    when = time.strptime(req.headers["X-Amz-Date"], "%Y%m%dT%H%M%SZ")  # sign at botocore's instant
+    headers = {"host": "s3.eu-west-1.amazonaws.com", "content-md5": "1B2M2Y8AsgTpgAmY7PhCfg=="}
     import unittest.mock as mock
 
-    with mock.patch("botocore.auth.datetime") as dt:
-        dt.datetime.utcnow.return_value = when
-        dt.datetime.now.return_value = when.replace(tzinfo=datetime.timezone.utc)
-        dt.timezone = datetime.timezone
-        auth.add_auth(req)
-    headers = {"host": "s3.eu-west-1.amazonaws.com", "content-md5": "1B2M2Y8AsgTpgAmY7PhCfg=="}
-    with mock.patch("genostage.store.wire.time.gmtime", return_value=when.timetuple()):
+    with mock.patch("genostage.store.wire.time.gmtime", return_value=when):
         Signer(lambda: (CREDS[0], CREDS[1], "tok")).sign(
             "PUT", "/bucket/dir/a%20b%2Bc~%C3%A9.fq", "partNumber=3&uploadId=a%2Fb%3D", headers, "eu-west-1")
     assert headers["x-amz-date"] == req.headers["X-Amz-Date"]
@@ -241,7 +239,10 @@ class _TlsProxy:
         self.sock = ctx.wrap_socket(socket.create_server(("127.0.0.1", 0)), server_side=True)
         self.url = f"https://127.0.0.1:{self.sock.getsockname()[1]}"
         self.stopped = False
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.socks: List[socket.socket] = []
+        self.threads: List[threading.Thread] = []
+        self.acceptor = threading.Thread(target=self._accept, daemon=True)
+        self.acceptor.start()
 
     def _accept(self) -> None:
         while not self.stopped:
@@ -250,8 +251,11 @@ class _TlsProxy:
             except (OSError, ssl.SSLError):
                 continue
             up = socket.create_connection(self.upstream)
+            self.socks += [client, up]
             for a, b in ((client, up), (up, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+                t = threading.Thread(target=self._pipe, args=(a, b), daemon=True)
+                self.threads.append(t)
+                t.start()
 
     @staticmethod
     def _pipe(a: socket.socket, b: socket.socket) -> None:
@@ -273,6 +277,15 @@ class _TlsProxy:
     def close(self) -> None:
         self.stopped = True
         self.sock.close()
+        for s in self.socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        for t in self.threads:
+            t.join(5)
+        for s in self.socks:
+            s.close()
 
 
 def _self_signed(tmp_path) -> tuple:  # type: ignore[no-untyped-def]

@@ -17,7 +17,7 @@ import xml.etree.ElementTree as ET
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
-from urllib.parse import unquote
+from urllib.parse import unquote_plus
 
 from ..config import TransferConfig
 from ..errors import AccessDenied, GenostageError, NotFound, ObjectChanged, TransferFailed
@@ -489,7 +489,7 @@ class S3Store(Store):
             page = []
             for item in root.iter(f"{ns}Contents"):
                 key = item.findtext(f"{ns}Key") or ""
-                page.append({"Key": unquote(key) if encoded else key,
+                page.append({"Key": unquote_plus(key) if encoded else key,  # as botocore decodes
                              "Size": int(item.findtext(f"{ns}Size") or 0),
                              "ETag": item.findtext(f"{ns}ETag"),
                              "LastModified": _parse_time(item.findtext(f"{ns}LastModified") or ""),

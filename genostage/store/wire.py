@@ -528,7 +528,7 @@ class Wire:
             raise OSError(err, f"cannot connect to {host}:{port}: {os.strerror(err)}")
         if conn.key[1]:
             self._sel.unregister(conn.sock)  # wrapping takes the descriptor over
-            conn.sock = self._tls_context().wrap_socket(conn.sock, server_hostname=conn.key[2],
+            conn.sock = self._tls_context().wrap_socket(conn.sock, server_hostname=conn.key[0][0],
                                                          do_handshake_on_connect=False)
             conn.state = "handshake"
             conn.events = selectors.EVENT_WRITE
