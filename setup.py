@@ -11,7 +11,7 @@ LIBRARIES = {"genostage._bgzf": ["z"]}
 
 # name -> sources; each kernel is a small private module wrapped by a Python one.
 KERNELS = {
-    "genostage._checksum": ["ext/_checksum.pyx", "ext/crc_kernels.c"],
+    "genostage._checksum": ["ext/_checksum.pyx", "ext/crc_kernels.c", "ext/md5_mb.c"],
     "genostage._bgzf": ["ext/_bgzf.pyx"],
     "genostage._fastq": ["ext/_fastq.pyx"],
 }

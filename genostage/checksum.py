@@ -334,6 +334,59 @@ def composite_wire(name: str, part_values: Sequence[Union[int, bytes]]) -> str:
     return f"{total.wire()}-{len(part_values)}"
 
 
+def md5_many(bufs: Sequence[Buffer]) -> List[bytes]:
+    """MD5 digests of several buffers, eight at a time on AVX2 (~4.5x one stream's speed:
+    an MD5 is one chain of dependent steps, so only independent streams go faster)."""
+    if len(bufs) == 1 or not _k.md5_lanes():
+        return [hashlib.md5(b).digest() for b in bufs]
+    return _k.md5_many(bufs)
+
+
+class MD5Batcher:
+    """MD5s asked for by several threads at once, hashed together (:func:`md5_many`).
+
+    A thread calling :meth:`digest` while another is hashing queues its buffer and
+    waits; the hashing thread takes up to eight queued buffers per round. Used for
+    the parts of uploads in flight (their Content-MD5)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queue: List[Tuple[Buffer, List[Any], threading.Event]] = []
+        self._busy = False
+
+    def digest(self, buf: Buffer) -> bytes:
+        box: List[Any] = []
+        done = threading.Event()
+        with self._lock:
+            self._queue.append((buf, box, done))
+            if self._busy:
+                lead = False
+            else:
+                self._busy = lead = True
+        if not lead:
+            done.wait()
+        else:
+            self._drain()
+        if isinstance(box[0], BaseException):
+            raise box[0]
+        return box[0]
+
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                batch, self._queue = self._queue[:8], self._queue[8:]
+                if not batch:
+                    self._busy = False
+                    return
+            try:
+                digests: List[Any] = list(md5_many([b for b, _, _ in batch]))
+            except BaseException as exc:  # handed to every waiter
+                digests = [exc] * len(batch)
+            for (_, box, done), d in zip(batch, digests):
+                box.append(d)
+                done.set()
+
+
 def etag_of_parts(part_md5s: Sequence[bytes]) -> str:
     """The multipart ETag from the md5 digests of the parts."""
     return hashlib.md5(b"".join(part_md5s)).hexdigest() + f"-{len(part_md5s)}"
@@ -664,5 +717,5 @@ __all__ = [
     "ALGORITHMS", "CRCS", "Checksum", "ETag", "Composite", "MultiChecksum", "new", "crc", "combine", "to_wire",
     "from_wire", "wire_to_bytes", "composite_wire", "etag_of_parts", "expected_for",
     "guess_etag_part_size", "etag_part_sizes", "parts_in_etag", "file_checksums", "file_crcs",
-    "is_md5_etag", "default_threads", "object_checksums", "full_object_value",
+    "is_md5_etag", "md5_many", "MD5Batcher", "default_threads", "object_checksums", "full_object_value",
 ]

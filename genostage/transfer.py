@@ -96,7 +96,7 @@ class _Copy:
         self.lock = threading.Lock()
         self.upload: Optional[Upload] = None
         self.started = time.monotonic()
-        self.md5 = hashlib.md5() if expected and expected[0] == "md5" else None
+        self.md5: Any = hashlib.md5() if expected and expected[0] == "md5" else None  # or a _Digest
         self.md5_next = 0
         self.md5_pending: Dict[int, bytes] = {}
         self.md5_busy = False
@@ -154,6 +154,43 @@ def _hash_file_range(h: Any, path: str, start: int, length: int, piece: int = 8 
         os.close(fd)
 
 
+class _Digest:
+    """A finished MD5, standing where a running ``hashlib.md5`` would."""
+
+    def __init__(self, digest: bytes) -> None:
+        self._digest = digest
+
+    def hexdigest(self) -> str:
+        return self._digest.hex()
+
+    def update(self, data: Any) -> None:
+        raise AssertionError("the MD5 is already finished")
+
+
+def _file_part_md5s(path: str, start: int, length: int, part_size: int) -> List[bytes]:
+    """MD5s of the consecutive ``part_size`` spans of ``path``'s bytes [start, start+length),
+    hashed together through a read-only map of the page cache (no copies)."""
+    import mmap
+
+    if length == 0:
+        return []
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        base = start - start % mmap.ALLOCATIONGRANULARITY
+        m = mmap.mmap(fd, length + start - base, offset=base, prot=mmap.PROT_READ)
+    finally:
+        os.close(fd)
+    view = memoryview(m)
+    spans = [view[start - base + off:start - base + min(off + part_size, length)] for off in range(0, length, part_size)]
+    try:
+        return ck.md5_many(spans)
+    finally:
+        for span in spans:
+            span.release()
+        view.release()
+        m.close()
+
+
 def download_part_size(size: int, config: TransferConfig) -> int:
     """Ranged-GET size for a download streamed to disk: at least ``config.part_size`` and
     ``config.download_part_size``, and large enough that an object takes one round of
@@ -192,6 +229,10 @@ class _Batch:
         # over the GIL; one already overlaps file creation and MD5 with the network)
         self.writer = ThreadPoolExecutor(1, thread_name_prefix="genostage-write")
         self.writing = 0  # fetched small objects waiting for the writer
+        # (copy, bytes) of small objects waiting for the writer whose MD5 is wanted, and MD5s
+        # already computed for them: the writer hashes up to eight at once (checksum.md5_many)
+        self.md5_queue: Deque[Tuple["_Copy", bytes]] = collections.deque()
+        self.md5_ready: Dict[int, bytes] = {}
         self.cond = threading.Condition()
         self.free = slots  # parts that may start now
         self.todo: Deque[Tuple["_Copy", _Part]] = collections.deque()  # prepared parts waiting for a slot
@@ -475,6 +516,8 @@ class Transfer:
                     # fetched data already waits for the writer (memory stays bounded)
                     early = b.writing < WRITE_AHEAD * self.config.concurrency
                     b.writing += 1
+                    if c.md5 is not None and c.single:
+                        b.md5_queue.append((c, data))
                 if early:
                     self._release(b)
                 b.writer.submit(self._write, b, c, part, data, early, True)
@@ -495,7 +538,7 @@ class Transfer:
                 b.writing -= 1
         try:
             if c.md5 is not None and c.single:
-                c.md5.update(data)
+                c.md5 = _Digest(self._whole_md5(b, c, data))
                 c.md5_next = 1
             elif c.md5 is not None:
                 self._feed_md5(c, part.index, data)
@@ -515,6 +558,24 @@ class Transfer:
 
         upload.write_part_async(part.index + 1, part.start, data, {ALWAYS: ck.to_wire(ALWAYS, part.values[ALWAYS])},
                                 written)
+
+    def _whole_md5(self, b: _Batch, c: _Copy, data: bytes) -> bytes:
+        """The MD5 of a small object, computed with those queued behind it (eight at a time)."""
+        with b.cond:
+            ready = b.md5_ready.pop(id(c), None)
+            others: List[Tuple[_Copy, bytes]] = []
+            if ready is None:
+                while b.md5_queue and len(others) < 7:
+                    oc, od = b.md5_queue.popleft()
+                    if oc is not c:
+                        others.append((oc, od))
+        if ready is not None:
+            return ready
+        digests = ck.md5_many([data] + [od for _, od in others])
+        with b.cond:
+            for (oc, _), digest in zip(others, digests[1:]):
+                b.md5_ready[id(oc)] = digest
+        return digests[0]
 
     def _put(self, b: _Batch, c: _Copy, part: _Part, data: bytes) -> None:
         """One PutObject with its MD5 (``Content-MD5``) and CRC64NVME for the server to check;
@@ -546,10 +607,9 @@ class Transfer:
     def _hash_task(self, b: _Batch, c: _Copy, part: _Part) -> None:
         """The upload-part MD5s of a streamed part, read back from the file (for a multipart ETag)."""
         try:
-            md5s = _PartMD5s(c.etag_part_size)
             assert c.upload is not None
-            _hash_file_range(md5s, c.upload.temp_path, part.start, part.length)  # type: ignore[attr-defined]
-            part.values["md5"] = md5s.digests()
+            part.values["md5"] = _file_part_md5s(c.upload.temp_path, part.start, part.length,  # type: ignore[attr-defined]
+                                                 c.etag_part_size)
         except BaseException as exc:
             self._part_failed(b, part, exc, released=True)
             return

@@ -406,3 +406,41 @@ def test_file_crcs_mapped_and_read(tmp_path, monkeypatch: pytest.MonkeyPatch, us
     for threads in (1, 2, 3):
         got = C.file_crcs(f, ["crc64nvme", "crc32c"], threads=threads, use_mmap=use_mmap)
         assert got == {"crc64nvme": awscrt.checksums.crc64nvme(data), "crc32c": google_crc32c.value(data)}
+
+
+@pytest.mark.parametrize("lanes", [True, False])
+def test_md5_many_equals_hashlib(lanes: bool) -> None:
+    import random
+
+    from genostage import _checksum as K
+
+    was = K.md5_lanes()
+    K.md5_lanes(lanes)
+    try:
+        rng = random.Random(7)
+        for _ in range(200):
+            bufs = [os.urandom(rng.choice([0, 1, 55, 56, 63, 64, 65, 119, 120, 127, 128, rng.randint(0, 9000)]))
+                    for _ in range(rng.randint(1, 19))]
+            assert C.md5_many(bufs) == [hashlib.md5(b).digest() for b in bufs]
+        big = [os.urandom(3 * MiB + 17) for _ in range(8)]  # equal lengths: all blocks in the lanes
+        views = [memoryview(b)[5:] for b in big]
+        assert C.md5_many(views) == [hashlib.md5(v).digest() for v in views]
+    finally:
+        K.md5_lanes(was)
+
+
+def test_md5_batcher_from_many_threads() -> None:
+    import threading
+
+    batcher = C.MD5Batcher()
+    data = [os.urandom(4096 * (i % 7 + 1)) for i in range(64)]
+    got: dict = {}
+
+    def work(i: int) -> None:
+        got[i] = batcher.digest(data[i])
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(64)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [got[i] for i in range(64)] == [hashlib.md5(d).digest() for d in data]

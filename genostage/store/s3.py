@@ -10,7 +10,6 @@ sends everything through boto3.
 from __future__ import annotations
 
 import base64
-import hashlib
 import os
 import threading
 import xml.etree.ElementTree as ET
@@ -19,6 +18,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 from urllib.parse import unquote_plus
 
+from ..checksum import MD5Batcher
 from ..config import TransferConfig
 from ..errors import AccessDenied, GenostageError, NotFound, ObjectChanged, TransferFailed
 from ..location import Location
@@ -214,8 +214,8 @@ class S3Upload(Upload):
         headers = self._store._payer_header()
         if self._algorithm and checksums and self._algorithm in checksums:
             headers[f"x-amz-checksum-{self._algorithm}"] = checksums[self._algorithm]
-        elif self._store.config.verify:
-            md5 = (checksums or {}).get("md5") or hashlib.md5(data).hexdigest()
+        elif self._store.config.verify:  # parts in flight are hashed together (MD5Batcher)
+            md5 = (checksums or {}).get("md5") or self._store.md5s.digest(data).hex()
             headers.update(_md5_header({"md5": md5}))
         return headers
 
@@ -317,6 +317,7 @@ class S3Store(Store):
         self._client_lock = threading.Lock()
         # Whether the server honours full-object checksums on uploads; None until tried.
         self._full_object_ok: Optional[bool] = None
+        self.md5s = MD5Batcher()
         self.wire: Optional[Wire] = None
         if self.config.transport != "botocore":
             region = client.meta.region_name if client is not None else _region(self.config)
