@@ -126,6 +126,15 @@ __attribute__((target("avx2"))) static inline void transpose8(__m256i r[8]) {
         a = _mm256_add_epi32(b, ROTL8(f_, S[i]));                                                \
     } while (0)
 
+/* Sixteen steps of one round function (the state words rotate their roles each step). */
+#define ROUND(FN, i0)                                   \
+    _Pragma("GCC unroll 4") for (int i = (i0); i < (i0) + 16; i += 4) { \
+        STEP(FN, a, b, c, d, i);                        \
+        STEP(FN, d, a, b, c, i + 1);                    \
+        STEP(FN, c, d, a, b, i + 2);                    \
+        STEP(FN, b, c, d, a, i + 3);                    \
+    }
+
 /* With ones = all bits set: F, G, H, I of RFC 1321. */
 #define FF(b, c, d) _mm256_or_si256(_mm256_and_si256(b, c), _mm256_andnot_si256(b, d))
 #define GG(b, c, d) _mm256_or_si256(_mm256_and_si256(d, b), _mm256_andnot_si256(d, c))
@@ -151,34 +160,10 @@ __attribute__((target("avx2"))) static void md5_x8(uint32_t st[8][4], const uint
             transpose8(m + 8 * half);
         }
         __m256i aa = a, bb = b, cc = c, dd = d;
-#pragma GCC unroll 4
-        for (int i = 0; i < 16; i += 4) {
-            STEP(FF, a, b, c, d, i);
-            STEP(FF, d, a, b, c, i + 1);
-            STEP(FF, c, d, a, b, i + 2);
-            STEP(FF, b, c, d, a, i + 3);
-        }
-#pragma GCC unroll 4
-        for (int i = 16; i < 32; i += 4) {
-            STEP(GG, a, b, c, d, i);
-            STEP(GG, d, a, b, c, i + 1);
-            STEP(GG, c, d, a, b, i + 2);
-            STEP(GG, b, c, d, a, i + 3);
-        }
-#pragma GCC unroll 4
-        for (int i = 32; i < 48; i += 4) {
-            STEP(HH, a, b, c, d, i);
-            STEP(HH, d, a, b, c, i + 1);
-            STEP(HH, c, d, a, b, i + 2);
-            STEP(HH, b, c, d, a, i + 3);
-        }
-#pragma GCC unroll 4
-        for (int i = 48; i < 64; i += 4) {
-            STEP(II, a, b, c, d, i);
-            STEP(II, d, a, b, c, i + 1);
-            STEP(II, c, d, a, b, i + 2);
-            STEP(II, b, c, d, a, i + 3);
-        }
+        ROUND(FF, 0);
+        ROUND(GG, 16);
+        ROUND(HH, 32);
+        ROUND(II, 48);
         a = _mm256_add_epi32(a, aa);
         b = _mm256_add_epi32(b, bb);
         c = _mm256_add_epi32(c, cc);

@@ -65,6 +65,13 @@ def server() -> Iterator[Callable[[Callable[[BaseHTTPRequestHandler], None]], _S
         s.close()
 
 
+def _reply(h: BaseHTTPRequestHandler, code: int, body: bytes) -> None:
+    h.send_response(code)
+    h.send_header("Content-Length", str(len(body)))
+    h.end_headers()
+    h.wfile.write(body)
+
+
 def _wire(url: str, **kw: object) -> Wire:
     return Wire(url, "us-east-1", lambda: CREDS, **kw)  # type: ignore[arg-type]
 
@@ -92,12 +99,7 @@ def test_chunked_answers_are_decoded(server) -> None:  # type: ignore[no-untyped
 def test_error_answers_carry_code_and_message(server) -> None:  # type: ignore[no-untyped-def]
     body = b"<?xml version='1.0'?><Error><Code>NoSuchKey</Code><Message>gone</Message></Error>"
 
-    def answer(h: BaseHTTPRequestHandler) -> None:
-        h.send_response(404)
-        h.send_header("Content-Length", str(len(body)))
-        h.end_headers()
-        h.wfile.write(body)
-    s = server(answer)
+    s = server(lambda h: _reply(h, 404, body))
     w = _wire(s.url, max_attempts=3)
     try:
         with pytest.raises(WireError) as err:
@@ -114,11 +116,7 @@ def test_slowdown_is_retried_then_succeeds(server) -> None:  # type: ignore[no-u
 
     def answer(h: BaseHTTPRequestHandler) -> None:
         calls["n"] += 1
-        code, body = (503, slow) if calls["n"] < 3 else (200, b"ok")
-        h.send_response(code)
-        h.send_header("Content-Length", str(len(body)))
-        h.end_headers()
-        h.wfile.write(body)
+        _reply(h, *((503, slow) if calls["n"] < 3 else (200, b"ok")))
     s = server(answer)
     w = _wire(s.url, max_attempts=3)
     try:
@@ -129,12 +127,7 @@ def test_slowdown_is_retried_then_succeeds(server) -> None:  # type: ignore[no-u
 
 
 def test_keep_alive_connection_closed_by_the_server_is_replaced(server) -> None:  # type: ignore[no-untyped-def]
-    def answer(h: BaseHTTPRequestHandler) -> None:
-        h.send_response(200)
-        h.send_header("Content-Length", "2")
-        h.end_headers()
-        h.wfile.write(b"ok")
-    s = server(answer)
+    s = server(lambda h: _reply(h, 200, b"ok"))
     w = _wire(s.url, max_attempts=1)  # a stale connection must not cost the only attempt
     try:
         assert w.call("GET", "b", "1").body == b"ok"
