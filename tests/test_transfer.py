@@ -56,6 +56,21 @@ def test_prefix_many_small_objects(s3, s3_client, bucket, tmp_path):
     assert get(s3_client, bucket, "copy2/d2/f0005.txt") == b"x" * 5
 
 
+def test_objects_genostage_puts_carry_a_crc64nvme(s3, s3_client, bucket, tmp_path):
+    """A single PUT and a multipart upload both leave a full-object CRC64NVME that the next
+    download is verified against (moto stores it; a store without checksums falls back to MD5)."""
+    stores = Stores(small_config(s3), s3_client)
+    for name, size in (("small.bin", 100 << 10), ("multi.bin", 12 * MiB)):
+        (tmp_path / name).write_bytes(os.urandom(size))
+        up = copy(str(tmp_path / name), f"s3://{bucket}/c/{name}", stores=stores)[0]
+        assert up.verified == "crc64nvme"
+        head = s3_client.head_object(Bucket=bucket, Key=f"c/{name}", ChecksumMode="ENABLED")
+        assert head["ChecksumCRC64NVME"] == up.checksums["crc64nvme"]
+        down = copy(f"s3://{bucket}/c/{name}", str(tmp_path / ("back-" + name)), stores=stores)[0]
+        assert down.verified == "crc64nvme"
+        assert (tmp_path / ("back-" + name)).read_bytes() == (tmp_path / name).read_bytes()
+
+
 def test_md5_etag_verified_for_single_put(s3, s3_client, bucket, tmp_path):
     data = os.urandom(11 * MiB)
     put(s3_client, bucket, "single.bin", data)  # one PUT: the ETag is the MD5

@@ -628,6 +628,8 @@ class S3Store(Store):
         headers = self._write_headers()
         headers.update(_md5_header(checksums))
         headers.update({f"x-amz-checksum-{name}": value for name, value in sums.items()})
+        if sums:  # what SDKs send beside the value (some servers, moto among them, store only then)
+            headers["x-amz-sdk-checksum-algorithm"] = WIRE[next(iter(sums))]
         return headers, sums
 
     def put_bytes(self, loc: Location, data: bytes, checksums: Optional[Dict[str, str]] = None) -> ObjectInfo:
