@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Dict, List
+from typing import Any, List
 
 import pytest
 
 pysam = pytest.importorskip("pysam")
 
-from .test_bam import check_parts, make_reads, quickcheck, records, write_bam  # noqa: E402
+from .test_bam import check_parts, make_reads, quickcheck, write_bam  # noqa: E402
 
 from genostage.errors import FormatError, UsageError  # noqa: E402
 from genostage.split.bam import make_plan, split_bam  # noqa: E402

@@ -9,7 +9,7 @@ from __future__ import annotations
 import errno
 import io
 import os
-from typing import Any, BinaryIO, Dict, Iterator, Optional
+from typing import BinaryIO, Dict, Iterator, Optional
 
 from .. import _bgzf as K
 from ..bgzf import BgzfWriter, split_virtual

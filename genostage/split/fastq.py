@@ -737,7 +737,6 @@ class Splitter:
         step = self.step
         index = 0
         chunk = ChunkStats(0)
-        chunk_start = [0, 0]
         sink.begin(0)
         r1.fill()
         while True:
