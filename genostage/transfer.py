@@ -208,6 +208,11 @@ SMALL = 1 << 20  # parts up to this size are read and written where they are (no
 WRITE_AHEAD = 4  # x concurrency: small objects fetched ahead of the writer
 
 
+def _retry_delay(attempt: int) -> float:
+    """Seconds before fetching a part again after its ``attempt``-th try failed."""
+    return min(0.2 * 2 ** (attempt - 1), 10.0)
+
+
 def _on_wire_thread() -> bool:
     return threading.current_thread().name.startswith("genostage-wire")
 
@@ -464,7 +469,7 @@ class Transfer:
                 return
             b.progress.update(-att.got)
             if isinstance(err, TransferFailed) and attempt < self.config.max_attempts and not self._stopping(b):
-                delay = min(0.2 * 2 ** (attempt - 1), 10.0)
+                delay = _retry_delay(attempt)
                 log.warning("%s: part %d: %s; retrying in %.1f s", c.src.location, part.index + 1, err, delay)
                 timer = threading.Timer(delay, self._fetch_async, (b, c, part, sink, attempt + 1))
                 timer.daemon = True
@@ -752,7 +757,6 @@ class Transfer:
         data is returned; without one the part's bytes are returned.
         """
         store = self.stores.for_location(c.src.location)
-        delay = 0.2
         for attempt in range(1, self.config.max_attempts + 1):
             att = _Attempt(c, part, sink, progress, self.cancel)
             try:
@@ -766,9 +770,9 @@ class Transfer:
                 progress.update(-att.got)
                 if attempt == self.config.max_attempts:
                     raise
+                delay = _retry_delay(attempt)
                 log.warning("%s: part %d: %s; retrying in %.1f s", c.src.location, part.index + 1, exc, delay)
                 time.sleep(delay)
-                delay = min(delay * 2, 10.0)
         raise AssertionError("unreachable")
 
     def _feed_md5(self, c: _Copy, index: Optional[int] = None, data: bytes = b"") -> None:

@@ -118,6 +118,22 @@ def _etag(value: Optional[str]) -> Optional[str]:
     return value.strip('"') if value else None
 
 
+def _waited(wire: Wire, start: Callable[[Callable[..., None]], None]) -> Tuple[Any, ...]:
+    """Start an asynchronous operation (it calls ``done(*outcome)`` on the wire thread) and wait for it."""
+    if wire.on_loop_thread():
+        raise RuntimeError("a blocking S3 call from the wire thread would wait for itself")
+    finished = threading.Event()
+    box: List[Tuple[Any, ...]] = []
+
+    def done(*outcome: Any) -> None:
+        box.append(outcome)
+        finished.set()
+
+    start(done)
+    finished.wait()
+    return box[0]
+
+
 def _md5_header(checksums: Optional[Dict[str, str]]) -> Dict[str, str]:
     """``Content-MD5`` from a hex ``md5`` value, when the caller computed one."""
     md5 = (checksums or {}).get("md5")
@@ -227,22 +243,20 @@ class S3Upload(Upload):
     def write_part(self, number: int, offset: int, data: "bytes | memoryview",
                    checksums: Optional[Dict[str, str]] = None) -> None:
         store = self._store
-        what = f"{self._loc} (part {number})"
+        if store.wire is not None:
+            (err,) = _waited(store.wire, lambda done: self.write_part_async(number, offset, data, checksums, done))
+            if err is not None:
+                raise err
+            return
+        args = store._args(self._loc)
+        args.update(UploadId=self.upload_id, PartNumber=number, Body=bytes(data))
+        md5 = self._part_headers(data, checksums).get("Content-MD5")
+        if md5:
+            args["ContentMD5"] = md5
         try:
-            if store.wire is not None:
-                resp = store.wire.call("PUT", self._loc.bucket, self._loc.key, body=data,
-                                       query={"partNumber": str(number), "uploadId": self.upload_id},
-                                       headers=self._part_headers(data, checksums))
-                etag = resp.headers.get("etag", "")
-            else:
-                args = store._args(self._loc)
-                args.update(UploadId=self.upload_id, PartNumber=number, Body=bytes(data))
-                md5 = self._part_headers(data, checksums).get("Content-MD5")
-                if md5:
-                    args["ContentMD5"] = md5
-                etag = store.client.upload_part(**args)["ETag"]
+            etag = store.client.upload_part(**args)["ETag"]
         except Exception as exc:
-            raise translate(exc, what) from None
+            raise translate(exc, f"{self._loc} (part {number})") from None
         self._record(number, etag, len(data))
 
     def write_part_async(self, number: int, offset: int, data: "bytes | memoryview",
@@ -635,18 +649,19 @@ class S3Store(Store):
     def put_bytes(self, loc: Location, data: bytes, checksums: Optional[Dict[str, str]] = None) -> ObjectInfo:
         """One PutObject; ``checksums`` (wire values by algorithm, ``md5`` as hex) go with it
         for the server to check on receipt."""
+        if self.wire is not None:
+            info, err = _waited(self.wire, lambda done: self.put_async(loc, data, checksums, done))
+            if err is not None:
+                raise err
+            return info
         headers, sums = self._put_request(data, checksums)
+        args = self._write_args(loc)
+        args["Body"] = data
+        if "Content-MD5" in headers:
+            args["ContentMD5"] = headers["Content-MD5"]
+        args.update({f"Checksum{WIRE[name]}": value for name, value in sums.items()})
         try:
-            if self.wire is not None:
-                fields = _fields_from_headers(self.wire.call("PUT", loc.bucket, loc.key, headers=headers,
-                                                             body=data).headers)
-            else:
-                args = self._write_args(loc)
-                args["Body"] = data
-                if "Content-MD5" in headers:
-                    args["ContentMD5"] = headers["Content-MD5"]
-                args.update({f"Checksum{WIRE[name]}": value for name, value in sums.items()})
-                fields = self.client.put_object(**args)
+            fields = self.client.put_object(**args)
         except Exception as exc:
             err = translate(exc, str(loc))
             if not sums or isinstance(err, (AccessDenied, NotFound)):

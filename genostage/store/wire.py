@@ -283,7 +283,7 @@ class Wire:
              cancel: Optional[threading.Event] = None) -> Response:
         """Send one request and wait for its outcome; raises :class:`WireError`, an exception
         ``on_piece`` raised, or :class:`Interrupted` when ``cancel`` is set."""
-        if self._thread is not None and threading.current_thread() is self._thread:
+        if self.on_loop_thread():
             raise RuntimeError("Wire.call from a wire callback would wait for itself")
         done = threading.Event()
         box: List[Tuple[Optional[Response], Optional[BaseException]]] = []
@@ -302,6 +302,9 @@ class Wire:
             raise err
         assert resp is not None
         return resp
+
+    def on_loop_thread(self) -> bool:
+        return self._thread is not None and threading.current_thread() is self._thread
 
     def close(self) -> None:
         """Stop the loop thread (failing what is in flight) and close every connection."""
