@@ -257,6 +257,7 @@ class Wire:
         self._wake_w.setblocking(False)
         self._sel.register(self._wake_r, selectors.EVENT_READ, None)
         self._release = weakref.finalize(self, _release, self._sel, self._wake_r, self._wake_w)
+        self._release.atexit = False  # at exit a running loop keeps them; the OS closes them after
         self._closed = False
         self._lock = threading.Lock()
         self._thread: Optional[threading.Thread] = None
