@@ -36,8 +36,11 @@ most objects reach S3) under ``seed/``; uploads go to ``up/<tool>/<shape>/<repea
 deleted after they are checked on moto (memory) and left until the server stops on
 rclone (``rclone serve s3`` v1.75.2 hung in a 1000-key DeleteObjects, after deleting
 849 keys, in one of our runs). Tools run in a rotating order, one at a time; the page cache
-is flushed (``sync``) before each run. Data lives under ``--data-dir`` (default
-/work/bench-data/staging) and is deleted at the end unless ``--keep-data``.
+is flushed (``sync``) before each run. Every download goes to a new directory, and
+nothing with many files is deleted until every run is done (see ``Trash``: on a
+journal-less ext4, creating files right after deleting as many costs the next tool
+0.5-1 ms a file). Data lives under ``--data-dir`` (default /work/bench-data/staging)
+and is deleted at the end unless ``--keep-data``.
 
     .venv/bin/python benchmarks/bench_staging.py [--server both] [--size 2GiB]
         [--moto-size 256MiB] [--count 2000] [--small-size 64KiB] [--concurrency 10] [--repeat 1]
@@ -185,20 +188,45 @@ def moto_child() -> Iterator[s3server.LocalS3]:
             proc.wait()
 
 
+class Trash:
+    """Directories to delete once every measurement is done, never between runs.
+
+    On an ext4 file system without a journal (this machine's root) the inode allocator
+    skips every inode freed in the last 60 s (300 s while its inode-table block is dirty),
+    reading each one's deletion time (fs/ext4/ialloc.c ``recently_deleted``): deleting
+    2,000 files makes each of the next 2,000 creates scan past them, 0.5-1 ms a file,
+    so whichever tool runs next pays for the previous run's cleanup. A directory from an
+    earlier benchmark is moved aside (a rename frees nothing) and deleted at the end too."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.paths: List[Path] = []
+
+    def fresh(self, path: Path) -> Path:
+        """``path`` as a new empty directory; whatever was there waits in the trash."""
+        if path.exists():
+            aside = self.root / f".trash-{len(self.paths)}-{os.getpid()}-{time.monotonic_ns()}"
+            path.rename(aside)
+            self.paths.append(aside)
+        path.mkdir(parents=True)
+        self.paths.append(path)
+        return path
+
+    def empty(self) -> None:
+        for path in self.paths:
+            shutil.rmtree(path, ignore_errors=True)
+        self.paths.clear()
+
+
 @contextlib.contextmanager
-def start_server(kind: str, data_dir: Path) -> Iterator[s3server.LocalS3]:
+def start_server(kind: str, data_dir: Path, trash: Trash) -> Iterator[s3server.LocalS3]:
     if kind == "moto":
         with moto_child() as s3:
             yield s3
     else:
-        root = data_dir / "rclone-root"
-        shutil.rmtree(root, ignore_errors=True)
-        root.mkdir(parents=True)
-        try:
-            with s3server.rclone_server(str(root)) as s3:
-                yield s3
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
+        root = trash.fresh(data_dir / "rclone-root")
+        with s3server.rclone_server(str(root)) as s3:
+            yield s3
 
 
 # -- tools --------------------------------------------------------------------
@@ -373,65 +401,62 @@ def timed(cmd: List[str], env: Dict[str, str], timeout: float, what: str) -> Run
 
 
 def bench_server(kind: str, datasets: Dict[str, Dataset], args: argparse.Namespace,
-                 log: Callable[[str], None]) -> List[Measure]:
-    work = Path(args.data_dir) / f"work-{kind}"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+                 log: Callable[[str], None], trash: Trash) -> List[Measure]:
+    work = trash.fresh(Path(args.data_dir) / f"work-{kind}")
     measures: Dict[Tuple[str, str, str], Measure] = {}
-    try:
-        with start_server(kind, Path(args.data_dir)) as s3:
-            tools = Tools(s3.endpoint_url, args.concurrency, work)
-            env = tools.env(s3)
-            tools.configure_aws(env)
-            client = s3.client(concurrency=max(10, args.concurrency))
-            client.create_bucket(Bucket=BUCKET)
+    with start_server(kind, Path(args.data_dir), trash) as s3:
+        tools = Tools(s3.endpoint_url, args.concurrency, work)
+        env = tools.env(s3)
+        tools.configure_aws(env)
+        client = s3.client(concurrency=max(10, args.concurrency))
+        client.create_bucket(Bucket=BUCKET)
+        for shape, ds in datasets.items():
+            seed = f"seed/{shape}/"
+            r = timed(tools.command(args.seed, str(ds.root) + "/", f"s3://{BUCKET}/{seed}"), env,
+                      args.timeout, f"seeding with {args.seed}")
+            how = verify_upload(client, ds, seed, args.seed)
+            log(f"[{kind}] seeded s3://{BUCKET}/{seed} with {args.seed} in {r.seconds:.1f} s ({how})")
+        for rep in range(args.repeat):
             for shape, ds in datasets.items():
-                seed = f"seed/{shape}/"
-                r = timed(tools.command(args.seed, str(ds.root) + "/", f"s3://{BUCKET}/{seed}"), env,
-                          args.timeout, f"seeding with {args.seed}")
-                how = verify_upload(client, ds, seed, args.seed)
-                log(f"[{kind}] seeded s3://{BUCKET}/{seed} with {args.seed} in {r.seconds:.1f} s ({how})")
-            for rep in range(args.repeat):
-                for shape, ds in datasets.items():
-                    for direction in args.directions:
-                        order = list(args.tools[rep % len(args.tools):]) + list(args.tools[:rep % len(args.tools)])
-                        for tool in order:
-                            m = measures.setdefault((shape, direction, tool),
-                                                    Measure(kind, shape, direction, tool, ds.total, ds.count))
-                            try:
-                                if direction == "download":
-                                    dest = work / f"down-{tool}"
+                for direction in args.directions:
+                    order = list(args.tools[rep % len(args.tools):]) + list(args.tools[:rep % len(args.tools)])
+                    for tool in order:
+                        m = measures.setdefault((shape, direction, tool),
+                                                Measure(kind, shape, direction, tool, ds.total, ds.count))
+                        try:
+                            if direction == "download":
+                                # a fresh directory per run, kept until the end (see Trash);
+                                # the big file alone is deleted at once (one inode, 2 GiB)
+                                dest = work / "down" / tool / shape / str(rep + 1)
+                                cmd = tools.command(tool, f"s3://{BUCKET}/seed/{shape}/", str(dest) + "/")
+                                r = _attempt(lambda: timed(cmd, env, args.timeout, f"{tool} download"))
+                                _attempt(lambda: verify_download(ds, dest, tool))
+                                m.checked = "md5 of every file"
+                                if shape == "big":
                                     shutil.rmtree(dest, ignore_errors=True)
-                                    cmd = tools.command(tool, f"s3://{BUCKET}/seed/{shape}/", str(dest) + "/")
-                                    r = _attempt(lambda: timed(cmd, env, args.timeout, f"{tool} download"))
-                                    _attempt(lambda: verify_download(ds, dest, tool))
-                                    m.checked = "md5 of every file"
-                                    shutil.rmtree(dest, ignore_errors=True)
-                                else:
-                                    prefix = f"up/{tool}/{shape}/{rep + 1}/"
-                                    cmd = tools.command(tool, str(ds.root) + "/", f"s3://{BUCKET}/{prefix}")
-                                    r = _attempt(lambda: timed(cmd, env, args.timeout, f"{tool} upload"))
-                                    m.checked = _attempt(lambda: verify_upload(client, ds, prefix, tool))
-                                    if kind == "moto":
-                                        delete_prefix(client, prefix)
-                            except ToolFailed as exc:
-                                m.errors.append(str(exc))
-                                log(f"[{kind}] rep {rep + 1}/{args.repeat} {shape:5s} {direction:8s} {tool:9s} "
-                                    f"FAILED: {exc}")
-                                if direction == "download":
-                                    shutil.rmtree(work / f"down-{tool}", ignore_errors=True)
-                                elif kind == "moto":
-                                    delete_prefix(client, f"up/{tool}/{shape}/{rep + 1}/")
-                                continue
-                            m.seconds.append(r.seconds)
-                            m.peak_rss_mib.append(r.peak_rss_mib)
+                            else:
+                                prefix = f"up/{tool}/{shape}/{rep + 1}/"
+                                cmd = tools.command(tool, str(ds.root) + "/", f"s3://{BUCKET}/{prefix}")
+                                r = _attempt(lambda: timed(cmd, env, args.timeout, f"{tool} upload"))
+                                m.checked = _attempt(lambda: verify_upload(client, ds, prefix, tool))
+                                if kind == "moto":
+                                    delete_prefix(client, prefix)
+                        except ToolFailed as exc:
+                            m.errors.append(str(exc))
                             log(f"[{kind}] rep {rep + 1}/{args.repeat} {shape:5s} {direction:8s} {tool:9s} "
-                                f"{r.seconds:7.2f} s {mb_per_s(ds.total, r.seconds):8.1f} MB/s "
-                                f"rss {r.peak_rss_mib:6.0f} MiB  ({load_average()})")
-                            if args.verbose:
-                                log("  $ " + " ".join(cmd))
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+                                f"FAILED: {exc}")
+                            if direction == "download" and shape == "big":
+                                shutil.rmtree(work / "down" / tool / shape / str(rep + 1), ignore_errors=True)
+                            elif direction == "upload" and kind == "moto":
+                                delete_prefix(client, f"up/{tool}/{shape}/{rep + 1}/")
+                            continue
+                        m.seconds.append(r.seconds)
+                        m.peak_rss_mib.append(r.peak_rss_mib)
+                        log(f"[{kind}] rep {rep + 1}/{args.repeat} {shape:5s} {direction:8s} {tool:9s} "
+                            f"{r.seconds:7.2f} s {mb_per_s(ds.total, r.seconds):8.1f} MB/s "
+                            f"rss {r.peak_rss_mib:6.0f} MiB  ({load_average()})")
+                        if args.verbose:
+                            log("  $ " + " ".join(cmd))
     return list(measures.values())
 
 
@@ -537,6 +562,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     servers = ["moto", "rclone"] if args.server == "both" else [args.server]
     log(f"start: {load_average()}")
     signal.signal(signal.SIGTERM, _terminated)  # clean up (children, servers, data) when stopped
+    trash = Trash(data)
     try:
         small = None
         if "small" in args.shapes:
@@ -555,8 +581,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 datasets["small"] = small
             log(f"[{kind}] data: " + ", ".join(f"{k}: {v.count} file(s), {format_size(v.total)}"
                                                for k, v in datasets.items()))
-            measures += bench_server(kind, datasets, args, log)
+            measures += bench_server(kind, datasets, args, log, trash)
     finally:
+        trash.empty()
         if not args.keep_data:
             shutil.rmtree(data, ignore_errors=True)
     table, passed = report(measures, args)
