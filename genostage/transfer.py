@@ -878,6 +878,7 @@ class Transfer:
             verified = self._verify(c, actual)
         if c.upload is not None:
             info = c.upload.complete({ALWAYS: actual[ALWAYS]})
+            c.dest_verified = c.upload.proof or c.dest_verified
             with self._active_lock:
                 if c in self._active:
                     self._active.remove(c)

@@ -71,6 +71,31 @@ def test_objects_genostage_puts_carry_a_crc64nvme(s3, s3_client, bucket, tmp_pat
         assert (tmp_path / ("back-" + name)).read_bytes() == (tmp_path / name).read_bytes()
 
 
+@pytest.mark.parametrize("s3", ["rclone"], indirect=True)
+def test_upload_to_store_without_checksums_proved_by_multipart_etag(s3, s3_client, bucket, tmp_path, monkeypatch):
+    """rclone keeps no checksums: each part goes with its Content-MD5, and the ETag that
+    CompleteMultipartUpload answers (the MD5 of those MD5s) proves the object is our parts,
+    so no HEAD follows (rclone would hash the whole object again to answer it)."""
+    data = os.urandom(12 * MiB + 5)
+    (tmp_path / "m.bin").write_bytes(data)
+    stores = Stores(small_config(s3), s3_client)
+    heads = []
+    real_stat = S3Store.stat
+    monkeypatch.setattr(S3Store, "stat", lambda self, loc, *a, **kw: heads.append(str(loc)) or real_stat(self, loc, *a, **kw))
+    up = copy(str(tmp_path / "m.bin"), f"s3://{bucket}/proof/m.bin", stores=stores)[0]
+    assert up.parts == 3 and up.verified == "md5 (multipart ETag)"
+    assert heads == []
+    parts = [data[i:i + 5 * MiB] for i in range(0, len(data), 5 * MiB)]
+    etag = ck.etag_of_parts([hashlib.md5(p).digest() for p in parts])
+    assert s3_client.head_object(Bucket=bucket, Key="proof/m.bin")["ContentLength"] == len(data)
+    assert get(s3_client, bucket, "proof/m.bin") == data
+
+    # an answer whose ETag is not the one our parts make: checked by a HEAD, as before
+    monkeypatch.setattr("genostage.store.s3._completed_etag", lambda body: '"' + etag.replace("-3", "-4") + '"')
+    up = copy(str(tmp_path / "m.bin"), f"s3://{bucket}/proof/m2.bin", stores=stores)[0]
+    assert heads == [f"s3://{bucket}/proof/m2.bin"] and up.verified != "md5 (multipart ETag)"
+
+
 def test_md5_etag_verified_for_single_put(s3, s3_client, bucket, tmp_path):
     data = os.urandom(11 * MiB)
     put(s3_client, bucket, "single.bin", data)  # one PUT: the ETag is the MD5

@@ -63,7 +63,12 @@ class Counters:
 
 
 class Upload(ABC):
-    """A multipart write in progress; ``complete`` publishes it, ``abort`` leaves nothing."""
+    """A multipart write in progress; ``complete`` publishes it, ``abort`` leaves nothing.
+
+    ``proof`` names how :meth:`complete` knew the published object is the bytes written,
+    when it did (e.g. ``md5 (multipart ETag)``); None leaves the check to the caller."""
+
+    proof: Optional[str] = None
 
     @abstractmethod
     def write_part(self, number: int, offset: int, data: "bytes | memoryview",

@@ -18,7 +18,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 from urllib.parse import unquote_plus
 
-from ..checksum import MD5Batcher
+from ..checksum import MD5Batcher, etag_of_parts
 from ..config import TransferConfig
 from ..errors import AccessDenied, GenostageError, NotFound, ObjectChanged, TransferFailed
 from ..location import Location
@@ -111,6 +111,16 @@ def _raise_embedded_error(resp: Response) -> None:
         err = error_of(500, resp.headers, resp.body)
         err.retryable = False
         raise err
+
+
+def _completed_etag(body: bytes) -> Optional[str]:
+    """The ETag in a CompleteMultipartUpload answer (None if it names none)."""
+    try:
+        root = ET.fromstring(body)
+    except ET.ParseError:
+        return None
+    ns = root.tag[:root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+    return root.findtext(f"{ns}ETag")
 
 
 def _etag(value: Optional[str]) -> Optional[str]:
@@ -222,9 +232,11 @@ class S3Upload(Upload):
         self.upload_id = upload_id
         self._algorithm = algorithm
         self._parts: Dict[int, Dict[str, Any]] = {}
+        self._sizes: Dict[int, int] = {}
+        self._sent_md5: Dict[int, bytes] = {}  # the Content-MD5 each part went with
         self._lock = threading.Lock()
 
-    def _part_headers(self, data: Any, checksums: Optional[Dict[str, str]]) -> Dict[str, str]:
+    def _part_headers(self, number: int, data: Any, checksums: Optional[Dict[str, str]]) -> Dict[str, str]:
         """The part's own CRC when the upload has a checksum algorithm; otherwise (a server
         without the checksum headers) its MD5 as ``Content-MD5``: either way checked on receipt."""
         headers = self._store._payer_header()
@@ -233,12 +245,29 @@ class S3Upload(Upload):
         elif self._store.config.verify:  # parts in flight are hashed together (MD5Batcher)
             md5 = (checksums or {}).get("md5") or self._store.md5s.digest(data).hex()
             headers.update(_md5_header({"md5": md5}))
+            with self._lock:
+                self._sent_md5[number] = bytes.fromhex(md5)
         return headers
 
     def _record(self, number: int, etag: str, size: int) -> None:
         self._store.counters.add(requests=1, written=size)
         with self._lock:
             self._parts[number] = {"PartNumber": number, "ETag": etag}
+            self._sizes[number] = size
+
+    def _assembled(self, etag: Optional[str], version_id: Optional[str]) -> Optional[ObjectInfo]:
+        """The published object, without a HEAD, when CompleteMultipartUpload's ETag proves it
+        is our parts in order: every part went with its ``Content-MD5`` (checked on receipt),
+        and the multipart ETag of those MD5s names exactly these bytes. A HEAD would tell only
+        the size, and some stores (``rclone serve s3``) hash the whole object again to answer it."""
+        numbers = sorted(self._parts)
+        if self._algorithm or not numbers or any(n not in self._sent_md5 for n in numbers):
+            return None
+        expected = etag_of_parts([self._sent_md5[n] for n in numbers])
+        if _etag(etag) != expected:
+            return None
+        self.proof = "md5 (multipart ETag)"
+        return ObjectInfo(self._loc, sum(self._sizes[n] for n in numbers), etag=expected, version_id=version_id)
 
     def write_part(self, number: int, offset: int, data: "bytes | memoryview",
                    checksums: Optional[Dict[str, str]] = None) -> None:
@@ -250,7 +279,7 @@ class S3Upload(Upload):
             return
         args = store._args(self._loc)
         args.update(UploadId=self.upload_id, PartNumber=number, Body=bytes(data))
-        md5 = self._part_headers(data, checksums).get("Content-MD5")
+        md5 = self._part_headers(number, data, checksums).get("Content-MD5")
         if md5:
             args["ContentMD5"] = md5
         try:
@@ -278,7 +307,7 @@ class S3Upload(Upload):
 
         store.wire.submit(Call("PUT", self._loc.bucket, self._loc.key, body=data,
                                query={"partNumber": str(number), "uploadId": self.upload_id},
-                               headers=self._part_headers(data, checksums), on_done=finished))
+                               headers=self._part_headers(number, data, checksums), on_done=finished))
 
     def complete(self, checksums: Optional[Dict[str, str]] = None) -> ObjectInfo:
         parts = [self._parts[n] for n in sorted(self._parts)]
@@ -297,17 +326,19 @@ class S3Upload(Upload):
                                        headers=headers, body=f'<CompleteMultipartUpload xmlns="{_S3_NS}">'
                                        f"{body}</CompleteMultipartUpload>".encode())
                 _raise_embedded_error(resp)
+                etag, version_id = _completed_etag(resp.body), resp.headers.get("x-amz-version-id")
             else:
                 args = store._args(self._loc)
                 args.update(UploadId=self.upload_id, MultipartUpload={"Parts": parts})
                 if full and self._algorithm:
                     args[f"Checksum{WIRE[self._algorithm]}"] = full
                     args["ChecksumType"] = "FULL_OBJECT"
-                store.client.complete_multipart_upload(**args)
+                done = store.client.complete_multipart_upload(**args)
+                etag, version_id = done.get("ETag"), done.get("VersionId")
         except Exception as exc:
             raise translate(exc, str(self._loc)) from None
         store.counters.add(requests=1)
-        return store.stat(self._loc)
+        return self._assembled(etag, version_id) or store.stat(self._loc)
 
     def abort(self) -> None:
         store = self._store
