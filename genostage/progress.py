@@ -45,6 +45,11 @@ class Progress:
         self._every = 0.1 if self._tty else _interval()
         self._closed = False
 
+    def grow(self, n: int) -> None:
+        """Add ``n`` to the total: work found while work is done (a listing read page by page)."""
+        with self._lock:
+            self.total = (self.total or 0) + n
+
     def update(self, n: int) -> None:
         with self._lock:
             self.done += n

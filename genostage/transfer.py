@@ -25,6 +25,7 @@ was killed and retried on the same scratch root resumes from the parts on disk.
 from __future__ import annotations
 
 import collections
+import collections.abc
 import hashlib
 import json
 import logging
@@ -33,7 +34,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from . import checksum as ck
 from .config import TransferConfig
@@ -224,9 +225,9 @@ class _Deferred(Exception):
 class _Batch:
     """The moving state of one :meth:`Transfer.copy_all`."""
 
-    def __init__(self, count: int, progress: Progress, pool: ThreadPoolExecutor, slots: int) -> None:
+    def __init__(self, progress: Progress, pool: ThreadPoolExecutor, slots: int) -> None:
         self.copies: List["_Copy"] = []  # prepared so far
-        self.results: List[Optional[TransferResult]] = [None] * count
+        self.results: List[Optional[TransferResult]] = []  # one per copy prepared, in order
         self.errors: List[BaseException] = []
         self.progress = progress
         self.pool = pool
@@ -339,15 +340,20 @@ class Transfer:
         self._active_lock = threading.Lock()
 
     # -- public --------------------------------------------------------------
-    def copy_all(self, items: Sequence[Tuple[ObjectInfo, Location]], label: str = "transfer") -> List[TransferResult]:
-        """Copy every ``(source info, destination)`` pair; all succeed or the first error is raised."""
-        if not items:
+    def copy_all(self, items: Iterable[Tuple[ObjectInfo, Location]], label: str = "transfer") -> List[TransferResult]:
+        """Copy every ``(source info, destination)`` pair; all succeed or the first error is raised.
+
+        ``items`` may be lazy (:func:`expand_lazily`: a listing read page by page): the first
+        copies start while later pairs are still coming, and the progress total grows with them."""
+        known = isinstance(items, collections.abc.Sized)
+        if known and not items:  # type: ignore[arg-type]
             return []
-        progress = Progress(sum(src.size for src, _ in items), label, enabled=self.show_progress)
+        total = sum(src.size for src, _ in items) if known else None
+        progress = Progress(total, label, enabled=self.show_progress)
         pool = ThreadPoolExecutor(self.config.concurrency, thread_name_prefix="genostage-xfer")
-        b = _Batch(len(items), progress, pool, self.config.concurrency)
+        b = _Batch(progress, pool, self.config.concurrency)
         try:
-            self._schedule(b, items)
+            self._schedule(b, items, grow=not known)
             self._drain(b)
         finally:
             pool.shutdown(wait=True)
@@ -365,7 +371,7 @@ class Transfer:
         return self.copy_all([(src, dest)], label)[0]
 
     # -- scheduling ------------------------------------------------------------
-    def _schedule(self, b: _Batch, items: Sequence[Tuple[ObjectInfo, Location]]) -> None:
+    def _schedule(self, b: _Batch, items: Iterable[Tuple[ObjectInfo, Location]], grow: bool = False) -> None:
         """Prepare the copies in order, starting parts as soon as they are ready; each part that
         ends starts the next one (on whatever thread it ended: for small objects that is the
         wire thread, with no hand-off at all). Preparing may ask the store (a HEAD for a large
@@ -374,10 +380,13 @@ class Transfer:
             for n, (src, dest) in enumerate(items):
                 if self._stopping(b):
                     break
+                if grow:
+                    b.progress.grow(src.size)
                 c = self._prepare(src, dest)
                 c.n = n
                 with b.cond:
                     b.copies.append(c)
+                    b.results.append(None)
                 if c.remaining == 0:  # fully resumed from a journal
                     b.begin()
                     b.pool.submit(self._finish_task, b, c)
@@ -960,22 +969,29 @@ class Transfer:
 
 
 def expand(stores: Stores, src: Location, dest: Location, what: str = "") -> List[Tuple[ObjectInfo, Location]]:
-    """Pairs of (source object, destination) for one object or a whole prefix."""
+    """Pairs of (source object, destination) for one object or a whole prefix, all listed
+    before the first is returned (for a free-space check before any byte moves)."""
+    return list(expand_lazily(stores, src, dest, what))
+
+
+def expand_lazily(stores: Stores, src: Location, dest: Location, what: str = "") -> Iterator[Tuple[ObjectInfo, Location]]:
+    """:func:`expand` as the listing comes, page by page, so copies start with the first page.
+    A key that would land outside the destination stops it there (pairs already given stay given)."""
+    from .errors import NotFound
     from .location import safe_relative
 
     store = stores.for_location(src)
-    if src.is_prefix:
-        infos = list(store.list(src))
-        if not infos:
-            from .errors import NotFound
-
-            raise NotFound(f"{src}: no objects under this prefix")
-        base = dest.as_prefix()
-        return [(i, base.child(safe_relative(i.relative, what or str(src)))) for i in infos]
-    info = store.stat(src)
-    if dest.is_prefix:
-        dest = dest.as_prefix().child(src.name)
-    return [(info, dest)]
+    if not src.is_prefix:
+        info = store.stat(src)
+        yield info, (dest.as_prefix().child(src.name) if dest.is_prefix else dest)
+        return
+    base = dest.as_prefix()
+    empty = True
+    for info in store.list(src):
+        empty = False
+        yield info, base.child(safe_relative(info.relative, what or str(src)))
+    if empty:
+        raise NotFound(f"{src}: no objects under this prefix")
 
 
 def copy(src: "str | Location", dest: "str | Location", stores: Optional[Stores] = None,
@@ -985,4 +1001,4 @@ def copy(src: "str | Location", dest: "str | Location", stores: Optional[Stores]
 
     stores = stores or Stores(config)
     s, d = parse(src), parse(dest)
-    return Transfer(stores, config or stores.config).copy_all(expand(stores, s, d), label=f"copy {s.name}")
+    return Transfer(stores, config or stores.config).copy_all(expand_lazily(stores, s, d), label=f"copy {s.name}")

@@ -19,7 +19,10 @@ N     ``genostage run``: the tool's own exit status when it fails
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib
+import os
+import threading
 import logging
 import sys
 from typing import List, Optional, Sequence
@@ -133,7 +136,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def run_main() -> None:  # pragma: no cover - console entry wrapper
-    sys.exit(main())
+    exit_now(main())
 
 
-__all__: List[str] = ["main", "exit_code", "build_parser", "COMMANDS"]
+def exit_now(code: int) -> None:
+    """End the process with ``code`` once the command is done, without tearing the interpreter
+    down object by object (40-70 ms after a transfer of thousands of objects): exit handlers
+    run and the standard streams are flushed first. While a non-daemon thread still runs,
+    the usual exit waits for it."""
+    main_thread = threading.main_thread()
+    if any(t is not main_thread and t.is_alive() and not t.daemon for t in threading.enumerate()):
+        sys.exit(code)
+    atexit._run_exitfuncs()  # logging's flush among them
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can reach it anyway
+            pass
+    os._exit(code)
+
+
+__all__: List[str] = ["main", "exit_code", "exit_now", "build_parser", "COMMANDS"]

@@ -5,7 +5,7 @@ import argparse
 import logging
 
 from ..location import parse
-from ..transfer import Transfer, expand
+from ..transfer import Transfer, expand_lazily
 from ..units import format_size
 from .common import add_transfer_options, stores_from
 
@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     src, dst = parse(args.src), parse(args.dst)
     if src.is_prefix and not dst.is_prefix:
         dst = dst.as_prefix()
-    items = expand(stores, src, dst, what=args.src)
+    items = expand_lazily(stores, src, dst, what=args.src)  # copies start with the listing's first page
     results = Transfer(stores, stores.config, show_progress=args.progress).copy_all(items, label=f"cp {src.name}")
     total = sum(r.size for r in results)
     seconds = max(max((r.seconds for r in results), default=0.0), 1e-6)

@@ -1,0 +1,71 @@
+"""``genostage cp`` as a user runs it: a prefix both ways, unsafe keys, missing sources, and
+copies that start while the listing is still being read."""
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from genostage.location import parse
+from genostage.store import Stores
+from genostage.transfer import Transfer, expand
+
+from .helpers import genostage, get, keys, put
+from .test_transfer import small_config
+
+
+def test_cp_prefix_down_and_up(s3, s3_client, bucket, tmp_path):
+    for i in range(25):
+        put(s3_client, bucket, f"cp/d{i % 2}/f{i:03d}.txt", b"%d" % i * 100)
+    r = genostage(["cp", "--no-progress", f"s3://{bucket}/cp/", str(tmp_path / "out") + "/"])
+    assert r.returncode == 0, r.stderr
+    assert "copied 25 object(s)" in r.stderr
+    assert (tmp_path / "out" / "d1" / "f007.txt").read_bytes() == b"7" * 100
+    r = genostage(["cp", "--no-progress", str(tmp_path / "out") + "/", f"s3://{bucket}/back/"])
+    assert r.returncode == 0, r.stderr
+    assert len(keys(s3_client, bucket, "back/")) == 25
+    assert get(s3_client, bucket, "back/d0/f010.txt") == b"10" * 100
+
+
+def test_cp_refuses_a_key_outside_the_destination(s3, s3_client, bucket, tmp_path):
+    put(s3_client, bucket, "up/../../evil.txt", b"evil")
+    put(s3_client, bucket, "up/ok.txt", b"ok")
+    if "up/../../evil.txt" not in keys(s3_client, bucket, "up/"):
+        pytest.skip("this server normalised the key")
+    r = genostage(["cp", "--no-progress", f"s3://{bucket}/up/", str(tmp_path / "a" / "b") + "/"])
+    assert r.returncode == 8, r.stderr
+    assert "../../evil.txt" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "evil.txt").exists()
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]  # the refused key came first: nothing copied
+
+
+def test_cp_missing_sources(s3, bucket, tmp_path):
+    r = genostage(["cp", f"s3://{bucket}/nothing/here/", str(tmp_path) + "/"])
+    assert r.returncode == 3 and "no objects under this prefix" in r.stderr
+    r = genostage(["cp", f"s3://{bucket}-missing/x/", str(tmp_path) + "/"])
+    assert r.returncode == 3 and "does not exist" in r.stderr
+    r = genostage(["cp", f"s3://{bucket}/nope.bam", str(tmp_path) + "/"])
+    assert r.returncode == 3 and "nope.bam" in r.stderr
+
+
+def test_copies_start_while_the_listing_is_read(s3, s3_client, bucket, tmp_path):
+    """A lazy listing: the first object is copied before the second is even listed."""
+    for i in range(3):
+        put(s3_client, bucket, f"lazy/{i}.txt", b"x%d" % i)
+    stores = Stores(small_config(s3), s3_client)
+    pairs = expand(stores, parse(f"s3://{bucket}/lazy/"), parse(str(tmp_path / "out") + "/"))
+    first_done_before_second_listed = []
+
+    def slow_listing():
+        yield pairs[0]
+        deadline = time.monotonic() + 30
+        while not os.path.exists(pairs[0][1].path) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        first_done_before_second_listed.append(os.path.exists(pairs[0][1].path))
+        yield from pairs[1:]
+
+    results = Transfer(stores, stores.config).copy_all(slow_listing())
+    assert first_done_before_second_listed == [True]
+    assert [r.destination for r in results] == [str(d) for _, d in pairs]
+    assert (tmp_path / "out" / "2.txt").read_bytes() == b"x2"
