@@ -141,18 +141,28 @@ class _PartMD5s:
 
 
 def _hash_file_range(h: Any, path: str, start: int, length: int, piece: int = 8 << 20) -> None:
-    """Feed ``length`` bytes of ``path`` from ``start`` to the hash ``h`` (from the page cache)."""
+    """Feed ``length`` bytes of ``path`` from ``start`` to the hash ``h``, through a read-only
+    map of the page cache: no copy and no fresh buffer per piece (a new 8 MiB ``pread`` buffer
+    costs the kernel a zeroed allocation as well as the copy)."""
+    import mmap
+
+    if length == 0:
+        return
     fd = os.open(path, os.O_RDONLY)
     try:
-        while length > 0:
-            data = os.pread(fd, min(piece, length), start)
-            if not data:
-                raise TransferFailed(f"{path}: ends at byte {start}, {length} bytes short")
-            h.update(data)
-            start += len(data)
-            length -= len(data)
+        if os.fstat(fd).st_size < start + length:
+            raise TransferFailed(f"{path}: ends before byte {start + length}")
+        base = start - start % mmap.ALLOCATIONGRANULARITY
+        m = mmap.mmap(fd, start + length - base, offset=base, prot=mmap.PROT_READ)
     finally:
         os.close(fd)
+    view = memoryview(m)
+    try:
+        for off in range(start - base, start - base + length, piece):
+            h.update(view[off:min(off + piece, start - base + length)])
+    finally:
+        view.release()
+        m.close()
 
 
 class _Digest:
