@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import ctypes
 import importlib
 import os
 import threading
@@ -119,7 +120,19 @@ def setup_logging(verbose: int, quiet: bool) -> None:
         logging.getLogger("botocore").setLevel(logging.DEBUG)
 
 
+def map_large_buffers() -> None:
+    """Have glibc map every allocation of 1 MiB or more on its own and unmap it when freed.
+    By default glibc raises that threshold after the first large free (up to 32 MiB) and then
+    serves 16 MiB parts from per-thread heaps it keeps: a 2 GiB upload peaked at 400 MB of
+    RSS where its 10 x 16 MiB parts in flight need 160 MiB (265-270 MB with this)."""
+    try:
+        ctypes.CDLL(None).mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):  # not glibc: its allocator decides
+        pass
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    map_large_buffers()
     parser = build_parser(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     setup_logging(args.verbose, args.quiet)
