@@ -44,11 +44,19 @@ class Progress:
         self._last = self._start
         self._every = 0.1 if self._tty else _interval()
         self._closed = False
+        self._growing = False  # the total is still being found (a listing read page by page)
 
     def grow(self, n: int) -> None:
-        """Add ``n`` to the total: work found while work is done (a listing read page by page)."""
+        """Add ``n`` to the total: work found while work is done (a listing read page by page);
+        until :meth:`settle`, lines say the total is so far, with no percentage or ETA."""
         with self._lock:
             self.total = (self.total or 0) + n
+            self._growing = True
+
+    def settle(self) -> None:
+        """The total is final."""
+        with self._lock:
+            self._growing = False
 
     def update(self, n: int) -> None:
         with self._lock:
@@ -66,6 +74,8 @@ class Progress:
         elapsed = max(now - self._start, 1e-9)
         rate = self.done / elapsed
         rate_text = f"{format_size(rate)}/s" if self.unit == "B" else f"{rate:,.0f} {self.unit}/s"
+        if self.total and self._growing:
+            return f"{self.label}: {self._amount(self.done)} of {self._amount(self.total)} listed so far, {rate_text}"
         if self.total:
             pct = min(100.0, 100.0 * self.done / self.total)
             eta = (self.total - self.done) / rate if rate > 0 else 0.0

@@ -406,6 +406,7 @@ class Transfer:
                 self._pump(b)
         except BaseException as exc:
             b.fail(exc, self.cancel)
+        b.progress.settle()
         with b.cond:
             b.fed = True
         self._pump(b)
