@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import time
 
 from ..location import parse
 from ..transfer import Transfer, expand_lazily
@@ -28,10 +29,11 @@ def run(args: argparse.Namespace) -> int:
     src, dst = parse(args.src), parse(args.dst)
     if src.is_prefix and not dst.is_prefix:
         dst = dst.as_prefix()
+    started = time.monotonic()
     items = expand_lazily(stores, src, dst, what=args.src)  # copies start with the listing's first page
     results = Transfer(stores, stores.config, show_progress=args.progress).copy_all(items, label=f"cp {src.name}")
     total = sum(r.size for r in results)
-    seconds = max(max((r.seconds for r in results), default=0.0), 1e-6)
+    seconds = max(time.monotonic() - started, 1e-6)  # the whole copy, listing included
     log.info("copied %d object(s), %s (%s/s), verified by %s", len(results), format_size(total),
              format_size(total / seconds), ", ".join(sorted({r.verified or "size" for r in results})))
     return 0
