@@ -113,13 +113,18 @@ def _raise_embedded_error(resp: Response) -> None:
         raise err
 
 
+def _ns(root: ET.Element) -> str:
+    """The ``{namespace}`` prefix of an S3 XML answer's tags ("" when it has none)."""
+    return root.tag[:root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+
+
 def _completed_etag(body: bytes) -> Optional[str]:
     """The ETag in a CompleteMultipartUpload answer (None if it names none)."""
     try:
         root = ET.fromstring(body)
     except ET.ParseError:
         return None
-    ns = root.tag[:root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+    ns = _ns(root)
     return root.findtext(f"{ns}ETag")
 
 
@@ -530,7 +535,7 @@ class S3Store(Store):
                 query["continuation-token"] = token
             resp = self.wire.call("GET", bucket, query=query, headers=self._payer_header())
             root = ET.fromstring(resp.body)
-            ns = root.tag[:root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+            ns = _ns(root)
             encoded = (root.findtext(f"{ns}EncodingType") or "").lower() == "url"
             page = []
             for item in root.iter(f"{ns}Contents"):
@@ -739,7 +744,7 @@ class S3Store(Store):
                 headers["x-amz-checksum-type"] = "FULL_OBJECT"
             resp = self.wire.call("POST", loc.bucket, loc.key, query={"uploads": None}, headers=headers)
             root = ET.fromstring(resp.body)
-            ns = root.tag[:root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+            ns = _ns(root)
             upload_id = root.findtext(f"{ns}UploadId")
             if not upload_id:
                 raise TransferFailed(f"{loc}: the server started no multipart upload (no UploadId in its answer)")
