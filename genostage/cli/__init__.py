@@ -22,10 +22,10 @@ import argparse
 import atexit
 import ctypes
 import importlib
-import os
-import threading
 import logging
+import os
 import sys
+import threading
 from typing import List, Optional, Sequence
 
 from .. import __version__
