@@ -365,6 +365,11 @@ class Transfer:
         try:
             self._schedule(b, items, grow=not known)
             self._drain(b)
+        except BaseException:  # an interrupt while waiting: stop every part, then leave nothing half-done
+            self.cancel.set()
+            self._drain(b)
+            self._cleanup(b.copies)
+            raise
         finally:
             pool.shutdown(wait=True)
             b.writer.shutdown(wait=True)

@@ -3,6 +3,7 @@ copies that start while the listing is still being read."""
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 import pytest
@@ -12,6 +13,7 @@ from genostage.store import Stores
 from genostage.transfer import Transfer, expand
 
 from .helpers import genostage, get, keys, put
+from .test_run import _start, _wait_for
 from .test_transfer import small_config
 
 
@@ -99,3 +101,35 @@ def test_cli_returns_large_buffers_to_the_system(tmp_path):
     assert kept["mapped"] <= 4, kept
     if kept["default"] <= 4:
         pytest.skip(f"this allocator returns freed buffers by itself: {kept}")
+
+
+@pytest.mark.slow
+def test_cp_upload_stopped_by_sigterm_aborts_its_multipart_upload(s3, s3_client, bucket, tmp_path):
+    big = tmp_path / "big.bin"
+    with open(big, "wb") as fh:
+        fh.truncate(400 << 20)
+    proc = _start(["cp", "--part-size", "5MiB", "--concurrency", "2", str(big), f"s3://{bucket}/cp-up/big.bin"])
+    assert _wait_for(lambda: s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads"), 60)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=25)
+    assert proc.returncode == 143, err
+    assert "interrupted by signal 15" in err and "Traceback" not in err
+    assert s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert keys(s3_client, bucket, "cp-up/") == []
+
+
+@pytest.mark.slow
+def test_cp_download_stopped_by_sigint_leaves_no_partial_file(s3, s3_client, bucket, tmp_path):
+    from .faultproxy import FaultProxy
+
+    s3_client.put_object(Bucket=bucket, Key="slow/big.bin", Body=os.urandom(30 << 20))
+    out = tmp_path / "out"
+    with FaultProxy(s3.endpoint_url, error_every=10**9, cut_every=10**9, delay=0.4) as proxy:
+        proc = _start(["cp", "--part-size", "5MiB", "--concurrency", "1", "--endpoint-url", proxy.url,
+                       f"s3://{bucket}/slow/", str(out) + "/"])
+        assert _wait_for(lambda: out.is_dir() and any(out.iterdir()), 60)  # the temporary file is there
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=25)
+    assert proc.returncode == 130, err
+    assert "interrupted by signal 2" in err and "Traceback" not in err
+    assert list(out.iterdir()) == []

@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
+import threading
+from typing import Any, Iterator
 
 from ..config import TransferConfig
 from ..store import Stores
@@ -32,3 +36,23 @@ def config_from(args: argparse.Namespace) -> TransferConfig:
 
 def stores_from(args: argparse.Namespace) -> Stores:
     return Stores(config_from(args))
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[threading.Event]:
+    """An event that SIGTERM and SIGINT set (with the signal's number as ``signum``), for a
+    :class:`~genostage.transfer.Transfer` to stop on: parts in flight are cancelled, multipart
+    uploads aborted and temporary files removed before the command exits 128+N."""
+    cancel = threading.Event()
+
+    def stop(signum: int, frame: Any) -> None:
+        if not cancel.is_set():
+            cancel.signum = signum  # type: ignore[attr-defined]
+            cancel.set()
+
+    old = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield cancel
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)

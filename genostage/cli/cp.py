@@ -8,7 +8,7 @@ import time
 from ..location import parse
 from ..transfer import Transfer, expand_lazily
 from ..units import format_size
-from .common import add_transfer_options, stores_from
+from .common import add_transfer_options, stop_on_signals, stores_from
 
 log = logging.getLogger("genostage.cp")
 
@@ -31,7 +31,9 @@ def run(args: argparse.Namespace) -> int:
         dst = dst.as_prefix()
     started = time.monotonic()
     items = expand_lazily(stores, src, dst, what=args.src)  # copies start with the listing's first page
-    results = Transfer(stores, stores.config, show_progress=args.progress).copy_all(items, label=f"cp {src.name}")
+    with stop_on_signals() as cancel:
+        transfer = Transfer(stores, stores.config, cancel=cancel, show_progress=args.progress)
+        results = transfer.copy_all(items, label=f"cp {src.name}")
     total = sum(r.size for r in results)
     seconds = max(time.monotonic() - started, 1e-6)  # the whole copy, listing included
     log.info("copied %d object(s), %s (%s/s), verified by %s", len(results), format_size(total),
