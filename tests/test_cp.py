@@ -133,3 +133,29 @@ def test_cp_download_stopped_by_sigint_leaves_no_partial_file(s3, s3_client, buc
     assert proc.returncode == 130, err
     assert "interrupted by signal 2" in err and "Traceback" not in err
     assert list(out.iterdir()) == []
+
+
+def _big_fastq(path, n: int) -> None:
+    rnd = os.urandom(n * 150)
+    seq = rnd.translate(bytes(b"ACGT"[i % 4] for i in range(256)))
+    qual = rnd.translate(bytes(33 + i % 40 for i in range(256)))
+    with open(path, "wb") as fh:
+        for i in range(n):
+            fh.write(b"@r%d\n%s\n+\n%s\n" % (i, seq[i * 150:(i + 1) * 150], qual[i * 150:(i + 1) * 150]))
+
+
+@pytest.mark.slow
+def test_any_command_stopped_by_sigterm_cleans_up_and_exits_143(tmp_path):
+    """Commands without a handler of their own (here split) get SIGTERM as an exception, so
+    their cleanup runs: no temporary file is left, and the status is 128+15."""
+    src = tmp_path / "big.fq"
+    _big_fastq(src, 300_000)
+    out = tmp_path / "out"
+    proc = _start(["split", "fastq", str(src), "--out-dir", str(out), "--parts", "4", "--compress", "gzip",
+                   "--level", "9", "--threads", "1", "--no-progress"])
+    assert _wait_for(lambda: out.is_dir() and any(out.iterdir()), 60)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=25)
+    assert proc.returncode == 143, err
+    assert "interrupted by signal 15" in err and "Traceback" not in err
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []

@@ -24,6 +24,7 @@ import ctypes
 import importlib
 import logging
 import os
+import signal
 import sys
 import threading
 from typing import List, Optional, Sequence
@@ -136,6 +137,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     setup_logging(args.verbose, args.quiet)
+    previous = interrupt_on_sigterm()
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
@@ -146,6 +148,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return exit_code(exc)
     except BrokenPipeError:
         return EXIT_DATA
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_interrupted(signum: int, frame: object) -> None:
+    raise E.Interrupted(signum)
+
+
+def interrupt_on_sigterm() -> "Optional[signal._HANDLER]":
+    """SIGTERM raises :class:`~genostage.errors.Interrupted` in the main thread, as SIGINT raises
+    KeyboardInterrupt, so a command's cleanup runs (temporary files removed, uploads aborted)
+    and it exits 143 instead of dying where it stands. ``run`` and ``cp`` stop more gently with
+    handlers of their own. Returns the handler it replaced (None off the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_interrupted)
 
 
 def run_main() -> None:  # pragma: no cover - console entry wrapper
