@@ -33,7 +33,7 @@ build: system-deps $(VENV)/.installed
 	@$(PY) -m compileall -q genostage
 
 demo: system-deps build
-	$(PY) -m genostage.demo
+	$(PY) -m genostage.testing.demo
 
 test: system-deps container-deps build
 	$(PY) -m mypy genostage
@@ -50,4 +50,4 @@ lint: build
 	$(PY) -m mypy genostage
 
 clean:
-	rm -rf build $(VENV) *.egg-info genostage/*.so ext/_*.c
+	rm -rf build $(VENV) *.egg-info genostage/*/*.so ext/_*.c

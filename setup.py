@@ -7,13 +7,13 @@ from setuptools import Extension, setup
 CFLAGS = ["-O3", "-std=c11"] if os.name != "nt" else []
 
 # libraries a kernel links with
-LIBRARIES = {"genostage._bgzf": ["z"]}
+LIBRARIES = {"genostage.codec._bgzf": ["z"]}
 
 # name -> sources; each kernel is a small private module wrapped by a Python one.
 KERNELS = {
-    "genostage._checksum": ["ext/_checksum.pyx", "ext/crc_kernels.c", "ext/md5_mb.c"],
-    "genostage._bgzf": ["ext/_bgzf.pyx"],
-    "genostage._fastq": ["ext/_fastq.pyx"],
+    "genostage.codec._checksum": ["ext/_checksum.pyx", "ext/crc_kernels.c", "ext/md5_mb.c"],
+    "genostage.codec._bgzf": ["ext/_bgzf.pyx"],
+    "genostage.split._fastq": ["ext/_fastq.pyx"],
 }
 
 extensions = [

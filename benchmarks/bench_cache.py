@@ -40,8 +40,8 @@ from typing import Dict, List
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import genostage  # noqa: E402
-from genostage.cache import resolve_link  # noqa: E402
-from genostage.cache_counting import counting_moto_server  # noqa: E402
+from genostage.job.cache import resolve_link  # noqa: E402
+from genostage.testing.counting import counting_moto_server  # noqa: E402
 from genostage.config import TransferConfig  # noqa: E402
 from genostage.store import Stores  # noqa: E402
 from genostage.units import format_size, parse_size  # noqa: E402

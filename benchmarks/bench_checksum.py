@@ -25,8 +25,8 @@ from typing import Any, Callable, Dict, List, Tuple
 
 import numpy as np
 
-from genostage import _checksum as K
-from genostage import checksum as C
+from genostage.codec import _checksum as K
+from genostage.codec import checksum as C
 
 KiB, MiB, GiB = 1024, 1024**2, 1024**3
 GB = 1e9
@@ -139,7 +139,7 @@ def bench_buffers(quick: bool) -> Tuple[Dict[Tuple[str, str, str], float], float
         hashlib.new(h, big).digest()
         results[(h, "hashlib", "1GiB")] = GiB / (time.perf_counter() - start) / GB
     # eight independent MD5s at once (multipart-ETag parts, upload parts in flight): lanes of AVX2
-    from genostage import checksum as ck
+    from genostage.codec import checksum as ck
 
     results[("md5", "genostage x8", "1MiB")] = rate(lambda: ck.md5_many([mid] * 8), 8 * MiB, 0.2, 3)
     spans = [memoryview(big)[i * (GiB // 8):(i + 1) * (GiB // 8)] for i in range(8)]

@@ -12,10 +12,10 @@ tool run as a user runs it, as a command, at the same concurrency N:
         --numworkers bounds objects in flight, cp --concurrency the parts of one object)
 
 Servers (``--server moto|rclone|both``):
-- moto: ``genostage.s3server.moto_server`` (moto's threaded werkzeug server) run in a
+- moto: ``genostage.testing.s3server.moto_server`` (moto's threaded werkzeug server) run in a
   child process of its own, so the server never shares a GIL with the benchmark;
-- rclone: ``genostage.s3server.rclone_server`` (``rclone serve s3`` over a directory
-  under the data dir, path-style, credentials genostage.s3server.ACCESS_KEY/SECRET_KEY).
+- rclone: ``genostage.testing.s3server.rclone_server`` (``rclone serve s3`` over a directory
+  under the data dir, path-style, credentials genostage.testing.s3server.ACCESS_KEY/SECRET_KEY).
 
 On moto the big object is at most ``--moto-size`` (default 256 MiB): moto answers
 every ranged GET by reading the WHOLE object into one bytes object and slicing it
@@ -71,8 +71,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (RunResult, clean_env, format_table, load_average, mb_per_s, median,  # noqa: E402
                     ratio, run_timed)
 
-from genostage import checksum as ck  # noqa: E402
-from genostage import s3server  # noqa: E402
+from genostage.codec import checksum as ck  # noqa: E402
+from genostage.testing import s3server  # noqa: E402
 from genostage.units import format_size, parse_size  # noqa: E402
 
 BUCKET = "bench"
@@ -87,7 +87,7 @@ VENV_BIN = Path(sys.executable).parent
 # moto in a child process: the project's own server helper, stopped by closing stdin.
 MOTO_CHILD = """
 import sys
-from genostage.s3server import moto_server
+from genostage.testing.s3server import moto_server
 with moto_server() as s3:
     print(s3.endpoint_url, flush=True)
     sys.stdin.read()

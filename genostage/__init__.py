@@ -5,6 +5,8 @@ outputs verified end to end, and clean up in every case.
 """
 __version__ = "0.1.0"
 
+from typing import TYPE_CHECKING
+
 from .config import TransferConfig
 from .errors import (
     AccessDenied,
@@ -28,8 +30,15 @@ __all__ = [
 
 # The heavier parts load on first use, so that a command (or a wrapper script) that needs
 # only some of them starts fast.
-_LAZY = {"Job": ".job", "stage_in": ".staging", "stage_out": ".staging", "copy": ".transfer", "Cache": ".cache"}
+_LAZY = {"Job": ".job.job", "stage_in": ".job.staging", "stage_out": ".job.staging", "copy": ".transfer.engine",
+         "Cache": ".job.cache"}
 __all__ += list(_LAZY)
+
+if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
+    from .job.cache import Cache
+    from .job.job import Job
+    from .job.staging import stage_in, stage_out
+    from .transfer.engine import copy
 
 
 def __getattr__(name: str) -> object:

@@ -7,8 +7,8 @@ from typing import Iterator, Tuple
 
 import pytest
 
-from genostage.cache_counting import CountingApp, counting_moto_server
-from genostage.s3server import LocalS3
+from genostage.testing.counting import CountingApp, counting_moto_server
+from genostage.testing.s3server import LocalS3
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ from typing import Iterator
 import pytest
 
 from genostage.config import TransferConfig
-from genostage.s3server import LocalS3, moto_server, rclone_server
+from genostage.testing.s3server import LocalS3, moto_server, rclone_server
 from genostage.store import Stores
 
 

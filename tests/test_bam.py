@@ -14,7 +14,7 @@ import pytest
 
 pysam = pytest.importorskip("pysam")
 
-from genostage.bgzf import EOF_BLOCK, compress_block  # noqa: E402
+from genostage.codec.bgzf import EOF_BLOCK, compress_block  # noqa: E402
 from genostage.cli import main  # noqa: E402
 from genostage.cli.split_bam import register_bam  # noqa: E402
 from genostage.errors import FormatError, ObjectChanged  # noqa: E402
@@ -152,7 +152,7 @@ def test_split_parts_keeps_every_record(bams: Dict[str, str], tmp_path, name: st
 
 
 def test_split_copies_inner_blocks_byte_for_byte(bams: Dict[str, str], tmp_path) -> None:
-    from genostage import _bgzf as K
+    from genostage.codec import _bgzf as K
 
     report = split_bam(bams["coordinate"], str(tmp_path / "o"), Stores(), parts=3)
     src = Path(bams["coordinate"]).read_bytes()

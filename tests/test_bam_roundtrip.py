@@ -8,8 +8,8 @@ from typing import List
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from genostage import _bgzf as K
-from genostage.bgzf import EOF_BLOCK, compress_block
+from genostage.codec import _bgzf as K
+from genostage.codec.bgzf import EOF_BLOCK, compress_block
 from genostage.split.bam import split_bam
 from genostage.store import Stores
 

@@ -7,7 +7,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from genostage import batch
+from genostage.deploy import batch
 from genostage.cli import main
 from genostage.errors import UsageError
 

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from genostage import _bgzf as K
-from genostage import bgzf
+from genostage.codec import _bgzf as K
+from genostage.codec import bgzf
 from genostage.errors import FormatError
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import genostage
-from genostage.cache import Cache, cache_key, reflink_supported, resolve_link
+from genostage.job.cache import Cache, cache_key, reflink_supported, resolve_link
 from genostage.config import TransferConfig
 from genostage.store import Stores
 from genostage.location import parse
@@ -273,8 +273,8 @@ def test_keys_follow_object_identity():
 
 def test_free_space_preflight_counts_unused_cache_entries_as_reclaimable(counting, tmp_path, monkeypatch):
     """Scratch and cache share a (pretend 300 kB) disk: an input that does not fit evicts unused references."""
-    import genostage.cache as cache_mod
-    import genostage.scratch as scratch_mod
+    import genostage.job.cache as cache_mod
+    import genostage.job.scratch as scratch_mod
 
     _, app, client, bucket = counting
     put_refs(client, bucket, {"r/old": b"o" * 100_000, "r/new": b"n" * 100_000, "in/sample": b"s" * 150_000})

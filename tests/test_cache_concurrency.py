@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from genostage.cache import Cache, _flock_holders
+from genostage.job.cache import Cache, _flock_holders
 
 from .cache_helpers import counting, counting_server, manifest_of  # noqa: F401  (fixtures)
 from .helpers import genostage as run_cli

@@ -22,8 +22,8 @@ from botocore import httpchecksum
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from genostage import _checksum as K
-from genostage import checksum as C
+from genostage.codec import _checksum as K
+from genostage.codec import checksum as C
 from genostage.errors import FormatError, UsageError
 from genostage.store import ObjectInfo
 from genostage.location import Location
@@ -128,10 +128,10 @@ def test_environment_forces_path() -> None:
     for p in PATHS:
         env = dict(os.environ, GENOSTAGE_CRC_PATH=p)
         out = subprocess.run(
-            [sys.executable, "-c", "from genostage import _checksum as k; print(k.get_path(), hex(k.crc32c(b'123456789')))"],
+            [sys.executable, "-c", "from genostage.codec import _checksum as k; print(k.get_path(), hex(k.crc32c(b'123456789')))"],
             env=env, capture_output=True, text=True, check=True)
         assert out.stdout.split() == [p, "0xe3069283"]
-    bad = subprocess.run([sys.executable, "-c", "import genostage._checksum"],
+    bad = subprocess.run([sys.executable, "-c", "import genostage.codec._checksum"],
                          env=dict(os.environ, GENOSTAGE_CRC_PATH="nope"), capture_output=True, text=True)
     assert bad.returncode != 0 and "unknown CRC path" in bad.stderr
 
@@ -412,7 +412,7 @@ def test_file_crcs_mapped_and_read(tmp_path, monkeypatch: pytest.MonkeyPatch, us
 def test_md5_many_equals_hashlib(lanes: bool) -> None:
     import random
 
-    from genostage import _checksum as K
+    from genostage.codec import _checksum as K
 
     was = K.md5_lanes()
     K.md5_lanes(lanes)

@@ -11,7 +11,7 @@ from typing import List
 import google_crc32c
 import pytest
 
-from genostage import checksum as C
+from genostage.codec import checksum as C
 from genostage.cli import EXIT_CHECKSUM, EXIT_DATA, EXIT_NOT_FOUND, main
 from genostage.store.s3 import S3Store
 

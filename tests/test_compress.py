@@ -9,8 +9,8 @@ from typing import List
 
 import pytest
 
-from genostage import bgzf
-from genostage import compress as C
+from genostage.codec import bgzf
+from genostage.codec import compress as C
 from genostage.errors import FormatError
 
 DATA = b"".join(b"@r%d\nACGTACGTAC\n+\nIIIIIIIIII\n" % i for i in range(20000))

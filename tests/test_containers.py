@@ -21,7 +21,7 @@ from typing import Dict, Iterator, List
 
 import pytest
 
-from genostage.s3server import moto_server
+from genostage.testing.s3server import moto_server
 
 pytestmark = [pytest.mark.containers, pytest.mark.slow, pytest.mark.timeout(1800)]
 

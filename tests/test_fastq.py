@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from genostage import bgzf
-from genostage import compress as C
+from genostage.codec import bgzf
+from genostage.codec import compress as C
 from genostage.cli import main
 from genostage.errors import FormatError, UsageError
 from genostage.split import fastq as F

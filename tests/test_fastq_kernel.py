@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from genostage import _fastq
+from genostage.split import _fastq
 
 from .fastq_util import fastq
 

@@ -8,7 +8,7 @@ from typing import List, Tuple
 
 import pytest
 
-from genostage import bgzf
+from genostage.codec import bgzf
 from genostage.errors import FormatError, ObjectChanged, UsageError
 from genostage.split import fastq as F
 from genostage.split import fastq_plan as P

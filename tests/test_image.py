@@ -13,7 +13,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from genostage import image
+from genostage.deploy import image
 from genostage.errors import NotFound, UsageError
 
 REPO = Path(__file__).resolve().parent.parent

@@ -7,7 +7,7 @@ import os
 import pytest
 
 import genostage
-from genostage import scratch as scratch_mod
+from genostage.job import scratch as scratch_mod
 from genostage.errors import InsufficientSpace, ToolFailed
 
 from .helpers import get, keys, put

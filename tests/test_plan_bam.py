@@ -10,7 +10,7 @@ pysam = pytest.importorskip("pysam")
 
 from .test_bam import REFS3, check_parts, make_reads, records, write_bam  # noqa: E402
 
-from genostage.bgzf import EOF_BLOCK  # noqa: E402
+from genostage.codec.bgzf import EOF_BLOCK  # noqa: E402
 from genostage.cli import main  # noqa: E402
 from genostage.errors import ObjectChanged  # noqa: E402
 from genostage.split.bam import make_plan  # noqa: E402

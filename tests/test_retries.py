@@ -9,7 +9,7 @@ from genostage.config import TransferConfig
 from genostage.errors import AccessDenied, NotFound
 from genostage.store import Stores
 from genostage.store.s3 import make_client
-from genostage.transfer import copy
+from genostage.transfer.engine import copy
 
 from .faultproxy import FaultProxy
 from .helpers import put

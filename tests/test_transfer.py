@@ -7,12 +7,12 @@ import threading
 
 import pytest
 
-from genostage import checksum as ck
+from genostage.codec import checksum as ck
 from genostage.config import TransferConfig
 from genostage.errors import ChecksumMismatch, NotFound, TransferFailed
 from genostage.location import parse
 from genostage.store import S3Store, Stores
-from genostage.transfer import Transfer, copy, download_part_size, expand
+from genostage.transfer.engine import Transfer, copy, download_part_size, expand
 
 from .helpers import get, keys, put
 

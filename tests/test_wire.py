@@ -16,7 +16,7 @@ from genostage.config import TransferConfig
 from genostage.errors import Interrupted
 from genostage.store import Stores
 from genostage.store.wire import Signer, Wire, WireError
-from genostage.transfer import copy
+from genostage.transfer.engine import copy
 
 from .helpers import get, keys, put
 

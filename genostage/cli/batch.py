@@ -42,7 +42,7 @@ def register(subparsers: Any) -> None:
 
 
 def _default_image(tool: str) -> str:
-    from .. import image
+    from ..deploy import image
 
     try:
         return image.image_spec(image.find_repo(), tool).tag
@@ -63,7 +63,7 @@ def _command(text: "str | None") -> "list[str] | None":
 
 
 def _job_definition(args: argparse.Namespace) -> int:
-    from .. import batch
+    from ..deploy import batch
 
     command = _command(args.command_json)
     if args.register and not args.image:

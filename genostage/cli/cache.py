@@ -6,9 +6,9 @@ import sys
 import time
 from typing import List
 
-from ..cache import Cache, Entry
+from ..job.cache import Cache, Entry
 from ..errors import ChecksumMismatch
-from ..scratch import free_bytes
+from ..job.scratch import free_bytes
 from ..units import format_size, parse_size
 
 EPILOG = """\

@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .. import checksum as C
+from ..codec import checksum as C
 from ..config import TransferConfig
 from ..errors import AccessDenied, ChecksumMismatch, FormatError, NotFound, UsageError
 from ..location import Location, parse

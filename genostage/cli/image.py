@@ -43,7 +43,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from .. import image
+    from ..deploy import image
 
     engine = image.detect_engine(args.engine)
     built = image.build(args.tool, tag=args.tag, engine=engine, repo=args.repo, base=args.base, python=args.python)
@@ -52,7 +52,7 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _push(args: argparse.Namespace) -> int:
-    from .. import image
+    from ..deploy import image
 
     engine = image.detect_engine(args.engine)
     for ref in image.push(args.tool, args.registry, region=args.region, engine=engine, repo=args.repo,
@@ -62,7 +62,7 @@ def _push(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from .. import image
+    from ..deploy import image
 
     repo = image.find_repo(args.repo)
     for name in image.list_images(repo):

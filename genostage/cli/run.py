@@ -7,10 +7,10 @@ import os
 from typing import Dict, List
 
 from ..errors import UsageError
-from ..job import Job
-from ..scratch import KEEP_POLICIES
-from ..staging import parse_assignment
-from ..tool import expand
+from ..job.job import Job
+from ..job.scratch import KEEP_POLICIES
+from ..job.staging import parse_assignment
+from ..job.tool import expand
 from .common import add_transfer_options, config_from
 
 log = logging.getLogger("genostage.run")
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"{option} {name}: no output named {name!r} (declare it with -o {name}=URI)")
     cache = None
     if args.cache:
-        from ..cache import Cache
+        from ..job.cache import Cache
 
         cache = Cache(args.cache, args.cache_max_size, link=args.cache_link)
     with Job(scratch_root=args.scratch, keep=args.keep_scratch, config=config_from(args),

@@ -14,8 +14,8 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, BinaryIO, Dict, List, Optional, Tuple
 
-from .. import _bgzf as K
-from ..bgzf import BgzfWriter, make_virtual, split_virtual
+from ..codec import _bgzf as K
+from ..codec.bgzf import BgzfWriter, make_virtual, split_virtual
 from ..errors import FormatError, UsageError
 from ..store import Stores
 from .bam_copy import copy_records, run_bytes

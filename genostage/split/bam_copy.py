@@ -11,8 +11,8 @@ import io
 import os
 from typing import BinaryIO, Dict, Iterator, Optional
 
-from .. import _bgzf as K
-from ..bgzf import BgzfWriter, split_virtual
+from ..codec import _bgzf as K
+from ..codec.bgzf import BgzfWriter, split_virtual
 from .bam_io import Source, inflate_at
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from typing import Any, BinaryIO, Dict, List
 
-from ..bgzf import BgzfWriter, make_virtual
+from ..codec.bgzf import BgzfWriter, make_virtual
 from ..errors import FormatError, UsageError
 from ..store import Stores
 from .bam_copy import copy_records

@@ -14,8 +14,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
-from .. import _bgzf as K
-from ..bgzf import make_virtual, split_virtual
+from ..codec import _bgzf as K
+from ..codec.bgzf import make_virtual, split_virtual
 from ..errors import FormatError, NotFound, UsageError
 from ..location import parse
 from ..store import Stores

@@ -2,7 +2,7 @@
 
 The header and the windows around cut points are read with ranged reads, so the
 same code serves a local file and an ``s3://`` object. Hot loops are in
-``genostage._bgzf``.
+``genostage.codec._bgzf``.
 """
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from array import array
 from dataclasses import dataclass, field
 from typing import Iterator, List, Optional, Tuple
 
-from .. import _bgzf as K
-from ..bgzf import EOF_BLOCK, make_virtual
+from ..codec import _bgzf as K
+from ..codec.bgzf import EOF_BLOCK, make_virtual
 from ..errors import FormatError
 from ..location import Location, parse
 from ..store import ObjectInfo, Store, Stores

@@ -5,8 +5,8 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Deque, Iterator, List, Optional, Tuple
 
-from .. import _bgzf as K
-from ..bgzf import make_virtual, split_virtual
+from ..codec import _bgzf as K
+from ..codec.bgzf import make_virtual, split_virtual
 from ..errors import UsageError
 from .bam_io import BamHeader, Source, check_eof, inflate_at, record_name
 

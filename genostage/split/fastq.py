@@ -2,7 +2,7 @@
 
 Inputs are local paths or ``s3://`` URIs, plain, gzip (multi-member too) or
 BGZF, detected from the bytes and read front to back (S3 through large
-ranged GETs); nothing is held whole in memory. The ``genostage._fastq``
+ranged GETs); nothing is held whole in memory. The ``genostage.split._fastq``
 kernel finds and validates record boundaries in the decompressed buffers.
 
 Chunks are runs of records in input order, cut by one rule:
@@ -45,8 +45,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, BinaryIO, Callable, Dict, Iterator, List, Optional, Tuple
 
-from .. import _fastq
-from .. import compress as C
+from . import _fastq
+from ..codec import compress as C
 from ..errors import FormatError, UsageError
 from ..location import Location, parse
 from ..progress import Progress

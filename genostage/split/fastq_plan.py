@@ -45,9 +45,9 @@ from __future__ import annotations
 
 from typing import Any, BinaryIO, Dict, Iterator, List, Optional, Tuple
 
-from .. import _fastq
-from .. import bgzf
-from .. import compress as C
+from . import _fastq
+from ..codec import bgzf
+from ..codec import compress as C
 from ..errors import FormatError, UsageError
 from ..location import Location, parse
 from ..store import ObjectInfo, Store, Stores

@@ -18,7 +18,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 from urllib.parse import unquote_plus
 
-from ..checksum import MD5Batcher, etag_of_parts
+from ..codec.checksum import MD5Batcher, etag_of_parts
 from ..config import TransferConfig
 from ..errors import AccessDenied, GenostageError, NotFound, ObjectChanged, TransferFailed
 from ..location import Location

@@ -62,15 +62,15 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 
-from . import checksum as ck
-from .config import TransferConfig
-from .errors import ChecksumMismatch, GenostageError, Interrupted, NotFound, UsageError
-from .location import Location, parse
-from .progress import Progress, _interval
+from ..codec import checksum as ck
+from ..config import TransferConfig
+from ..errors import ChecksumMismatch, GenostageError, Interrupted, NotFound, UsageError
+from ..location import Location, parse
+from ..progress import Progress, _interval
 from .scratch import check_space, free_bytes
-from .store import ObjectInfo, Stores
-from .transfer import Transfer, TransferResult
-from .units import format_size, parse_size
+from ..store import ObjectInfo, Stores
+from ..transfer.engine import Transfer, TransferResult
+from ..units import format_size, parse_size
 
 log = logging.getLogger("genostage.cache")
 

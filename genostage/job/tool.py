@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import IO, Any, Dict, List, Mapping, Optional, Sequence
 
-from .errors import UsageError
+from ..errors import UsageError
 
 log = logging.getLogger("genostage.tool")
 

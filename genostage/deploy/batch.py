@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from .errors import AccessDenied, GenostageError, UsageError
+from ..errors import AccessDenied, GenostageError, UsageError
 
 log = logging.getLogger("genostage.batch")
 

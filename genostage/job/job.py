@@ -24,15 +24,15 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Set, Union
 
-from . import __version__
-from .config import TransferConfig
-from .errors import GenostageError, Interrupted, ToolFailed, UsageError
-from .location import parse
+from .. import __version__
+from ..config import TransferConfig
+from ..errors import GenostageError, Interrupted, ToolFailed, UsageError
+from ..location import parse
 from .scratch import Scratch, check_space
 from .staging import Staged, collect_output, fetch_chunks, plan_input, plan_output, transfer_staged
-from .store import Stores
+from ..store import Stores
 from .tool import Tool, ToolResult
-from .transfer import Transfer
+from ..transfer.engine import Transfer
 
 if TYPE_CHECKING:
     from .cache import Cache, Lease
@@ -282,7 +282,7 @@ class Job:
             return {"status": "tool_failed", "exit_status": error.returncode, "error": str(error)}
         if isinstance(error, Interrupted):
             return {"status": "interrupted", "exit_status": 128 + error.signum, "error": str(error)}
-        from .cli import exit_code
+        from ..cli import exit_code
 
         kind = "failed" if isinstance(error, GenostageError) else "crashed"
         return {"status": kind, "exit_status": exit_code(error), "error": f"{error.__class__.__name__}: {error}"}

@@ -1,7 +1,7 @@
 """Checksums of bytes, streams and files, and the forms S3 uses for them.
 
 The CRCs (``crc64nvme``, ``crc32c``, ``crc32``) run in the compiled kernel
-:mod:`genostage._checksum` (CLMUL folding with runtime CPU dispatch); ``md5``
+:mod:`genostage.codec._checksum` (CLMUL folding with runtime CPU dispatch); ``md5``
 and ``sha256`` come from :mod:`hashlib`.  S3 wire forms:
 
 - CRCs: base64 of the big-endian value (4 bytes for crc32/crc32c, 8 for crc64nvme);
@@ -26,7 +26,7 @@ import threading
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from . import _checksum as _k
-from .errors import FormatError, ObjectChanged, UsageError
+from ..errors import FormatError, ObjectChanged, UsageError
 
 ALGORITHMS = ("crc64nvme", "crc32c", "crc32", "md5", "sha256")
 CRCS = ("crc64nvme", "crc32c", "crc32")

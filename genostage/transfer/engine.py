@@ -36,12 +36,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from . import checksum as ck
-from .config import TransferConfig
-from .errors import ChecksumMismatch, Interrupted, TransferFailed
-from .location import Location
-from .progress import Progress
-from .store import ObjectInfo, Stores, Upload
+from ..codec import checksum as ck
+from ..config import TransferConfig
+from ..errors import ChecksumMismatch, Interrupted, TransferFailed
+from ..location import Location
+from ..progress import Progress
+from ..store import ObjectInfo, Stores, Upload
 
 log = logging.getLogger("genostage.transfer")
 
@@ -993,8 +993,8 @@ def expand(stores: Stores, src: Location, dest: Location, what: str = "") -> Lis
 def expand_lazily(stores: Stores, src: Location, dest: Location, what: str = "") -> Iterator[Tuple[ObjectInfo, Location]]:
     """:func:`expand` as the listing comes, page by page, so copies start with the first page.
     A key that would land outside the destination stops it there (pairs already given stay given)."""
-    from .errors import NotFound
-    from .location import safe_relative
+    from ..errors import NotFound
+    from ..location import safe_relative
 
     store = stores.for_location(src)
     if not src.is_prefix:
@@ -1013,7 +1013,7 @@ def expand_lazily(stores: Stores, src: Location, dest: Location, what: str = "")
 def copy(src: "str | Location", dest: "str | Location", stores: Optional[Stores] = None,
          config: Optional[TransferConfig] = None) -> List[TransferResult]:
     """Copy one object or a whole prefix, in either direction or S3 to S3, verified."""
-    from .location import parse
+    from ..location import parse
 
     stores = stores or Stores(config)
     s, d = parse(src), parse(dest)

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from . import __version__
-from .errors import AccessDenied, GenostageError, NotFound, UsageError
-from .units import format_size
+from .. import __version__
+from ..errors import AccessDenied, GenostageError, NotFound, UsageError
+from ..units import format_size
 
 log = logging.getLogger("genostage.image")
 

@@ -22,7 +22,7 @@ import uuid
 from pathlib import Path
 from typing import List, Optional
 
-from .errors import InsufficientSpace, StorageError, UsageError
+from ..errors import InsufficientSpace, StorageError, UsageError
 
 log = logging.getLogger("genostage.scratch")
 

@@ -4,7 +4,7 @@ carrying its own size in a ``BC`` extra field, and a 28-byte empty EOF block.
 Pure-Python framing around a fast deflate (ISA-L when installed, else zlib);
 compression of independent blocks runs on a thread pool (the deflate libraries
 release the GIL). The block-walking and record-finding hot loops live in the
-``genostage._bgzf`` kernel.
+``genostage.codec._bgzf`` kernel.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import BinaryIO, Deque, Iterator, Optional, Tuple
 
 from collections import deque
 
-from .errors import FormatError
+from ..errors import FormatError
 
 try:  # the compiled kernel (absent only before `make build`)
     from . import _bgzf as _kernel

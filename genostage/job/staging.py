@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
-from .config import TransferConfig
-from .errors import NotFound, UnsafePath, UsageError
-from .location import Location, inside, parse, safe_relative
-from .store import ObjectInfo, Stores
-from .transfer import Transfer, TransferResult
+from ..config import TransferConfig
+from ..errors import NotFound, UnsafePath, UsageError
+from ..location import Location, inside, parse, safe_relative
+from ..store import ObjectInfo, Stores
+from ..transfer.engine import Transfer, TransferResult
 
 
 @dataclass
@@ -78,7 +78,7 @@ _PLAN_REF = re.compile(r"^(.+\.json)#([0-9]+)$")
 
 def plan_chunk_input(stores: Stores, name: str, uri: str, in_dir: Path, taken: Set[str]) -> Staged:
     """``plan.json#3``: chunk 3 of a chunk plan, fetched with ranged reads as an ordinary file."""
-    from .split.plan import load, parse_plan_ref
+    from ..split.plan import load, parse_plan_ref
 
     plan_uri, index = parse_plan_ref(uri)
     try:
@@ -116,7 +116,7 @@ def _chunk_size(plan: Any, chunk: Dict[str, Any]) -> int:
 
 def fetch_chunks(stores: Stores, staged: Sequence[Staged]) -> None:
     """Fetch every ``PLAN#INDEX`` input (each writes its file atomically)."""
-    from .split.plan import fetch_chunk
+    from ..split.plan import fetch_chunk
 
     for s in staged:
         if s.chunk is not None:

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable, Deque, Iterator, List, Optional, Tuple
 
 from . import bgzf
-from . import background
-from .errors import FormatError, UsageError
+from .. import background
+from ..errors import FormatError, UsageError
 
 try:  # optional accelerator: degrade gracefully
     from isal import isal_zlib as _isal  # type: ignore[import-not-found]
@@ -360,7 +360,7 @@ class GzipWriter(Writer):
 
 
 class BgzfOut(Writer):
-    """BGZF through :class:`genostage.bgzf.BgzfWriter`; whole input blocks can be copied raw."""
+    """BGZF through :class:`genostage.codec.bgzf.BgzfWriter`; whole input blocks can be copied raw."""
 
     raw_blocks = True
 
