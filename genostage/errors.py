@@ -1,8 +1,8 @@
 """The exception tree of genostage.
 
 Every error the library raises on purpose derives from :class:`GenostageError`.
-The CLI (and only the CLI) maps these classes to exit codes; see
-``genostage.cli.EXIT_CODES``.
+The CLI and the manifest map these classes to exit codes, through
+:func:`genostage.exitcodes.exit_code` only.
 """
 from __future__ import annotations
 
@@ -64,17 +64,33 @@ class UnsafePath(GenostageError):
 
 
 class InsufficientSpace(GenostageError):
-    """The scratch file system cannot hold what the job is about to stage."""
+    """A file system cannot hold what is about to be written (checked before, or ENOSPC)."""
 
-    def __init__(self, needed: int, free: int, where: str) -> None:
+    def __init__(self, needed: int, free: int, where: str, message: Optional[str] = None) -> None:
         from .units import format_size
 
         self.needed = needed
         self.free = free
         self.where = where
-        super().__init__(
-            f"needs {format_size(needed)}, {format_size(free)} free on {where}"
-        )
+        super().__init__(message or f"needs {format_size(needed)}, {format_size(free)} free on {where}")
+
+    @classmethod
+    def full(cls, where: str, what: str = "") -> "InsufficientSpace":
+        """The file system of ``where`` filled up while ``what`` was written (ENOSPC)."""
+        text = f"no space left on the file system of {where}" + (f" while writing {what}" if what else "")
+        return cls(0, 0, where, text)
+
+
+class ScratchUnusable(GenostageError):
+    """The scratch directory (or its root) cannot be created or written."""
+
+
+class Preempted(GenostageError):
+    """The instance is being reclaimed (a spot interruption notice): stopped so a retry can run elsewhere."""
+
+
+class RecordsNotConserved(GenostageError):
+    """A gather found reads lost or doubled across the parts of a scatter."""
 
 
 class FormatError(GenostageError):

@@ -12,7 +12,8 @@ import google_crc32c
 import pytest
 
 from genostage.codec import checksum as C
-from genostage.cli import EXIT_CHECKSUM, EXIT_DATA, EXIT_NOT_FOUND, main
+from genostage.cli import main
+from genostage.exitcodes import CHECKSUM as EXIT_CHECKSUM, DATA as EXIT_DATA, NOT_FOUND as EXIT_NOT_FOUND
 from genostage.store.s3 import S3Store
 
 MiB = 1024 * 1024

@@ -1,20 +1,6 @@
-"""The ``genostage`` command: the only place that turns exceptions into exit codes.
-
-Exit status (also in the README):
-
-====  =====================================================================
-0     success
-1     bad input data (FORMAT errors: FASTQ, BAM, plans, checksum lists) or another genostage error
-2     usage error: bad option, malformed URI
-3     not found: a missing object, prefix, bucket or file
-4     access denied
-5     transfer failed after retries (network, server errors), or the object changed
-6     checksum mismatch that persisted after retries
-7     insufficient space on the scratch file system
-8     unsafe path: a key or symlink that would land outside its directory
-N     ``genostage run``: the tool's own exit status when it fails
-128+N stopped by signal N (130 for SIGINT, 143 for SIGTERM)
-====  =====================================================================
+"""The ``genostage`` command: the only place (with the manifest) that turns exceptions into
+exit codes, through :func:`genostage.exitcodes.exit_code`; the table is in that module and in
+the README.
 """
 from __future__ import annotations
 
@@ -31,6 +17,7 @@ from typing import List, Optional, Sequence
 
 from .. import __version__
 from .. import errors as E
+from ..exitcodes import DATA, exit_code
 
 # Subcommand modules, each with ``register(subparsers)``; a parser sets ``func``.
 COMMANDS: List[str] = [
@@ -44,42 +31,6 @@ COMMANDS: List[str] = [
     "split",
     "cache",
 ]
-
-EXIT_OK = 0
-EXIT_DATA = 1
-EXIT_USAGE = 2
-EXIT_NOT_FOUND = 3
-EXIT_ACCESS = 4
-EXIT_TRANSFER = 5
-EXIT_CHECKSUM = 6
-EXIT_SPACE = 7
-EXIT_UNSAFE = 8
-
-_CODES = [
-    (E.UsageError, EXIT_USAGE),
-    (E.NotFound, EXIT_NOT_FOUND),
-    (E.AccessDenied, EXIT_ACCESS),
-    (E.ChecksumMismatch, EXIT_CHECKSUM),
-    (E.StorageError, EXIT_TRANSFER),
-    (E.InsufficientSpace, EXIT_SPACE),
-    (E.UnsafePath, EXIT_UNSAFE),
-    (E.FormatError, EXIT_DATA),
-]
-
-log = logging.getLogger("genostage")
-
-
-def exit_code(exc: BaseException) -> int:
-    """The exit status for an exception raised by the library."""
-    if isinstance(exc, E.ToolFailed):
-        return exc.returncode if exc.returncode > 0 else 128 - exc.returncode
-    if isinstance(exc, E.Interrupted):
-        return 128 + exc.signum
-    for cls, code in _CODES:
-        if isinstance(exc, cls):
-            return code
-    return EXIT_DATA
-
 
 # commands registered by another command's module
 _HOSTS = {"chunk": "plan"}
@@ -147,7 +98,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"genostage: {exc}", file=sys.stderr)
         return exit_code(exc)
     except BrokenPipeError:
-        return EXIT_DATA
+        return DATA
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

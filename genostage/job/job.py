@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, 
 from .. import __version__
 from ..config import TransferConfig
 from ..errors import GenostageError, Interrupted, ToolFailed, UsageError
+from ..exitcodes import exit_code
 from ..location import parse
 from .scratch import Scratch, check_space
 from .staging import Staged, collect_output, fetch_chunks, plan_input, plan_output, transfer_staged
@@ -282,8 +283,6 @@ class Job:
             return {"status": "tool_failed", "exit_status": error.returncode, "error": str(error)}
         if isinstance(error, Interrupted):
             return {"status": "interrupted", "exit_status": 128 + error.signum, "error": str(error)}
-        from ..cli import exit_code
-
         kind = "failed" if isinstance(error, GenostageError) else "crashed"
         return {"status": kind, "exit_status": exit_code(error), "error": f"{error.__class__.__name__}: {error}"}
 

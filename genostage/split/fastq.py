@@ -51,7 +51,7 @@ from ..errors import FormatError, UsageError
 from ..location import Location, parse
 from ..progress import Progress
 from ..store import Stores
-from ..store.local import temp_name
+from ..fsutil import temp_name
 from ..units import format_size
 from ..background import background
 

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import errno
-import itertools
 import os
 import threading
-import uuid
 from typing import Callable, Dict, Iterator, Optional, Set
 
 from ..errors import AccessDenied, NotFound, StorageError
+from ..fsutil import temp_name
 from ..location import Location
 from .base import ObjectInfo, Store, Upload
 
@@ -22,15 +21,6 @@ def _oserror(exc: OSError, loc: Location) -> StorageError:
 
 
 SMALL_FILE = 1 << 20  # written in one go: no need to size the file first
-
-_TOKEN = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-_SERIAL = itertools.count()
-
-
-def temp_name(path: str) -> str:
-    """A hidden sibling name, unique to this process and call, for writing ``path`` before the rename."""
-    head, tail = os.path.split(path)
-    return os.path.join(head, f".{tail}.genostage-{_TOKEN}-{next(_SERIAL)}.tmp")
 
 
 class LocalUpload(Upload):
