@@ -30,7 +30,7 @@ __all__ = [
 
 # The heavier parts load on first use, so that a command (or a wrapper script) that needs
 # only some of them starts fast.
-_LAZY = {"Job": ".job.job", "stage_in": ".job.staging", "stage_out": ".job.staging", "copy": ".transfer.engine",
+_LAZY = {"Job": ".job.job", "stage_in": ".job.staging", "stage_out": ".job.staging", "copy": ".transfer.listing",
          "Cache": ".job.cache"}
 __all__ += list(_LAZY)
 
@@ -38,7 +38,7 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
     from .job.cache import Cache
     from .job.job import Job
     from .job.staging import stage_in, stage_out
-    from .transfer.engine import copy
+    from .transfer.listing import copy
 
 
 def __getattr__(name: str) -> object:

@@ -44,10 +44,11 @@ class Cancel(threading.Event):
 
 
 def error_of(cancel: Optional[threading.Event]) -> BaseException:
-    """The error a stop of ``cancel`` stands for (any Event: a plain one counts as SIGTERM)."""
+    """The error a stop of ``cancel`` stands for (any Event: one without a ``signum`` counts
+    as SIGTERM)."""
     if isinstance(cancel, Cancel):
         return cancel.error()
-    return Interrupted(SIGTERM)
+    return Interrupted(int(getattr(cancel, "signum", SIGTERM)))
 
 
 def check(cancel: Optional[threading.Event]) -> None:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from .errors import UsageError
+from .retry import RetryPolicy
 from .units import parse_size
 
 MiB = 1024 * 1024
@@ -26,17 +27,20 @@ class TransferConfig:
       (default 64 MiB: each GET costs a server more than its bytes, a whole-object read
       on some; objects whose only checksum is an MD5 use ``part_size``, to hash in order).
     - ``multipart_threshold``: objects at least this large move in parts.
-    - ``max_attempts``: tries per part for transient errors (5xx, throttling, resets,
-      timeouts, corrupted bytes); missing objects and access denied are never retried.
+    - ``max_attempts`` and ``retry_budget``: a request (or a part) that fails in a way a retry
+      may cure (5xx, throttling, resets, timeouts, corrupted bytes) is tried again, with
+      jittered exponential backoff, up to ``max_attempts`` tries within ``retry_budget``
+      seconds (:class:`genostage.retry.RetryPolicy`); missing objects and access denied are
+      never retried.
+    - ``low_speed_limit`` / ``low_speed_time``: a request whose bytes move slower than
+      ``low_speed_limit`` bytes/s for ``low_speed_time`` seconds fails as a timeout (and is retried).
+    - ``sign``: sign requests (credentials required); False for public buckets
+      (``--no-sign-request``).
     - ``endpoint_url``: any S3-compatible endpoint (also ``AWS_ENDPOINT_URL``).
     - ``sse`` / ``sse_kms_key_id``: server-side encryption of uploads.
     - ``requester_pays``: send ``RequestPayer=requester``.
     - ``verify``: checksum every transfer end to end (on by default).
     - ``checksum_algorithm``: the full-object checksum sent with uploads.
-    - ``transport``: how S3 data requests travel: ``wire`` (genostage's own event-loop
-      HTTP client, see :mod:`genostage.store.wire`) or ``botocore`` (every request
-      through boto3; slower per request); ``auto`` is ``wire`` unless
-      ``GENOSTAGE_S3_TRANSPORT`` says otherwise.
     """
 
     concurrency: int = 10
@@ -44,7 +48,11 @@ class TransferConfig:
     multipart_threshold: int = 16 * MiB
     download_part_size: int = 64 * MiB
     io_chunk: int = 1 * MiB
-    max_attempts: int = 5
+    max_attempts: int = 10
+    retry_budget: float = 60.0
+    low_speed_limit: int = 1024
+    low_speed_time: float = 30.0
+    sign: bool = True
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
     endpoint_url: Optional[str] = None
@@ -54,8 +62,11 @@ class TransferConfig:
     requester_pays: bool = False
     verify: bool = True
     checksum_algorithm: str = "crc64nvme"
-    transport: str = "auto"
     extra: dict = field(default_factory=dict)
+
+    def retry_policy(self) -> RetryPolicy:
+        """The one retry policy of every request and part these settings govern."""
+        return RetryPolicy(max_attempts=self.max_attempts, budget=self.retry_budget)
 
     def __post_init__(self) -> None:
         self.part_size = parse_size(self.part_size)
@@ -71,9 +82,7 @@ class TransferConfig:
             raise UsageError(f"--sse must be AES256 or aws:kms, got {self.sse!r}")
         if self.sse_kms_key_id and self.sse != "aws:kms":
             raise UsageError("--sse-kms-key-id needs --sse aws:kms")
-        if self.transport == "auto":
-            self.transport = os.environ.get("GENOSTAGE_S3_TRANSPORT") or "wire"
-        if self.transport not in ("wire", "botocore"):
-            raise UsageError(f"transport must be wire or botocore, got {self.transport!r}")
+        if self.sse_kms_key_id and not self.sse_kms_key_id.isascii():
+            raise UsageError(f"--sse-kms-key-id must be an ASCII key id, alias or ARN, got {self.sse_kms_key_id!r}")
         if self.endpoint_url is None:
             self.endpoint_url = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None

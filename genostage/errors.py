@@ -38,6 +38,10 @@ class AccessDenied(StorageError):
     """The store refused access."""
 
 
+class NoCredentials(AccessDenied):
+    """No credentials were found to sign requests with."""
+
+
 class TransferFailed(StorageError):
     """A transfer gave up (after retries for transient errors)."""
 

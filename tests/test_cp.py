@@ -10,7 +10,7 @@ import pytest
 
 from genostage.location import parse
 from genostage.store import Stores
-from genostage.transfer.engine import Transfer, expand
+from genostage.transfer import Transfer, expand
 
 from .helpers import genostage, get, keys, put
 from .test_run import _start, _wait_for

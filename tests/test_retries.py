@@ -8,8 +8,8 @@ import pytest
 from genostage.config import TransferConfig
 from genostage.errors import AccessDenied, NotFound
 from genostage.store import Stores
-from genostage.store.s3 import make_client
-from genostage.transfer.engine import copy
+from genostage.store.boto import make_client
+from genostage.transfer import copy
 
 from .faultproxy import FaultProxy
 from .helpers import put

@@ -37,14 +37,14 @@ def test_multipart_upload_and_abort(stores, bucket):
     store = stores.for_location(parse(f"s3://{bucket}/x"))
     loc = parse(f"s3://{bucket}/big.bin")
     part = b"a" * (5 << 20)
-    up = store.begin_upload(loc, len(part) + 3)
+    up = store.begin_upload(loc, len(part) + 3, parts=2)
     up.write_part(1, 0, part)
     up.write_part(2, len(part), b"xyz")
     info = up.complete()
     assert info.size == len(part) + 3
     assert store.read_range(loc, len(part) - 1, 10) == b"axyz"
     other = parse(f"s3://{bucket}/aborted.bin")
-    up = store.begin_upload(other, 10)
+    up = store.begin_upload(other, 10, parts=2)
     up.write_part(1, 0, part)
     up.abort()
     with pytest.raises(NotFound):

@@ -12,7 +12,7 @@ from genostage.config import TransferConfig
 from genostage.errors import ChecksumMismatch, NotFound, TransferFailed
 from genostage.location import parse
 from genostage.store import S3Store, Stores
-from genostage.transfer.engine import Transfer, copy, download_part_size, expand
+from genostage.transfer import Transfer, copy, download_part_size, expand
 
 from .helpers import get, keys, put
 
@@ -124,13 +124,8 @@ class FlakyStore(S3Store):
             consume(piece)
         return flipping
 
-    def read_into(self, loc, start, length, consume, etag=None, chunk=1 << 20, cancel=None):
-        if self.wire is not None:  # reads through get_async, which flips
-            return super().read_into(loc, start, length, consume, etag, chunk, cancel)
-        return super().read_into(loc, start, length, self._flipping(start, length, consume), etag, chunk, cancel)
-
-    def get_async(self, loc, start, length, consume, done, etag=None):
-        return super().get_async(loc, start, length, self._flipping(start, length, consume), done, etag)
+    def read_async(self, loc, start, length, consume, done, etag=None):
+        return super().read_async(loc, start, length, self._flipping(start, length, consume), done, etag)
 
 
 def _flaky_stores(s3, s3_client, flips):
@@ -175,15 +170,15 @@ def test_failed_upload_aborts_multipart(s3, s3_client, bucket, tmp_path):
 
     real = stores.s3.begin_upload
 
-    def failing_begin(loc, size):
-        up = real(loc, size)
+    def failing_begin(loc, size, parts=1, resume_path=None):
+        up = real(loc, size, parts, resume_path)
         original = up.write_part_async
 
         def write_part_async(number, offset, data, checksums, done):
             if number == 2:
                 done(TransferFailed("injected failure"))
-                return
-            original(number, offset, data, checksums, done)
+                return None
+            return original(number, offset, data, checksums, done)
         up.write_part_async = write_part_async
         return up
     stores.s3.begin_upload = failing_begin
@@ -208,7 +203,7 @@ def test_resume_from_journal(s3, s3_client, bucket, tmp_path):
     stores = Stores(cfg, s3_client)
     info = stores.s3.stat(parse(f"s3://{bucket}/r.bin"))
     dest = parse(str(tmp_path / "r.bin"))
-    real_get = stores.s3.get_async
+    real_get = stores.s3.read_async
     calls = {"n": 0}
     first_done = threading.Event()
 
@@ -225,14 +220,14 @@ def test_resume_from_journal(s3, s3_client, bucket, tmp_path):
             done(err)
             first_done.set()
         return real_get(loc, start, length, consume, first, etag)
-    stores.s3.get_async = dying_get
+    stores.s3.read_async = dying_get
     t = Transfer(stores, cfg, partial_dir=str(partial), show_progress=False)
     with pytest.raises(TransferFailed):
         t.copy(info, dest)
     assert len([p for p in partial.iterdir() if p.suffix == ".data"]) == 1
     assert not dest.path or not os.path.exists(dest.path)
     # the retry fetches only the missing parts
-    stores.s3.get_async = real_get
+    stores.s3.read_async = real_get
     before = stores.s3.counters.snapshot()["bytes_read"]
     res = Transfer(stores, cfg, partial_dir=str(partial), show_progress=False).copy(info, dest)
     assert res.resumed_parts == 1

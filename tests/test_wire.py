@@ -15,8 +15,9 @@ import pytest
 from genostage.config import TransferConfig
 from genostage.errors import Interrupted
 from genostage.store import Stores
+from genostage.retry import RetryPolicy
 from genostage.store.wire import Signer, Wire, WireError
-from genostage.transfer.engine import copy
+from genostage.transfer import copy
 
 from .helpers import get, keys, put
 
@@ -100,7 +101,7 @@ def test_error_answers_carry_code_and_message(server) -> None:  # type: ignore[n
     body = b"<?xml version='1.0'?><Error><Code>NoSuchKey</Code><Message>gone</Message></Error>"
 
     s = server(lambda h: _reply(h, 404, body))
-    w = _wire(s.url, max_attempts=3)
+    w = _wire(s.url, retry=RetryPolicy(max_attempts=3))
     try:
         with pytest.raises(WireError) as err:
             w.call("GET", "b", "k")
@@ -118,7 +119,7 @@ def test_slowdown_is_retried_then_succeeds(server) -> None:  # type: ignore[no-u
         calls["n"] += 1
         _reply(h, *((503, slow) if calls["n"] < 3 else (200, b"ok")))
     s = server(answer)
-    w = _wire(s.url, max_attempts=3)
+    w = _wire(s.url, retry=RetryPolicy(max_attempts=3))
     try:
         assert w.call("GET", "b", "k").body == b"ok"
         assert calls["n"] == 3
@@ -128,7 +129,7 @@ def test_slowdown_is_retried_then_succeeds(server) -> None:  # type: ignore[no-u
 
 def test_keep_alive_connection_closed_by_the_server_is_replaced(server) -> None:  # type: ignore[no-untyped-def]
     s = server(lambda h: _reply(h, 200, b"ok"))
-    w = _wire(s.url, max_attempts=1)  # a stale connection must not cost the only attempt
+    w = _wire(s.url, retry=RetryPolicy(max_attempts=1))  # a stale connection must not cost the only attempt
     try:
         assert w.call("GET", "b", "1").body == b"ok"
         s.httpd.shutdown()  # close every connection the server holds, then serve again
@@ -145,7 +146,7 @@ def test_keep_alive_connection_closed_by_the_server_is_replaced(server) -> None:
 
 def test_silent_server_times_out_and_is_reported(server) -> None:  # type: ignore[no-untyped-def]
     s = server(lambda h: time.sleep(5))
-    w = _wire(s.url, read_timeout=0.3, max_attempts=2)
+    w = _wire(s.url, read_timeout=0.3, retry=RetryPolicy(max_attempts=2))
     try:
         t0 = time.monotonic()
         with pytest.raises(WireError, match="no answer for"):
@@ -161,7 +162,7 @@ def test_connection_refused_is_reported() -> None:
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()
-    w = _wire(f"http://127.0.0.1:{port}", max_attempts=2)
+    w = _wire(f"http://127.0.0.1:{port}", retry=RetryPolicy(max_attempts=2))
     try:
         with pytest.raises(WireError, match="refused|cannot connect"):
             w.call("GET", "b", "k")

@@ -6,7 +6,7 @@ import logging
 import time
 
 from ..location import parse
-from ..transfer.engine import Transfer, expand_lazily
+from ..transfer import Transfer, expand_lazily
 from ..units import format_size
 from .common import add_transfer_options, stop_on_signals, stores_from
 

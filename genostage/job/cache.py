@@ -69,7 +69,7 @@ from ..location import Location, parse
 from ..progress import Progress, _interval
 from .scratch import check_space, free_bytes
 from ..store import ObjectInfo, Stores
-from ..transfer.engine import Transfer, TransferResult
+from ..transfer import Transfer, TransferResult
 from ..units import format_size, parse_size
 
 log = logging.getLogger("genostage.cache")

@@ -33,7 +33,7 @@ from .scratch import Scratch, check_space
 from .staging import Staged, collect_output, fetch_chunks, plan_input, plan_output, transfer_staged
 from ..store import Stores
 from .tool import Tool, ToolResult
-from ..transfer.engine import Transfer
+from ..transfer import Transfer
 
 if TYPE_CHECKING:
     from .cache import Cache, Lease

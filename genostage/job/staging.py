@@ -15,7 +15,7 @@ from ..config import TransferConfig
 from ..errors import NotFound, UnsafePath, UsageError
 from ..location import Location, inside, parse, safe_relative
 from ..store import ObjectInfo, Stores
-from ..transfer.engine import Transfer, TransferResult
+from ..transfer import Transfer, TransferResult
 
 
 @dataclass

@@ -521,8 +521,8 @@ def _open_input(uri: str, stores: Stores, background: bool = True, scan_only: bo
         try:
             fh = open(loc.path, "rb", buffering=0)
         except OSError as exc:
-            from ..store.local import _oserror
-            raise _oserror(exc, loc) from None
+            from ..fsutil import os_error
+            raise os_error(exc, str(loc)) from None
     try:
         fmt, pieces = C.open_stream(fh, uri, background=background and not scan_only)
     except BaseException:

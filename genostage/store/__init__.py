@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from ..config import TransferConfig
 from ..location import Location
-from .base import Counters, ObjectInfo, Store, Upload
+from .base import Counters, ObjectInfo, Pending, Store, Upload
 from .local import LocalStore
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -20,7 +20,7 @@ class Stores:
         self.config = config or TransferConfig()
         self._s3_client = s3_client
         self._s3: "Optional[S3Store]" = None
-        self._local = LocalStore()
+        self._local = LocalStore(readers=min(8, self.config.concurrency))
         self._lock = threading.Lock()
 
     def for_location(self, loc: Location) -> Store:
@@ -42,8 +42,13 @@ class Stores:
     def local(self) -> LocalStore:
         return self._local
 
+    def close(self) -> None:
+        """Close the S3 client's connections (a store made later starts afresh)."""
+        if self._s3 is not None:
+            self._s3.close()
 
-__all__ = ["Counters", "LocalStore", "ObjectInfo", "S3Store", "Store", "Stores", "Upload"]
+
+__all__ = ["Counters", "LocalStore", "ObjectInfo", "Pending", "S3Store", "Store", "Stores", "Upload"]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,29 +1,46 @@
 """S3 (and any S3-compatible server) as a store.
 
-Data requests (ranged GETs, PUTs, upload parts, HEADs, listings) go through
-:mod:`genostage.store.wire`, genostage's own lean HTTP client; the rare control-plane
-calls (create/complete/abort a multipart upload, delete, HEAD of a bucket or of
-part 1) go through a boto3 client, created on first use or injected.
-``TransferConfig.transport = "botocore"`` (or ``GENOSTAGE_S3_TRANSPORT=botocore``)
-sends everything through boto3.
+Every request, data and control alike (ranged GETs, PUTs, multipart uploads, HEADs,
+listings, deletes), goes through :mod:`genostage.store.wire`, genostage's own lean HTTP
+client. boto3/botocore are asked only for credentials (the standard chain: profiles, SSO,
+container and instance roles) when the environment holds none, and for the region.
+
+Uploads prove themselves where the store's answers allow it:
+
+- every part and every single PUT goes with its ``Content-MD5`` (the store refuses bytes
+  that arrive corrupted; the request is sent again) and, where the store takes checksum
+  headers, its CRC64NVME;
+- each UploadPart answer's ETag is compared with the part's MD5 before the upload is
+  completed: a part the store received differently is sent again, so a corrupted upload
+  never replaces the object that was there;
+- CompleteMultipartUpload's ETag must be the MD5 of the parts' MD5s (``proof`` "md5
+  (multipart ETag)"); a single PUT's ETag must be its MD5 ("md5"). Under SSE-KMS an ETag is
+  not an MD5, so a different one proves nothing either way: the caller then checks another way.
+- a CompleteMultipartUpload whose first answer was lost is retried and may then meet
+  NoSuchUpload: the object is there when its ETag is the one our parts make.
 """
 from __future__ import annotations
 
 import base64
+import hashlib
+import logging
 import os
 import threading
 import xml.etree.ElementTree as ET
 from datetime import datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 from urllib.parse import unquote_plus
 
-from ..codec.checksum import MD5Batcher, etag_of_parts
+from ..codec.checksum import MD5Batcher, etag_of_parts, is_md5_etag
 from ..config import TransferConfig
-from ..errors import AccessDenied, GenostageError, NotFound, ObjectChanged, TransferFailed
+from ..errors import (AccessDenied, ChecksumMismatch, GenostageError, NotFound, ObjectChanged, TransferFailed,
+                      UsageError)
 from ..location import Location
-from .base import ObjectInfo, Store, Upload
-from .wire import Call, Creds, Response, Wire, WireError
+from .base import Consume, Done, ObjectInfo, Pending, Store, Upload
+from .wire import Call, Creds, Response, Wire, WireError, error_of
+
+log = logging.getLogger("genostage.s3")
 
 # Wire names of the checksums S3 reports, by genostage's algorithm names.
 WIRE = {"crc64nvme": "CRC64NVME", "crc32c": "CRC32C", "crc32": "CRC32", "sha256": "SHA256", "sha1": "SHA1"}
@@ -32,37 +49,10 @@ _NOT_FOUND = {"NoSuchKey", "NoSuchBucket", "404", "NotFound", "NoSuchVersion", "
 _DENIED = {"AccessDenied", "403", "Forbidden", "AllAccessDisabled", "InvalidAccessKeyId",
            "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "AccountProblem"}
 _CHANGED = {"PreconditionFailed", "412"}
+# answers that say the server does not take a checksum header (rather than a transient fault)
+_NO_CHECKSUMS = {"InvalidArgument", "InvalidRequest", "NotImplemented", "501", "UnsupportedOperation"}
 
-Done = Callable[[Optional[BaseException]], None]
-
-
-def make_client(config: Optional[TransferConfig] = None) -> Any:
-    """A boto3 S3 client sized for ``config.concurrency``, pointed at ``config.endpoint_url``.
-
-    botocore retries transient errors (5xx, throttling, connection errors) with
-    backoff; request/response checksums are left to genostage, which computes its
-    own, so S3-compatible servers without the newest checksum headers work.
-    """
-    import boto3
-    from botocore.config import Config
-
-    config = config or TransferConfig()
-    s3_opts: Dict[str, Any] = {}
-    if config.endpoint_url:
-        s3_opts["addressing_style"] = "path"
-    bcfg = Config(
-        max_pool_connections=config.concurrency + 4,
-        retries={"mode": "standard", "max_attempts": config.max_attempts},
-        connect_timeout=config.connect_timeout,
-        read_timeout=config.read_timeout,
-        s3=s3_opts,
-        request_checksum_calculation="when_required",
-        response_checksum_validation="when_required",
-        tcp_keepalive=True,
-    )
-    session = boto3.session.Session()
-    region = config.region or session.region_name or "us-east-1"
-    return session.client("s3", endpoint_url=config.endpoint_url, region_name=region, config=bcfg)
+_S3_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
 
 
 def _classify(code: str, status: Optional[int], message: str, what: str) -> GenostageError:
@@ -78,25 +68,14 @@ def _classify(code: str, status: Optional[int], message: str, what: str) -> Geno
 
 
 def translate(exc: BaseException, what: str) -> GenostageError:
-    """Turn a wire or botocore error into a genostage one with a clear message."""
+    """Turn a wire error (or anything unexpected) into a genostage one with a clear message."""
     if isinstance(exc, GenostageError):
         return exc
     if isinstance(exc, WireError):
         if exc.status is None:
             return TransferFailed(f"{what}: {exc.message}")
         return _classify(exc.code, exc.status, exc.message, what)
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    if isinstance(exc, ClientError):
-        err = exc.response.get("Error", {})
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        return _classify(str(err.get("Code", "")), status, err.get("Message", ""), what)
-    if isinstance(exc, BotoCoreError):
-        return TransferFailed(f"{what}: {exc}")
     return TransferFailed(f"{what}: {exc.__class__.__name__}: {exc}")
-
-
-_S3_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
 
 
 def _xml_escape(text: str) -> str:
@@ -106,8 +85,6 @@ def _xml_escape(text: str) -> str:
 def _raise_embedded_error(resp: Response) -> None:
     """S3 may answer 200 to a long request and put the error in the body (CompleteMultipartUpload)."""
     if b"<Error>" in resp.body[:512]:
-        from .wire import error_of
-
         err = error_of(500, resp.headers, resp.body)
         err.retryable = False
         raise err
@@ -118,14 +95,31 @@ def _ns(root: ET.Element) -> str:
     return root.tag[:root.tag.index("}") + 1] if root.tag.startswith("{") else ""
 
 
+def _xml(body: bytes, what: str) -> ET.Element:
+    try:
+        return ET.fromstring(body)
+    except ET.ParseError:
+        raise TransferFailed(f"{what}: the server's answer is not XML: {body[:80]!r}") from None
+
+
 def _completed_etag(body: bytes) -> Optional[str]:
     """The ETag in a CompleteMultipartUpload answer (None if it names none)."""
     try:
         root = ET.fromstring(body)
     except ET.ParseError:
         return None
+    return root.findtext(f"{_ns(root)}ETag")
+
+
+def _completed_checksums(body: bytes) -> Dict[str, Any]:
+    """The checksum fields (``ChecksumCRC64NVME``, ``ChecksumType``) of a CompleteMultipartUpload answer."""
+    try:
+        root = ET.fromstring(body)
+    except ET.ParseError:
+        return {}
     ns = _ns(root)
-    return root.findtext(f"{ns}ETag")
+    names = [f"Checksum{w}" for w in WIRE.values()] + ["ChecksumType"]
+    return {name: root.findtext(f"{ns}{name}") for name in names if root.findtext(f"{ns}{name}")}
 
 
 def _etag(value: Optional[str]) -> Optional[str]:
@@ -133,26 +127,8 @@ def _etag(value: Optional[str]) -> Optional[str]:
     return value.strip('"') if value else None
 
 
-def _waited(wire: Wire, start: Callable[[Callable[..., None]], None]) -> Tuple[Any, ...]:
-    """Start an asynchronous operation (it calls ``done(*outcome)`` on the wire thread) and wait for it."""
-    if wire.on_loop_thread():
-        raise RuntimeError("a blocking S3 call from the wire thread would wait for itself")
-    finished = threading.Event()
-    box: List[Tuple[Any, ...]] = []
-
-    def done(*outcome: Any) -> None:
-        box.append(outcome)
-        finished.set()
-
-    start(done)
-    finished.wait()
-    return box[0]
-
-
-def _md5_header(checksums: Optional[Dict[str, str]]) -> Dict[str, str]:
-    """``Content-MD5`` from a hex ``md5`` value, when the caller computed one."""
-    md5 = (checksums or {}).get("md5")
-    return {"Content-MD5": base64.b64encode(bytes.fromhex(md5)).decode()} if md5 else {}
+def _md5_header(md5_hex: Optional[str]) -> Dict[str, str]:
+    return {"Content-MD5": base64.b64encode(bytes.fromhex(md5_hex)).decode()} if md5_hex else {}
 
 
 def _parse_time(text: str) -> Optional[float]:
@@ -164,7 +140,7 @@ def _parse_time(text: str) -> Optional[float]:
 
 
 def _fields_from_headers(h: Dict[str, str]) -> Dict[str, Any]:
-    """A HEAD/PUT answer's headers as the botocore-style fields ``S3Store._info`` reads."""
+    """A HEAD/PUT answer's headers as the fields ``S3Store._info`` reads."""
     out: Dict[str, Any] = {"ETag": h.get("etag"), "VersionId": h.get("x-amz-version-id"),
                            "ChecksumType": h.get("x-amz-checksum-type"),
                            "ServerSideEncryption": h.get("x-amz-server-side-encryption")}
@@ -174,7 +150,7 @@ def _fields_from_headers(h: Dict[str, str]) -> Dict[str, Any]:
         out["PartsCount"] = int(h["x-amz-mp-parts-count"])
     if h.get("last-modified"):
         try:
-            out["LastModified"] = parsedate_to_datetime(h["last-modified"])
+            out["LastModified"] = parsedate_to_datetime(h["last-modified"]).timestamp()
         except (TypeError, ValueError):
             pass
     for wire in WIRE.values():
@@ -194,7 +170,8 @@ def _env_credentials() -> Optional[Creds]:
 
 class _Credentials:
     """botocore's credential chain (profiles, SSO, container and instance roles), asked once;
-    refreshable credentials refresh themselves. Environment credentials skip botocore."""
+    refreshable credentials refresh themselves. Environment credentials skip botocore; an
+    injected boto3 client lends its own."""
 
     def __init__(self, client: Any = None) -> None:
         self._client = client
@@ -221,7 +198,9 @@ class _Credentials:
         return (frozen.access_key, frozen.secret_key, frozen.token)
 
 
-def _region(config: TransferConfig) -> str:
+def _region(config: TransferConfig, client: Any) -> str:
+    if client is not None and getattr(getattr(client, "meta", None), "region_name", None):
+        return str(client.meta.region_name)
     found = config.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     if found:
         return found
@@ -230,242 +209,301 @@ def _region(config: TransferConfig) -> str:
     return botocore.session.get_session().get_config_variable("region") or "us-east-1"
 
 
+class _Call(Pending):
+    """A request in flight (the latest, when it is sent again), as the protocol's :class:`Pending`."""
+
+    def __init__(self, wire: Wire, call: Optional[Call] = None) -> None:
+        self._wire, self.call = wire, call
+
+    def cancel(self, reason: BaseException) -> None:
+        if self.call is not None:
+            self._wire.cancel(self.call, reason)
+
+
+def _proves(etag: Optional[str], md5_hex: str, sse: Optional[str]) -> Optional[bool]:
+    """Whether a store's ETag proves (True) or disproves (False) that it holds the bytes
+    whose MD5 is ``md5_hex``; None when it tells nothing (not an MD5, or SSE-KMS)."""
+    tag = _etag(etag)
+    if tag == md5_hex:
+        return True
+    if not is_md5_etag(tag) or sse == "aws:kms":
+        return None
+    return False
+
+
+class S3PutUpload(Upload):
+    """An object written by one PutObject (``parts == 1``): part 1 is the whole object."""
+
+    publishes_on_write = True
+
+    def __init__(self, store: "S3Store", loc: Location) -> None:
+        self._store = store
+        self._loc = loc
+        self._info: Optional[ObjectInfo] = None
+        self._md5 = ""
+
+    def write_part_async(self, number: int, offset: int, data: "bytes | memoryview",
+                         checksums: Dict[str, str], done: Done) -> Pending:
+        store = self._store
+        self._md5 = checksums.get("md5") or hashlib.md5(data).hexdigest()
+        sums = {k: v for k, v in checksums.items() if k in WIRE}
+        what = str(self._loc)
+
+        def finished(resp: Optional[Response], err: Optional[BaseException]) -> None:
+            if err is not None:
+                if sums and store.refuses_checksums(err):  # a server without the checksum headers
+                    store.full_object_ok = False
+                    send(False)
+                    return
+                done(translate(err, what))
+                return
+            assert resp is not None
+            store.counters.add(requests=1, written=len(data))
+            self._info = store.info_from(self._loc, _fields_from_headers(resp.headers), "")
+            self._info.size = len(data)
+            done(None)
+
+        handle = _Call(store.wire)
+
+        def send(with_sums: bool) -> None:
+            headers = store.write_headers()
+            headers.update(_md5_header(self._md5))
+            if with_sums and sums:
+                headers.update({f"x-amz-checksum-{name}": value for name, value in sums.items()})
+                # what SDKs send beside the value (some servers, moto among them, store it only then)
+                headers["x-amz-sdk-checksum-algorithm"] = WIRE[next(iter(sums))]
+            handle.call = store.wire.submit(Call("PUT", self._loc.bucket, self._loc.key, headers=headers, body=data,
+                                                 on_done=finished))
+
+        send(store.full_object_ok is not False)
+        return handle
+
+    def complete(self, checksums: Optional[Dict[str, str]] = None) -> ObjectInfo:
+        info = self._info
+        assert info is not None, "complete() before the PUT finished"
+        proved = _proves(info.etag, self._md5, self._store.config.sse)
+        if proved is False:
+            self._store.delete(self._loc)
+            raise ChecksumMismatch(str(self._loc), "md5 (ETag)", self._md5, str(info.etag))
+        if proved:
+            self.proof = "md5"
+        return info
+
+    def abort(self) -> None:
+        pass  # nothing was published unless the PUT succeeded, and then complete() decides
+
+
 class S3Upload(Upload):
+    """A multipart upload: parts checked on receipt, completed when all are in."""
+
     def __init__(self, store: "S3Store", loc: Location, upload_id: str, algorithm: Optional[str]) -> None:
         self._store = store
         self._loc = loc
         self.upload_id = upload_id
         self._algorithm = algorithm
-        self._parts: Dict[int, Dict[str, Any]] = {}
+        self._parts: Dict[int, str] = {}  # number -> ETag the store answered
         self._sizes: Dict[int, int] = {}
-        self._sent_md5: Dict[int, bytes] = {}  # the Content-MD5 each part went with
+        self._md5s: Dict[int, str] = {}  # number -> hex MD5 of the bytes sent
         self._lock = threading.Lock()
-
-    def _part_headers(self, number: int, data: Any, checksums: Optional[Dict[str, str]]) -> Dict[str, str]:
-        """The part's own CRC when the upload has a checksum algorithm; otherwise (a server
-        without the checksum headers) its MD5 as ``Content-MD5``: either way checked on receipt."""
-        headers = self._store._payer_header()
-        if self._algorithm and checksums and self._algorithm in checksums:
-            headers[f"x-amz-checksum-{self._algorithm}"] = checksums[self._algorithm]
-        elif self._store.config.verify:  # parts in flight are hashed together (MD5Batcher)
-            md5 = (checksums or {}).get("md5") or self._store.md5s.digest(data).hex()
-            headers.update(_md5_header({"md5": md5}))
-            with self._lock:
-                self._sent_md5[number] = bytes.fromhex(md5)
-        return headers
-
-    def _record(self, number: int, etag: str, size: int) -> None:
-        self._store.counters.add(requests=1, written=size)
-        with self._lock:
-            self._parts[number] = {"PartNumber": number, "ETag": etag}
-            self._sizes[number] = size
-
-    def _assembled(self, etag: Optional[str], version_id: Optional[str]) -> Optional[ObjectInfo]:
-        """The published object, without a HEAD, when CompleteMultipartUpload's ETag proves it
-        is our parts in order: every part went with its ``Content-MD5`` (checked on receipt),
-        and the multipart ETag of those MD5s names exactly these bytes. A HEAD would tell only
-        the size, and some stores (``rclone serve s3``) hash the whole object again to answer it."""
-        numbers = sorted(self._parts)
-        if self._algorithm or not numbers or any(n not in self._sent_md5 for n in numbers):
-            return None
-        expected = etag_of_parts([self._sent_md5[n] for n in numbers])
-        if _etag(etag) != expected:
-            return None
-        self.proof = "md5 (multipart ETag)"
-        return ObjectInfo(self._loc, sum(self._sizes[n] for n in numbers), etag=expected, version_id=version_id)
-
-    def write_part(self, number: int, offset: int, data: "bytes | memoryview",
-                   checksums: Optional[Dict[str, str]] = None) -> None:
-        store = self._store
-        if store.wire is not None:
-            (err,) = _waited(store.wire, lambda done: self.write_part_async(number, offset, data, checksums, done))
-            if err is not None:
-                raise err
-            return
-        args = store._args(self._loc)
-        args.update(UploadId=self.upload_id, PartNumber=number, Body=bytes(data))
-        md5 = self._part_headers(number, data, checksums).get("Content-MD5")
-        if md5:
-            args["ContentMD5"] = md5
-        try:
-            etag = store.client.upload_part(**args)["ETag"]
-        except Exception as exc:
-            raise translate(exc, f"{self._loc} (part {number})") from None
-        self._record(number, etag, len(data))
+        self.entry = {"bucket": loc.bucket, "key": loc.key, "upload_id": upload_id}
+        self.journal_entry = self.entry
 
     def write_part_async(self, number: int, offset: int, data: "bytes | memoryview",
-                         checksums: Optional[Dict[str, str]], done: Done) -> None:
-        """Upload one part without waiting; ``done(error or None)`` runs on the wire thread."""
+                         checksums: Dict[str, str], done: Done) -> Pending:
         store = self._store
-        if store.wire is None:
-            super().write_part_async(number, offset, data, checksums, done)
-            return
+        md5 = checksums.get("md5") or store.md5s.digest(data).hex()  # parts in flight hashed together
+        headers = store.payer_header()
+        headers.update(_md5_header(md5))
+        if self._algorithm and self._algorithm in checksums:
+            headers[f"x-amz-checksum-{self._algorithm}"] = checksums[self._algorithm]
         what = f"{self._loc} (part {number})"
+        retry = store.config.retry_policy()
+        tries = [0]
 
         def finished(resp: Optional[Response], err: Optional[BaseException]) -> None:
             if err is not None:
                 done(translate(err, what))
                 return
             assert resp is not None
-            self._record(number, resp.headers.get("etag", ""), len(data))
+            etag = resp.headers.get("etag", "")
+            if _proves(etag, md5, store.config.sse) is False:
+                # the store holds other bytes than we sent (corrupted on the way, and it did not
+                # check Content-MD5): send the part again before anything is published
+                tries[0] += 1
+                delay = retry.delay(tries[0], 0.0)
+                if delay is not None:
+                    log.warning("%s: the store received different bytes (ETag %s, sent MD5 %s); sending again",
+                                what, _etag(etag), md5)
+                    send()
+                    return
+                done(ChecksumMismatch(what, "md5 (part ETag)", md5, str(_etag(etag))))
+                return
+            store.counters.add(requests=1, written=len(data))
+            with self._lock:
+                self._parts[number] = etag
+                self._sizes[number] = len(data)
+                self._md5s[number] = md5
             done(None)
 
-        store.wire.submit(Call("PUT", self._loc.bucket, self._loc.key, body=data,
-                               query={"partNumber": str(number), "uploadId": self.upload_id},
-                               headers=self._part_headers(number, data, checksums), on_done=finished))
+        handle = _Call(store.wire)
+
+        def send() -> None:
+            handle.call = store.wire.submit(Call("PUT", self._loc.bucket, self._loc.key, body=data,
+                                                 query={"partNumber": str(number), "uploadId": self.upload_id},
+                                                 headers=headers, on_done=finished))
+
+        send()
+        return handle
+
+    def _expected_etag(self) -> str:
+        """The multipart ETag of the parts the store acknowledged (the MD5 of their ETags)."""
+        numbers = sorted(self._parts)
+        return etag_of_parts([bytes.fromhex(_etag(self._parts[n]) or "") if is_md5_etag(_etag(self._parts[n]))
+                              else b"" for n in numbers])
+
+    def _proven(self, etag: Optional[str]) -> bool:
+        """Every part's ETag was its MD5, and the completed ETag is the MD5 of those MD5s."""
+        numbers = sorted(self._parts)
+        if not numbers or any(_etag(self._parts[n]) != self._md5s[n] for n in numbers):
+            return False
+        return _etag(etag) == etag_of_parts([bytes.fromhex(self._md5s[n]) for n in numbers])
 
     def complete(self, checksums: Optional[Dict[str, str]] = None) -> ObjectInfo:
-        parts = [self._parts[n] for n in sorted(self._parts)]
-        full = checksums[self._algorithm] if checksums and self._algorithm and self._algorithm in checksums else None
         store = self._store
+        numbers = sorted(self._parts)
+        headers = store.payer_header()
+        headers["Content-Type"] = "application/xml"
+        full = (checksums or {}).get(self._algorithm) if self._algorithm else None
+        if full and self._algorithm:
+            headers[f"x-amz-checksum-{self._algorithm}"] = full
+            headers["x-amz-checksum-type"] = "FULL_OBJECT"
+        body = "".join(f"<Part><PartNumber>{n}</PartNumber><ETag>{_xml_escape(self._parts[n])}</ETag></Part>"
+                       for n in numbers)
         try:
-            if store.wire is not None:
-                headers = store._payer_header()
-                headers["Content-Type"] = "application/xml"
-                if full and self._algorithm:
-                    headers[f"x-amz-checksum-{self._algorithm}"] = full
-                    headers["x-amz-checksum-type"] = "FULL_OBJECT"
-                body = "".join(f"<Part><PartNumber>{p['PartNumber']}</PartNumber><ETag>{_xml_escape(p['ETag'])}"
-                               f"</ETag></Part>" for p in parts)
-                resp = store.wire.call("POST", self._loc.bucket, self._loc.key, query={"uploadId": self.upload_id},
-                                       headers=headers, body=f'<CompleteMultipartUpload xmlns="{_S3_NS}">'
-                                       f"{body}</CompleteMultipartUpload>".encode())
-                _raise_embedded_error(resp)
-                etag, version_id = _completed_etag(resp.body), resp.headers.get("x-amz-version-id")
-            else:
-                args = store._args(self._loc)
-                args.update(UploadId=self.upload_id, MultipartUpload={"Parts": parts})
-                if full and self._algorithm:
-                    args[f"Checksum{WIRE[self._algorithm]}"] = full
-                    args["ChecksumType"] = "FULL_OBJECT"
-                done = store.client.complete_multipart_upload(**args)
-                etag, version_id = done.get("ETag"), done.get("VersionId")
-        except Exception as exc:
-            raise translate(exc, str(self._loc)) from None
+            resp = store.wire.call("POST", self._loc.bucket, self._loc.key, query={"uploadId": self.upload_id},
+                                   headers=headers, body=f'<CompleteMultipartUpload xmlns="{_S3_NS}">'
+                                   f"{body}</CompleteMultipartUpload>".encode())
+            _raise_embedded_error(resp)
+            etag, version_id = _completed_etag(resp.body), resp.headers.get("x-amz-version-id")
+            fields = _completed_checksums(resp.body)
+        except WireError as exc:
+            if exc.code != "NoSuchUpload":
+                raise translate(exc, str(self._loc)) from None
+            etag, version_id, fields = self._completed_before(), None, {}
         store.counters.add(requests=1)
-        return self._assembled(etag, version_id) or store.stat(self._loc)
+        if not self._proven(etag):
+            return store.stat(self._loc)
+        self.proof = "md5 (multipart ETag)"
+        if self._algorithm and not fields:  # what the store keeps of our full-object checksum
+            return store.stat(self._loc)
+        fields.update(ETag=etag, VersionId=version_id, ContentLength=sum(self._sizes.values()))
+        return store.info_from(self._loc, fields, "")
+
+    def _completed_before(self) -> str:
+        """After NoSuchUpload: the object is there when its ETag is the one our parts make (the
+        first CompleteMultipartUpload succeeded and its answer was lost); otherwise the upload
+        is truly gone."""
+        try:
+            info = self._store.stat(self._loc, checksums=False)
+        except NotFound:
+            info = None
+        expected = self._expected_etag()
+        if info is None or info.etag != expected:
+            raise TransferFailed(f"{self._loc}: the multipart upload is gone (NoSuchUpload) and the object "
+                                 f"there is not ours (ETag {info.etag if info else 'none'}, expected {expected})")
+        log.info("%s: completed by an earlier try whose answer was lost", self._loc)
+        return expected
 
     def abort(self) -> None:
-        store = self._store
-        try:
-            if store.wire is not None:
-                store.wire.call("DELETE", self._loc.bucket, self._loc.key, query={"uploadId": self.upload_id},
-                                headers=store._payer_header())
-            else:
-                store.client.abort_multipart_upload(UploadId=self.upload_id, **store._args(self._loc))
-        except Exception:  # best effort: the upload may already be gone
-            pass
+        self._store.abort_upload(self.entry)
 
 
 class S3Store(Store):
     """An S3 bucket space; thread-safe."""
 
+    callbacks_must_not_block = True
+
     def __init__(self, client: Any = None, config: Optional[TransferConfig] = None) -> None:
         super().__init__()
         self.config = config or TransferConfig()
-        self._client = client
-        self._client_lock = threading.Lock()
         # Whether the server honours full-object checksums on uploads; None until tried.
-        self._full_object_ok: Optional[bool] = None
+        self.full_object_ok: Optional[bool] = None
         self.md5s = MD5Batcher()
-        self.wire: Optional[Wire] = None
-        if self.config.transport != "botocore":
-            region = client.meta.region_name if client is not None else _region(self.config)
-            self.wire = Wire(self.config.endpoint_url, region or "us-east-1", _Credentials(client),
-                             concurrency=self.config.concurrency, connect_timeout=self.config.connect_timeout,
-                             read_timeout=self.config.read_timeout, max_attempts=self.config.max_attempts)
-
-    @property
-    def client(self) -> Any:
-        """The boto3 client for control-plane calls (made on first use)."""
-        if self._client is None:
-            with self._client_lock:
-                if self._client is None:
-                    self._client = make_client(self.config)
-        return self._client
+        c = self.config
+        self.wire = Wire(c.endpoint_url, _region(c, client), _Credentials(client), concurrency=c.concurrency,
+                         connect_timeout=c.connect_timeout, read_timeout=c.read_timeout,
+                         retry=c.retry_policy(), low_speed_limit=c.low_speed_limit,
+                         low_speed_time=c.low_speed_time, sign=c.sign)
 
     def close(self) -> None:
-        if self.wire is not None:
-            self.wire.close()
+        self.wire.close()
 
     # -- helpers -------------------------------------------------------------
-    def _args(self, loc: Location) -> Dict[str, Any]:
-        args: Dict[str, Any] = {"Bucket": loc.bucket, "Key": loc.key}
-        if self.config.requester_pays:
-            args["RequestPayer"] = "requester"
-        return args
-
-    def _payer_header(self) -> Dict[str, str]:
+    def payer_header(self) -> Dict[str, str]:
         return {"x-amz-request-payer": "requester"} if self.config.requester_pays else {}
 
-    def _read_args(self, loc: Location, etag: Optional[str]) -> Dict[str, Any]:
-        args = self._args(loc)
-        if loc.version_id:
-            args["VersionId"] = loc.version_id
-        if etag:
-            args["IfMatch"] = f'"{etag}"'
-        return args
-
-    def _read_request(self, loc: Location, etag: Optional[str]) -> Tuple[Dict[str, str], Optional[Dict[str, Optional[str]]]]:
-        headers = self._payer_header()
-        if etag:
-            headers["If-Match"] = f'"{etag}"'
-        return headers, ({"versionId": loc.version_id} if loc.version_id else None)
-
-    def _write_args(self, loc: Location) -> Dict[str, Any]:
-        args = self._args(loc)
-        if self.config.sse:
-            args["ServerSideEncryption"] = self.config.sse
-        if self.config.sse_kms_key_id:
-            args["SSEKMSKeyId"] = self.config.sse_kms_key_id
-        return args
-
-    def _write_headers(self) -> Dict[str, str]:
-        headers = self._payer_header()
+    def write_headers(self) -> Dict[str, str]:
+        headers = self.payer_header()
         if self.config.sse:
             headers["x-amz-server-side-encryption"] = self.config.sse
         if self.config.sse_kms_key_id:
             headers["x-amz-server-side-encryption-aws-kms-key-id"] = self.config.sse_kms_key_id
         return headers
 
+    def _read_request(self, loc: Location, etag: Optional[str]) -> Tuple[Dict[str, str], Optional[Dict[str, Optional[str]]]]:
+        headers = self.payer_header()
+        if etag:
+            headers["If-Match"] = f'"{etag}"'
+        return headers, ({"versionId": loc.version_id} if loc.version_id else None)
+
+    @staticmethod
+    def check_key(loc: Location) -> None:
+        """A key must be valid UTF-8 (a local file name may not be)."""
+        try:
+            loc.key.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UsageError(f"{loc!s}: not a valid S3 key (the file name is not valid UTF-8)") from None
+
+    @staticmethod
+    def refuses_checksums(err: BaseException) -> bool:
+        """An answer saying the server does not take a checksum header (not a transient fault)."""
+        return isinstance(err, WireError) and err.status is not None and (
+            err.code in _NO_CHECKSUMS or (err.status == 400 and "checksum" in err.message.lower()))
+
+    def _call(self, method: str, loc: Location, what: str, **kw: Any) -> Response:
+        try:
+            return self.wire.call(method, loc.bucket, loc.key, **kw)
+        except WireError as exc:
+            raise translate(exc, what) from None
+
     # -- reads ---------------------------------------------------------------
     def stat(self, loc: Location, checksums: bool = True) -> ObjectInfo:
         if loc.key == "" or loc.key.endswith("/"):
             raise NotFound(f"{loc} is a prefix, not an object")
+        self.check_key(loc)
+        headers, query = self._read_request(loc, None)
+        if checksums:
+            headers["x-amz-checksum-mode"] = "ENABLED"
         try:
-            if self.wire is not None:
-                headers, query = self._read_request(loc, None)
-                if checksums:
-                    headers["x-amz-checksum-mode"] = "ENABLED"
-                resp = self.wire.call("HEAD", loc.bucket, loc.key, query=query, headers=headers)
-                fields = _fields_from_headers(resp.headers)
-            else:
-                args = self._read_args(loc, None)
-                if checksums:
-                    args["ChecksumMode"] = "ENABLED"
-                fields = self.client.head_object(**args)
-        except Exception as exc:
-            err = translate(exc, str(loc))
-            if isinstance(err, NotFound):
-                self._check_bucket(loc)
-            raise err from None
+            resp = self._call("HEAD", loc, str(loc), query=query, headers=headers)
+        except NotFound:
+            self._check_bucket(loc)
+            raise
         self.counters.add(requests=1)
-        return self._info(loc, fields, "")
+        info = self.info_from(loc, _fields_from_headers(resp.headers), "")
+        info.checksums_known = checksums
+        return info
 
-    def first_part_size(self, loc: Location, etag: Optional[str] = None) -> Optional[int]:
-        """The size of part 1 of a multipart object (HeadObject with PartNumber=1), or None
-        when the server does not say (then the part size of a ``-N`` ETag must be guessed)."""
+    def part_size(self, loc: Location, etag: Optional[str] = None) -> Optional[int]:
+        """The size of part 1 (HeadObject with partNumber=1), or None when the server does not say."""
+        headers, query = self._read_request(loc, etag)
         try:
-            if self.wire is not None:
-                headers, query = self._read_request(loc, etag)
-                query = dict(query or {}, partNumber="1")
-                fields = _fields_from_headers(self.wire.call("HEAD", loc.bucket, loc.key, query=query,
-                                                             headers=headers).headers)
-            else:
-                fields = self.client.head_object(PartNumber=1, **self._read_args(loc, etag))
-        except Exception:
+            resp = self.wire.call("HEAD", loc.bucket, loc.key, query=dict(query or {}, partNumber="1"),
+                                  headers=headers)
+        except WireError:
             return None
         self.counters.add(requests=1)
+        fields = _fields_from_headers(resp.headers)
         if not fields.get("PartsCount"):
             return None
         return int(fields["ContentLength"])
@@ -473,24 +511,20 @@ class S3Store(Store):
     def _check_bucket(self, loc: Location) -> None:
         """Tell a missing bucket apart from a missing key (HEAD gives both as 404)."""
         try:
-            if self.wire is not None:
-                self.wire.call("HEAD", loc.bucket, headers=self._payer_header())
-            else:
-                self.client.head_bucket(Bucket=loc.bucket)
-        except Exception as exc:
+            self.wire.call("HEAD", loc.bucket, headers=self.payer_header())
+        except WireError as exc:
             err = translate(exc, f"s3://{loc.bucket}")
             if isinstance(err, NotFound):
                 raise NotFound(f"{loc}: bucket {loc.bucket!r} does not exist") from None
 
-    def _info(self, loc: Location, resp: Dict[str, Any], relative: str) -> ObjectInfo:
+    def info_from(self, loc: Location, resp: Dict[str, Any], relative: str) -> ObjectInfo:
         sums = {name: resp[f"Checksum{wire}"] for name, wire in WIRE.items() if resp.get(f"Checksum{wire}")}
-        mtime = resp.get("LastModified")
         return ObjectInfo(
             location=Location("s3", loc.bucket, loc.key, version_id=loc.version_id),
             size=int(resp.get("ContentLength", resp.get("Size", 0))),
             etag=_etag(resp.get("ETag")),
             version_id=resp.get("VersionId"),
-            mtime=mtime if isinstance(mtime, float) or mtime is None else mtime.timestamp(),
+            mtime=resp.get("LastModified"),
             relative=relative,
             checksums=sums,
             checksum_type=resp.get("ChecksumType"),
@@ -500,41 +534,30 @@ class S3Store(Store):
 
     def list(self, prefix: Location) -> Iterator[ObjectInfo]:
         base = prefix.key if (prefix.key == "" or prefix.key.endswith("/")) else prefix.key + "/"
-        pages = self._pages_wire(prefix.bucket, base) if self.wire is not None else self._pages_boto(prefix.bucket, base)
         try:
-            for page in pages:
+            for page in self._pages(prefix.bucket, base):
                 self.counters.add(requests=1)
                 for obj in page:
                     key = obj["Key"]
                     if key.endswith("/") and obj.get("Size", 0) == 0:
                         continue  # a "folder" marker object
-                    yield self._info(Location("s3", prefix.bucket, key), obj, key[len(base):])
-        except GenostageError:
-            raise
-        except Exception as exc:
+                    yield self.info_from(Location("s3", prefix.bucket, key), obj, key[len(base):])
+        except WireError as exc:
             err = translate(exc, str(prefix))
             if isinstance(err, NotFound) and "bucket" not in str(err):
                 err = NotFound(f"{prefix}: bucket {prefix.bucket!r} does not exist")
             raise err from None
 
-    def _pages_boto(self, bucket: str, base: str) -> Iterator[List[Dict[str, Any]]]:
-        kwargs: Dict[str, Any] = {"Bucket": bucket, "Prefix": base}
-        if self.config.requester_pays:
-            kwargs["RequestPayer"] = "requester"
-        for page in self.client.get_paginator("list_objects_v2").paginate(**kwargs):
-            yield page.get("Contents", [])
-
-    def _pages_wire(self, bucket: str, base: str) -> Iterator[List[Dict[str, Any]]]:
+    def _pages(self, bucket: str, base: str) -> Iterator[List[Dict[str, Any]]]:
         """ListObjectsV2 pages parsed from the XML (keys URL-encoded on the wire, so keys with
         characters XML cannot carry survive)."""
-        assert self.wire is not None
         token: Optional[str] = None
         while True:
             query: Dict[str, Optional[str]] = {"list-type": "2", "prefix": base, "encoding-type": "url"}
             if token:
                 query["continuation-token"] = token
-            resp = self.wire.call("GET", bucket, query=query, headers=self._payer_header())
-            root = ET.fromstring(resp.body)
+            resp = self.wire.call("GET", bucket, query=query, headers=self.payer_header())
+            root = _xml(resp.body, f"s3://{bucket}/{base}")
             ns = _ns(root)
             encoded = (root.findtext(f"{ns}EncodingType") or "").lower() == "url"
             page = []
@@ -550,14 +573,10 @@ class S3Store(Store):
             if (root.findtext(f"{ns}IsTruncated") or "").lower() != "true" or not token:
                 return
 
-    def read_range(self, loc: Location, start: int, length: int, etag: Optional[str] = None) -> bytes:
-        return b"".join(self.iter_range(loc, start, length, etag=etag))
-
-    def get_async(self, loc: Location, start: int, length: int, consume: Callable[[memoryview], None],
-                  done: Done, etag: Optional[str] = None) -> Call:
-        """One ranged GET without waiting: pieces go to ``consume`` and the outcome (an error or
-        None) to ``done``, both on the wire thread; a 416 (an empty object) counts as success."""
-        assert self.wire is not None
+    def read_async(self, loc: Location, start: int, length: int, consume: Consume, done: Done,
+                   etag: Optional[str] = None) -> Pending:
+        """One ranged GET: pieces go to ``consume`` and the outcome to ``done``, both on the wire
+        thread; a 416 (an empty object) counts as success."""
         got = [0]
         what = str(loc)
 
@@ -576,71 +595,19 @@ class S3Store(Store):
 
         headers, query = self._read_request(loc, etag)
         headers["Range"] = f"bytes={start}-{start + length - 1}"
-        return self.wire.submit(Call("GET", loc.bucket, loc.key, query=query, headers=headers,
+        call = self.wire.submit(Call("GET", loc.bucket, loc.key, query=query, headers=headers,
                                      on_piece=piece, on_done=finished))
-
-    def read_into(self, loc: Location, start: int, length: int, consume: Callable[[memoryview], None],
-                  etag: Optional[str] = None, chunk: int = 1 << 20,
-                  cancel: Optional[threading.Event] = None) -> None:
-        if self.wire is None:
-            return super().read_into(loc, start, length, consume, etag=etag, chunk=chunk, cancel=cancel)
-        if length <= 0:
-            return None
-        finished = threading.Event()
-        box: List[Optional[BaseException]] = []
-
-        def done(err: Optional[BaseException]) -> None:
-            box.append(err)
-            finished.set()
-
-        call = self.get_async(loc, start, length, consume, done, etag)
-        while not finished.wait(0.2):
-            if cancel is not None and cancel.is_set():
-                from ..errors import Interrupted
-
-                self.wire.cancel(call, Interrupted(getattr(cancel, "signum", 15)))
-                finished.wait()
-        if box[0] is not None:
-            raise box[0]
-        return None
+        return _Call(self.wire, call)
 
     def iter_range(self, loc: Location, start: int, length: int, etag: Optional[str] = None,
                    chunk: int = 1 << 20) -> Iterator[bytes]:
-        if length <= 0:
-            return
-        if self.wire is not None:
-            yield from self._iter_range_wire(loc, start, length, etag, chunk)
-            return
-        args = self._read_args(loc, etag)
-        args["Range"] = f"bytes={start}-{start + length - 1}"
-        try:
-            resp = self.client.get_object(**args)
-        except Exception as exc:
-            if "InvalidRange" in str(exc):
-                return
-            raise translate(exc, str(loc)) from None
-        self.counters.add(requests=1)
-        body = resp["Body"]
-        try:
-            while True:
-                try:
-                    data = body.read(chunk)
-                except Exception as exc:
-                    raise translate(exc, f"{loc} (bytes {start}..{start + length})") from None
-                if not data:
-                    break
-                self.counters.add(read=len(data))
-                yield data
-        finally:
-            body.close()
-
-    def _iter_range_wire(self, loc: Location, start: int, length: int, etag: Optional[str],
-                         chunk: int) -> Iterator[bytes]:
         """Windows of the range as successive GETs, the next in flight while one is consumed,
         so a reader that stops early leaves at most two windows behind."""
+        if length <= 0:
+            return
         window = min(max(chunk, 8 << 20), 64 << 20)
         spans = [(s, min(window, start + length - s)) for s in range(start, start + length, window)]
-        inflight: List[Tuple[Call, threading.Event, List[Any]]] = []
+        inflight: List[Tuple[Pending, threading.Event, List[Any]]] = []
 
         def launch(s: int, n: int) -> None:
             pieces: List[Any] = []
@@ -650,14 +617,14 @@ class S3Store(Store):
                 pieces.append(err)
                 event.set()
 
-            call = self.get_async(loc, s, n, lambda p: pieces.append(bytes(p)), done, etag)
-            inflight.append((call, event, pieces))
+            pending = self.read_async(loc, s, n, lambda p: pieces.append(bytes(p)), done, etag)
+            inflight.append((pending, event, pieces))
 
         try:
             for i, (s, n) in enumerate(spans):
                 while len(inflight) < 2 and i + len(inflight) < len(spans):
                     launch(*spans[i + len(inflight)])
-                call, event, pieces = inflight.pop(0)
+                _, event, pieces = inflight.pop(0)
                 event.wait()
                 err = pieces.pop()
                 if err is not None:
@@ -668,128 +635,66 @@ class S3Store(Store):
                 if len(data) < n:
                     return  # the object ends here
         finally:
-            assert self.wire is not None
-            for call, _, _ in inflight:
-                self.wire.cancel(call, TransferFailed("read abandoned"))
+            for pending, _, _ in inflight:
+                pending.cancel(TransferFailed("read abandoned"))
 
     # -- writes --------------------------------------------------------------
-    def _put_request(self, data: Any, checksums: Optional[Dict[str, str]]) -> Tuple[Dict[str, str], Dict[str, str]]:
-        sums = {k: v for k, v in (checksums or {}).items() if k in WIRE and self._full_object_ok is not False}
-        headers = self._write_headers()
-        headers.update(_md5_header(checksums))
-        headers.update({f"x-amz-checksum-{name}": value for name, value in sums.items()})
-        if sums:  # what SDKs send beside the value (some servers, moto among them, store only then)
-            headers["x-amz-sdk-checksum-algorithm"] = WIRE[next(iter(sums))]
-        return headers, sums
-
-    def put_bytes(self, loc: Location, data: bytes, checksums: Optional[Dict[str, str]] = None) -> ObjectInfo:
-        """One PutObject; ``checksums`` (wire values by algorithm, ``md5`` as hex) go with it
-        for the server to check on receipt."""
-        if self.wire is not None:
-            info, err = _waited(self.wire, lambda done: self.put_async(loc, data, checksums, done))
-            if err is not None:
-                raise err
-            return info
-        headers, sums = self._put_request(data, checksums)
-        args = self._write_args(loc)
-        args["Body"] = data
-        if "Content-MD5" in headers:
-            args["ContentMD5"] = headers["Content-MD5"]
-        args.update({f"Checksum{WIRE[name]}": value for name, value in sums.items()})
-        try:
-            fields = self.client.put_object(**args)
-        except Exception as exc:
-            err = translate(exc, str(loc))
-            if not sums or isinstance(err, (AccessDenied, NotFound)):
-                raise err from None
-            # A server that does not know the checksum header: send without it.
-            self._full_object_ok = False
-            return self.put_bytes(loc, data, {k: v for k, v in (checksums or {}).items() if k not in WIRE})
-        self.counters.add(requests=1, written=len(data))
-        info = self._info(loc, fields, "")
-        info.size = len(data)
-        return info
-
-    def put_async(self, loc: Location, data: Any, checksums: Optional[Dict[str, str]],
-                  done: Callable[[Optional[ObjectInfo], Optional[BaseException]], None]) -> None:
-        """:meth:`put_bytes` without waiting; ``done(info, error)`` runs on the wire thread."""
-        if self.wire is None:
-            super().put_async(loc, data, checksums, done)
-            return
-        headers, sums = self._put_request(data, checksums)
-
-        def finished(resp: Optional[Response], err: Optional[BaseException]) -> None:
-            if err is not None:
-                gerr = translate(err, str(loc))
-                if sums and not isinstance(gerr, (AccessDenied, NotFound)):
-                    self._full_object_ok = False  # retried without the checksum header
-                    self.put_async(loc, data, {k: v for k, v in (checksums or {}).items() if k not in WIRE}, done)
-                    return
-                done(None, gerr)
-                return
-            assert resp is not None
-            self.counters.add(requests=1, written=len(data))
-            info = self._info(loc, _fields_from_headers(resp.headers), "")
-            info.size = len(data)
-            done(info, None)
-
-        self.wire.submit(Call("PUT", loc.bucket, loc.key, headers=headers, body=data, on_done=finished))
-
     def _create_upload(self, loc: Location, algorithm: Optional[str]) -> Tuple[str, bool]:
         """CreateMultipartUpload: (upload id, whether the server took the checksum algorithm)."""
-        if self.wire is not None:
-            headers = self._write_headers()
-            if algorithm:
-                headers["x-amz-checksum-algorithm"] = WIRE[algorithm]
-                headers["x-amz-checksum-type"] = "FULL_OBJECT"
-            resp = self.wire.call("POST", loc.bucket, loc.key, query={"uploads": None}, headers=headers)
-            root = ET.fromstring(resp.body)
-            ns = _ns(root)
-            upload_id = root.findtext(f"{ns}UploadId")
-            if not upload_id:
-                raise TransferFailed(f"{loc}: the server started no multipart upload (no UploadId in its answer)")
-            return upload_id, bool(resp.headers.get("x-amz-checksum-algorithm"))
-        args = self._write_args(loc)
+        headers = self.write_headers()
         if algorithm:
-            args.update(ChecksumAlgorithm=WIRE[algorithm], ChecksumType="FULL_OBJECT")
-        resp = self.client.create_multipart_upload(**args)
-        return resp["UploadId"], bool(resp.get("ChecksumAlgorithm"))
-
-    def begin_upload(self, loc: Location, size: int) -> S3Upload:
-        algorithm = self.config.checksum_algorithm if self.config.verify else None
-        if algorithm and self._full_object_ok is not False:
-            try:
-                upload_id, honoured = self._create_upload(loc, algorithm)
-                self.counters.add(requests=1)
-                if honoured:
-                    return S3Upload(self, loc, upload_id, algorithm)
-                # Accepted but not honoured (the answer names no algorithm): a server without
-                # checksum support; its parts are checked by Content-MD5 instead.
-                self._full_object_ok = False
-                return S3Upload(self, loc, upload_id, None)
-            except Exception as exc:
-                err = translate(exc, str(loc))
-                if isinstance(err, (AccessDenied, NotFound)):
-                    raise err from None
-                self._full_object_ok = False
-        try:
-            upload_id, _ = self._create_upload(loc, None)
-        except Exception as exc:
-            raise translate(exc, str(loc)) from None
+            headers["x-amz-checksum-algorithm"] = WIRE[algorithm]
+            headers["x-amz-checksum-type"] = "FULL_OBJECT"
+        resp = self.wire.call("POST", loc.bucket, loc.key, query={"uploads": None}, headers=headers)
+        root = _xml(resp.body, str(loc))
+        upload_id = root.findtext(f"{_ns(root)}UploadId")
+        if not upload_id:
+            raise TransferFailed(f"{loc}: the server started no multipart upload (no UploadId in its answer)")
         self.counters.add(requests=1)
+        return upload_id, bool(resp.headers.get("x-amz-checksum-algorithm"))
+
+    def begin_upload(self, loc: Location, size: int, parts: int = 1,
+                     resume_path: Optional[str] = None) -> Upload:
+        self.check_key(loc)
+        if parts <= 1:
+            return S3PutUpload(self, loc)
+        algorithm = self.config.checksum_algorithm if self.config.verify else None
+        try:
+            if algorithm and self.full_object_ok is not False:
+                try:
+                    upload_id, honoured = self._create_upload(loc, algorithm)
+                except WireError as exc:
+                    if not self.refuses_checksums(exc):
+                        raise
+                    self.full_object_ok = False
+                else:
+                    if not honoured:
+                        # Accepted but not honoured (the answer names no algorithm): a server without
+                        # checksum support; its parts are checked by Content-MD5 and ETag instead.
+                        self.full_object_ok = False
+                    return S3Upload(self, loc, upload_id, algorithm if honoured else None)
+            upload_id, _ = self._create_upload(loc, None)
+        except WireError as exc:
+            raise translate(exc, str(loc)) from None
         return S3Upload(self, loc, upload_id, None)
 
     def delete(self, loc: Location) -> None:
         try:
-            if self.wire is not None:
-                self.wire.call("DELETE", loc.bucket, loc.key, headers=self._payer_header())
-            else:
-                self.client.delete_object(**self._args(loc))
-        except Exception as exc:
+            self.wire.call("DELETE", loc.bucket, loc.key, headers=self.payer_header())
+        except WireError as exc:
             err = translate(exc, str(loc))
             if not isinstance(err, NotFound):
                 raise err from None
         self.counters.add(requests=1)
 
-    def supported_checksums(self) -> List[str]:
-        return [] if self._full_object_ok is False else list(WIRE)
+    def abort_upload(self, entry: Dict[str, str]) -> None:
+        """AbortMultipartUpload, best effort (the upload may already be gone)."""
+        try:
+            self.wire.call("DELETE", entry["bucket"], entry["key"], query={"uploadId": entry["upload_id"]},
+                           headers=self.payer_header())
+        except Exception as exc:  # best effort: never masks the error that led here
+            log.debug("abort of upload %s of s3://%s/%s: %s", entry.get("upload_id"), entry.get("bucket"),
+                      entry.get("key"), exc)
+
+
+__all__ = ["S3Store", "S3Upload", "S3PutUpload", "WIRE", "translate"]

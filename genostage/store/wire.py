@@ -15,10 +15,18 @@ the loop thread, so they must be short (checksum and write a piece, or hand the
 work to a pool). ``call`` is the blocking form.
 
 Transient failures (connection refused, reset or timed out, 5xx, 429, SlowDown,
-RequestTimeout) are retried with jittered exponential backoff while no body piece
-has been handed over; after that the caller restarts. A keep-alive connection
-the server has closed is replaced without counting an attempt. A bucket in
-another region (301/400 with ``x-amz-bucket-region``) is re-addressed once.
+RequestTimeout, and a body the server received corrupted: BadDigest) are retried under
+the one :class:`~genostage.retry.RetryPolicy` while no body piece has been handed over;
+after that the caller restarts. A keep-alive connection the server has closed is
+replaced without counting an attempt. A bucket in another region (301/400 with
+``x-amz-bucket-region``) is re-addressed once.
+
+Timeouts: no answer within ``read_timeout`` of the request (or of the last byte), and
+a minimum throughput, as curl's ``--speed-limit``/``--speed-time``: a request whose
+bytes move slower than ``low_speed_limit`` bytes/s for ``low_speed_time`` seconds
+fails as a timeout (a body trickling at 1 byte/s would otherwise never end).
+A request that cannot be built (a key or header no HTTP request can carry, no
+credentials) fails alone with a clear error; the loop goes on.
 """
 from __future__ import annotations
 
@@ -30,7 +38,6 @@ import hmac
 import itertools
 import logging
 import os
-import random
 import selectors
 import socket
 import ssl
@@ -42,7 +49,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Tuple
 from urllib.parse import quote, urlsplit
 
-from ..errors import Interrupted
+from ..errors import Interrupted, NoCredentials
+from ..retry import RetryPolicy
 
 log = logging.getLogger("genostage.wire")
 
@@ -51,6 +59,8 @@ Creds = Tuple[str, str, Optional[str]]  # access key, secret key, session token
 RETRY_STATUS = {500, 502, 503, 504, 429}
 RETRY_CODES = {"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout", "Throttling",
                "ThrottlingException", "RequestLimitExceeded", "RequestThrottled"}
+# the body arrived corrupted: sending it again cures it (only for requests that carry one)
+CORRUPT_BODY = {"BadDigest", "XAmzContentChecksumMismatch", "InvalidChunkSizeError"}
 RECV_SIZE = 256 * 1024
 IDLE_EXIT = 5.0  # seconds without work before the loop thread stops
 MAX_HEAD = 64 * 1024
@@ -98,8 +108,9 @@ class Signer:
     """AWS Signature Version 4 in headers, payload unsigned (integrity comes from
     Content-MD5 / x-amz-checksum-* and genostage's own checksums)."""
 
-    def __init__(self, credentials: Callable[[], Optional[Creds]]) -> None:
+    def __init__(self, credentials: Callable[[], Optional[Creds]], required: bool = True) -> None:
         self.credentials = credentials
+        self.required = required
         self._keys: Dict[Tuple[str, str, str], bytes] = {}
 
     def _key(self, secret: str, day: str, region: str) -> bytes:
@@ -114,10 +125,15 @@ class Signer:
 
     def sign(self, method: str, path: str, query: str, headers: Dict[str, str], region: str) -> None:
         """Add x-amz-date, x-amz-content-sha256, the token and Authorization to ``headers``
-        (lower-case names; ``host`` already set). No credentials: the request goes unsigned."""
+        (lower-case names; ``host`` already set). Without credentials a request goes unsigned
+        only when they are not ``required`` (public data); otherwise :class:`NoCredentials`."""
         creds = self.credentials()
         headers["x-amz-content-sha256"] = "UNSIGNED-PAYLOAD"
         if creds is None:
+            if self.required:
+                raise NoCredentials("no AWS credentials found (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+                                    "AWS_PROFILE, or run with an instance or task role; --no-sign-request for "
+                                    "public buckets)")
             return
         access, secret, token = creds
         amz = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -189,6 +205,7 @@ class Call:
     on_piece: Optional[Callable[[memoryview], None]] = None
     on_done: Optional[Callable[[Optional[Response], Optional[BaseException]], None]] = None
     attempt: int = 0
+    first_try: float = 0.0
     delivered: int = 0
     finished: bool = False
     canceled: Optional[BaseException] = None
@@ -227,6 +244,9 @@ class _Conn:
         self.events = 0  # what the selector watches for
         self.pending_body: Optional[memoryview] = None
         self.connect_rc = 0
+        self.connect_error = ""  # why the connection could not even be attempted (DNS)
+        self.moved = 0  # bytes sent and received for the current request
+        self.mark = (0.0, 0)  # (time, moved) at the start of the current speed window
 
 
 class Wire:
@@ -234,14 +254,17 @@ class Wire:
 
     def __init__(self, endpoint_url: Optional[str], region: str, credentials: Callable[[], Optional[Creds]],
                  concurrency: int = 10, connect_timeout: float = 10.0, read_timeout: float = 60.0,
-                 max_attempts: int = 5, ca_bundle: Optional[str] = None) -> None:
+                 retry: Optional[RetryPolicy] = None, ca_bundle: Optional[str] = None,
+                 low_speed_limit: int = 1024, low_speed_time: float = 30.0, sign: bool = True) -> None:
         self.endpoint = Endpoint(endpoint_url)
         self.region = region
-        self.signer = Signer(credentials)
+        self.signer = Signer(credentials, required=sign)
         self.concurrency = concurrency
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
-        self.max_attempts = max_attempts
+        self.retry = retry or RetryPolicy()
+        self.low_speed_limit = low_speed_limit
+        self.low_speed_time = low_speed_time
         self.ca_bundle = ca_bundle
         self._ssl: Optional[ssl.SSLContext] = None
         self._regions: Dict[str, str] = {}
@@ -372,7 +395,7 @@ class Wire:
             if self._timers:
                 timeout = min(timeout, max(0.0, self._timers[0][0] - now))
             for conn in self._busy:
-                timeout = min(timeout, max(0.0, conn.deadline - now))
+                timeout = min(timeout, max(0.0, conn.deadline - now), max(0.0, conn.mark[0] + self.low_speed_time - now))
             for key, mask in self._sel.select(timeout):
                 if key.data is None:
                     try:
@@ -397,7 +420,24 @@ class Wire:
             for conn in list(self._busy):
                 if conn.deadline <= now:
                     self._fail(conn, WireError(None, "", f"no answer for {self._limit(conn):.0f} s", True))
+                elif self._too_slow(conn, now):
+                    self._fail(conn, WireError(None, "", f"too slow: {conn.moved - conn.mark[1]} bytes in "
+                                               f"{self.low_speed_time:.0f} s (below {self.low_speed_limit} bytes/s)",
+                                               True))
             self._dispatch()
+
+    def _too_slow(self, conn: _Conn, now: float) -> bool:
+        """The speed rule: checked once per ``low_speed_time`` window of a request."""
+        start, moved = conn.mark
+        if now - start < self.low_speed_time:
+            return False
+        if conn.state in ("connect", "handshake"):
+            conn.mark = (now, conn.moved)  # the connect timeout governs until then
+            return False
+        if conn.moved - moved < self.low_speed_limit * self.low_speed_time:
+            return True
+        conn.mark = (now, conn.moved)
+        return False
 
     def _limit(self, conn: _Conn) -> float:
         return self.connect_timeout if conn.state in ("connect", "handshake") else self.read_timeout
@@ -433,12 +473,18 @@ class Wire:
             call = self._waiting.popleft()
             if call.finished:
                 continue
-            target = self.endpoint.target(call.bucket, call.key, self._region(call.bucket))
+            try:
+                target = self.endpoint.target(call.bucket, call.key, self._region(call.bucket))
+                head, body = self._request(call, target)
+            except Exception as exc:  # this request cannot be sent at all: it alone fails
+                self._finish(call, None, exc if isinstance(exc, (WireError, NoCredentials)) else
+                             WireError(None, "", f"cannot send this request: {exc}"))
+                continue
             conn = self._connection(target)
             if conn is None:
                 parked.append(call)
                 continue
-            self._start(conn, call, target)
+            self._start(conn, call, target, head, body)
         self._waiting = parked
 
     def _connection(self, target: Target) -> Optional[_Conn]:
@@ -458,18 +504,24 @@ class Wire:
         try:
             addr = socket.getaddrinfo(target.addr[0], target.addr[1], sock.family, socket.SOCK_STREAM)[0][4]
             rc = sock.connect_ex(addr)
+        except socket.gaierror as exc:
+            rc = errno.EHOSTUNREACH
+            transient = exc.errno == socket.EAI_AGAIN
+            conn.connect_error = (f"cannot resolve host {target.addr[0]!r}: {exc.strerror or exc}"
+                                  + ("" if transient else " (check --endpoint-url or the bucket name)"))
+            conn.connect_rc = -1 if transient else -2
         except OSError as exc:
             rc = exc.errno or errno.EHOSTUNREACH
         conn.state = "connect"
-        conn.connect_rc = rc
+        if not conn.connect_error:
+            conn.connect_rc = rc
         conn.events = selectors.EVENT_WRITE
         self._sel.register(sock, conn.events, conn)
         return conn
 
-    def _start(self, conn: _Conn, call: Call, target: Target) -> None:
-        call.attempt += 1
-        call.conn = conn
-        conn.call = call
+    def _request(self, call: Call, target: Target) -> Tuple[bytes, Optional[memoryview]]:
+        """The request's head (signed) and body; raises when it cannot be sent (a key or a
+        header value HTTP cannot carry, no credentials)."""
         headers = {k.lower(): v for k, v in (call.headers or {}).items()}
         headers["host"] = target.host
         body = memoryview(call.body).cast("B") if call.body is not None else None
@@ -478,7 +530,21 @@ class Wire:
         query = call.query_string()
         self.signer.sign(call.method, target.path, query, headers, self._region(call.bucket))
         line = f"{call.method} {target.path}{'?' + query if query else ''} HTTP/1.1\r\n"
-        head = (line + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode("latin-1")
+        try:
+            head = (line + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode("latin-1")
+        except UnicodeEncodeError:
+            bad = next(k for k, v in headers.items() if not _latin1(v))
+            raise WireError(None, "", f"header {bad} holds characters an HTTP header cannot carry") from None
+        return head, body
+
+    def _start(self, conn: _Conn, call: Call, target: Target, head: bytes, body: Optional[memoryview]) -> None:
+        call.attempt += 1
+        if call.attempt == 1 and not call.first_try:
+            call.first_try = time.monotonic()
+        call.conn = conn
+        conn.call = call
+        conn.moved = 0
+        conn.mark = (time.monotonic(), 0)
         conn.out = memoryview(head + bytes(body) if body is not None and len(body) <= 65536 else head)
         conn.pending_body = body if body is not None and len(body) > 65536 else None
         conn.head = bytearray()
@@ -490,7 +556,9 @@ class Wire:
         self._busy.append(conn)
         if conn.state == "connect":
             rc = conn.connect_rc
-            if rc not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK):
+            if conn.connect_error:
+                self._fail(conn, WireError(None, "", conn.connect_error, rc == -1))
+            elif rc not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK):
                 self._fail(conn, WireError(None, "", f"cannot connect to {target.addr[0]}:{target.addr[1]}: "
                                            f"{os.strerror(rc)}", True))
             return
@@ -586,6 +654,7 @@ class Wire:
                 self._want(conn, selectors.EVENT_READ)
                 return
             conn.out = conn.out[n:]
+            conn.moved += n
             conn.deadline = time.monotonic() + self.read_timeout
 
     def _recv(self, conn: _Conn) -> None:
@@ -604,6 +673,7 @@ class Wire:
                 self._eof(conn)
                 return
             conn.got_bytes = True
+            conn.moved += n
             conn.deadline = time.monotonic() + self.read_timeout
             if conn.state == "head":
                 self._head(conn, self._view[:n])
@@ -786,11 +856,13 @@ class Wire:
             self._finish(call, None, err)
 
     def _retry_or_finish(self, call: Call, err: BaseException) -> None:
-        retryable = isinstance(err, WireError) and err.retryable
-        if retryable and call.delivered == 0 and call.attempt < self.max_attempts and call.canceled is None:
-            delay = min(10.0, 0.1 * (2 ** max(0, call.attempt - 1))) * (0.5 + random.random() / 2)
-            heapq.heappush(self._timers, (time.monotonic() + delay, call.seq, call))
-            return
+        retryable = isinstance(err, WireError) and (err.retryable or (err.code in CORRUPT_BODY and call.body is not None))
+        if retryable and call.delivered == 0 and call.canceled is None:
+            delay = self.retry.delay(call.attempt, time.monotonic() - call.first_try)
+            if delay is not None:
+                log.debug("%s %s/%s: %s; again in %.2f s", call.method, call.bucket, call.key, err, delay)
+                heapq.heappush(self._timers, (time.monotonic() + delay, call.seq, call))
+                return
         self._finish(call, None, err)
 
     def _finish(self, call: Call, resp: Optional[Response], err: Optional[BaseException]) -> None:
@@ -802,6 +874,14 @@ class Wire:
                 call.on_done(resp, err)
             except BaseException:  # a callback's bug must not stop every transfer
                 log.exception("genostage wire: on_done callback failed")
+
+
+def _latin1(text: str) -> bool:
+    try:
+        text.encode("latin-1")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def _release(sel: selectors.BaseSelector, *socks: socket.socket) -> None:

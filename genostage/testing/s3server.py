@@ -43,7 +43,7 @@ class LocalS3:
 
     def client(self, **config_kwargs: object):  # type: ignore[no-untyped-def]
         from ..config import TransferConfig
-        from ..store.s3 import make_client
+        from ..store.boto import make_client
 
         with _env(self.env()):
             return make_client(TransferConfig(endpoint_url=self.endpoint_url, **config_kwargs))  # type: ignore[arg-type]
