@@ -228,3 +228,23 @@ def test_split_refuses_a_negative_or_zero_count_without_a_traceback(tmp_path, pa
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert "--parts" in r.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "out").exists()
+
+
+def test_argparse_types_for_counts_and_sizes_say_what_is_wrong(capsys):
+    """For the commands' own count and size options (split's --parts, split bam's --bytes)."""
+    import argparse
+
+    from genostage.cli.common import count_type, size_type
+
+    parser = argparse.ArgumentParser(prog="genostage split bam")
+    parser.add_argument("--parts", type=count_type)
+    parser.add_argument("--bytes", type=size_type)
+    args = parser.parse_args(["--parts", "4k", "--bytes", "256M"])
+    assert (args.parts, args.bytes) == (4096, 256 << 20)
+    for argv, message in ((["--parts", "-3"], "argument --parts: a count cannot be negative: '-3'"),
+                          (["--parts", "0"], "argument --parts: must be at least 1, got 0"),
+                          (["--bytes", "-1"], "argument --bytes: a size cannot be negative: '-1'"),
+                          (["--bytes", "lots"], "argument --bytes: not a size: 'lots'")):
+        with pytest.raises(SystemExit) as info:
+            parser.parse_args(argv)
+        assert info.value.code == 2 and message in capsys.readouterr().err

@@ -75,6 +75,15 @@ def count_type(text: str) -> int:
     return value
 
 
+def size_type(text: str) -> int:
+    """An ``argparse`` type for sizes (``--bytes 256M``): the error is parse_size's own line
+    ("a size cannot be negative: '-1'"), not argparse's "invalid parse_size value"."""
+    try:
+        return parse_size(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def config_from(args: argparse.Namespace) -> TransferConfig:
     """The transfer settings the options ask for; a bad value is one :class:`UsageError` line."""
     concurrency = whole_number(args.concurrency, "--concurrency", *CONCURRENCY)
