@@ -40,6 +40,7 @@ from typing import Dict, List
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import genostage  # noqa: E402
+from genostage import cpu  # noqa: E402
 from genostage.job.cache import resolve_link  # noqa: E402
 from genostage.testing.counting import counting_moto_server  # noqa: E402
 from genostage.config import TransferConfig  # noqa: E402
@@ -115,7 +116,7 @@ def main() -> None:
 
             cap = f"link capped at {format_size(rate)}/s" if rate else "no bandwidth cap"
             print(f"{opts.jobs} concurrent jobs, one {format_size(size)} reference, moto S3 on loopback ({cap}), "
-                  f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}", flush=True)
+                  f"{cpu.available()} of {os.cpu_count()} cores usable, load average {os.getloadavg()[0]:.1f}", flush=True)
             measure("no cache (per-job downloads)", ["-i", f"ref={uri}"])
             for link in [x for x in opts.links.split(",") if x]:
                 cache_dir = os.path.join(work, f"cache-{link}")

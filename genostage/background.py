@@ -2,7 +2,8 @@
 
 The queue between them is bounded (``depth``), errors raised by the producer are
 re-raised in the consumer, and a consumer that stops early (``break``, an
-exception, ``close()``) stops the producer at its next ``emit``.
+exception, ``close()``) stops the producer at its next ``emit`` (which raises
+:class:`Stopped` there). The thread starts when the first item is asked for.
 """
 from __future__ import annotations
 
@@ -15,8 +16,11 @@ T = TypeVar("T")
 _ITEM, _END, _ERROR = 0, 1, 2
 
 
-class Stopped(Exception):
-    """Raised inside the producer's ``emit`` when the consumer went away."""
+class Stopped(BaseException):
+    """Raised inside the producer's ``emit`` when the consumer went away.
+
+    Not an ``Exception`` (as ``GeneratorExit`` is not): a producer that catches ``Exception``
+    around ``emit`` to note a problem and carry on cannot swallow it and run on for ever."""
 
 
 def background(produce: Callable[[Callable[[T], None]], None], depth: int = 1,

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from typing import Optional
+from urllib.parse import urlsplit
 
 from .errors import UsageError
 from .retry import RetryPolicy
@@ -36,7 +37,9 @@ class TransferConfig:
       ``low_speed_limit`` bytes/s for ``low_speed_time`` seconds fails as a timeout (and is retried).
     - ``sign``: sign requests (credentials required); False for public buckets
       (``--no-sign-request``).
-    - ``endpoint_url``: any S3-compatible endpoint (also ``AWS_ENDPOINT_URL``).
+    - ``endpoint_url``: any S3-compatible endpoint, ``http://host:port`` or ``https://host``
+      (default ``AWS_ENDPOINT_URL_S3``, else ``AWS_ENDPOINT_URL``); a URL without its scheme
+      is refused (see :func:`check_endpoint_url`).
     - ``sse`` / ``sse_kms_key_id``: server-side encryption of uploads.
     - ``requester_pays``: send ``RequestPayer=requester``.
     - ``verify``: checksum every transfer end to end (on by default).
@@ -72,10 +75,13 @@ class TransferConfig:
         self.part_size = parse_size(self.part_size)
         self.multipart_threshold = parse_size(self.multipart_threshold)
         self.download_part_size = parse_size(self.download_part_size)
-        if not 1 <= self.concurrency <= 256:
-            raise UsageError(f"concurrency must be 1..256, got {self.concurrency}")
+        if isinstance(self.concurrency, bool) or not isinstance(self.concurrency, int) \
+                or not 1 <= self.concurrency <= 256:
+            raise UsageError(f"concurrency must be a whole number 1..256, got {self.concurrency!r}")
         if not 5 * MiB <= self.part_size <= 5 * 1024**3:
-            raise UsageError(f"part size must be 5 MiB..5 GiB, got {self.part_size}")
+            raise UsageError(f"part size must be 5 MiB..5 GiB (S3's limits for a part), got {self.part_size} bytes")
+        if self.download_part_size < 1:
+            raise UsageError(f"download part size must be at least 1 byte, got {self.download_part_size}")
         if self.max_attempts < 1:
             raise UsageError("max_attempts must be at least 1")
         if self.sse not in (None, "AES256", "aws:kms"):
@@ -84,5 +90,41 @@ class TransferConfig:
             raise UsageError("--sse-kms-key-id needs --sse aws:kms")
         if self.sse_kms_key_id and not self.sse_kms_key_id.isascii():
             raise UsageError(f"--sse-kms-key-id must be an ASCII key id, alias or ARN, got {self.sse_kms_key_id!r}")
-        if self.endpoint_url is None:
-            self.endpoint_url = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+        if self.endpoint_url is not None:
+            self.endpoint_url = check_endpoint_url(self.endpoint_url, "endpoint URL")
+        else:
+            for name in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"):
+                if os.environ.get(name):
+                    self.endpoint_url = check_endpoint_url(os.environ[name], name)
+                    break
+
+
+def check_endpoint_url(url: str, what: str = "endpoint URL") -> str:
+    """``url`` when it is an ``http://`` or ``https://`` URL with a host (and a valid port);
+    else :class:`UsageError` in one line naming ``what`` (the option or the variable).
+
+    A URL without its scheme (``127.0.0.1:5123``) is refused with the spelling to use: taken
+    as ``https://`` it would fail later with a TLS error against a plain-HTTP server."""
+    text = url.strip()
+    if text != url or any(c.isspace() for c in text):
+        raise UsageError(f"{what} {url!r} contains white space")
+    if text == "":
+        raise UsageError(f"{what} is empty (expected http://host:port or https://host)")
+    if "://" not in text:
+        raise UsageError(f"{what} {text!r} has no scheme: write http://{text} "
+                         f"(or https://{text} when the server speaks TLS)")
+    parts = urlsplit(text)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        hint = " (an S3 URI is not an endpoint: the endpoint is the server, e.g. http://127.0.0.1:9000)" \
+            if scheme == "s3" else ""
+        raise UsageError(f"{what} {text!r}: the scheme must be http or https, not {parts.scheme!r}{hint}")
+    if not parts.hostname:
+        raise UsageError(f"{what} {text!r} has no host (expected {scheme}://host:port)")
+    try:
+        parts.port
+    except ValueError:
+        raise UsageError(f"{what} {text!r}: the port must be a number 0-65535") from None
+    if parts.query or parts.fragment:
+        raise UsageError(f"{what} {text!r}: an endpoint has no query or fragment (expected {scheme}://host:port)")
+    return text

@@ -70,7 +70,13 @@ class Location:
 
 
 def parse(text: "str | os.PathLike[str] | Location") -> Location:
-    """Parse a URI or a local path into a :class:`Location`."""
+    """Parse a URI or a local path into a :class:`Location`.
+
+    ``s3://bucket/key`` (scheme in lower case, as ``aws`` and ``s5cmd`` read it),
+    ``s3://bucket/prefix/``, ``s3://bucket`` (the whole bucket), ``file:///abs/path`` or a
+    local path. What looks like a mistyped S3 URI (``s3:/b/k``, ``s3//b/k``, ``S3://b/k``,
+    white space around it) is refused with the spelling it probably meant, instead of
+    being taken for a local path."""
     if isinstance(text, Location):
         return text
     if isinstance(text, os.PathLike):
@@ -79,24 +85,44 @@ def parse(text: "str | os.PathLike[str] | Location") -> Location:
         raise BadLocation(repr(text), "empty location")
     if "\x00" in text:
         raise BadLocation(repr(text), "contains a NUL byte")
-    lower = text.lower()
-    if lower.startswith("s3://"):
+    _refuse_s3_typos(text)
+    if text.startswith("s3://"):
         return _parse_s3(text)
-    if lower.startswith("file://"):
+    if text.lower().startswith("file://"):
         path = unquote(text[7:])
         if not path.startswith("/"):
             raise BadLocation(text, "file:// URIs must be absolute (file:///path)")
         return Location("file", path=path)
     if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", text):
         scheme = text.split("://", 1)[0]
-        raise BadLocation(text, f"unsupported scheme {scheme!r} (expected s3:// or a local path)")
+        raise BadLocation(text, f"unsupported scheme {scheme!r} (expected s3://bucket/key or a local path)")
     trailing = text.endswith("/")
     path = os.path.abspath(text) + ("/" if trailing and text != "/" else "")
     return Location("file", path=path)
 
 
+# s3:/b/k, s3:b/k, s3//b/k: an S3 URI with a slash too few or its colon missing
+_S3_TYPO = re.compile(r"^s3(:(?!//)|//)", re.IGNORECASE)
+
+
+def _refuse_s3_typos(text: str) -> None:
+    """Refuse what is almost surely a mistyped S3 URI rather than a local path."""
+    stripped = text.strip()
+    if stripped != text and (stripped[:3].lower() == "s3:" or stripped[:4].lower() == "s3//"):
+        raise BadLocation(repr(text), f"white space around the URI (a stray space or newline?): write {stripped!r}")
+    if _S3_TYPO.match(text):
+        rest = re.sub(r"^s3[:/\\]+", "", text, flags=re.IGNORECASE).replace("\\", "/") or "bucket/key"
+        raise BadLocation(text, f"not an S3 URI: write s3://{rest} (two slashes after 's3:'), "
+                                f"or ./{text} for a local path")
+    if text[:5].lower() == "s3://" and not text.startswith("s3://"):
+        raise BadLocation(text, f"write the scheme in lower case: s3://{text[5:]} (aws and s5cmd would "
+                                f"take {text[:3]!r} for a local directory)")
+
+
 def _parse_s3(text: str) -> Location:
     rest = text[5:]
+    if rest != rest.strip():
+        raise BadLocation(repr(text), "white space at the end of the URI (a stray space or newline?)")
     version_id = None
     if "?versionId=" in rest:
         rest, version_id = rest.split("?versionId=", 1)
@@ -105,13 +131,33 @@ def _parse_s3(text: str) -> Location:
     bucket, _, key = rest.partition("/")
     if not bucket:
         raise BadLocation(text, "missing bucket name (expected s3://bucket/key)")
+    if ":" in bucket:
+        raise BadLocation(text, f"{bucket!r} is not a bucket name: a server and port go in --endpoint-url "
+                                f"(e.g. --endpoint-url http://{bucket}), the URI is s3://bucket/key")
     if not _BUCKET.match(bucket) or ".." in bucket:
-        raise BadLocation(text, f"invalid bucket name {bucket!r}")
+        raise BadLocation(text, f"invalid bucket name {bucket!r} (3-63 letters, digits, '.', '-' or '_', "
+                                "beginning and ending with a letter or digit)")
     if key.startswith("/"):
-        raise BadLocation(text, "key starts with '/' (a doubled slash after the bucket)")
+        raise BadLocation(text, f"key starts with '/' (a doubled slash after the bucket): write "
+                                f"s3://{bucket}/{key.lstrip('/')}")
     if len(key.encode("utf-8")) > 1024:
         raise BadLocation(text, "key longer than 1024 bytes")
+    if version_id is not None and (key == "" or key.endswith("/")):
+        raise BadLocation(text, "a versionId names one version of an object: give the object's key, not a prefix")
     return Location("s3", bucket, key, version_id=version_id)
+
+
+def parse_object(text: "str | os.PathLike[str] | Location", what: str = "this") -> Location:
+    """:func:`parse`, for where one object (or file) is needed: ``s3://bucket`` and
+    ``s3://bucket/prefix/`` are refused in one line naming ``what`` needs it."""
+    loc = parse(text)
+    if loc.is_s3 and loc.key == "":
+        raise BadLocation(str(text), f"{what} needs an object, and s3://{loc.bucket} names the whole bucket: "
+                                     f"give its key (s3://{loc.bucket}/KEY)")
+    if loc.is_s3 and loc.key.endswith("/"):
+        raise BadLocation(str(text), f"{what} needs an object, and a URI ending in '/' names a prefix: "
+                                     f"write s3://{loc.bucket}/{loc.key.rstrip('/')} for the object")
+    return loc
 
 
 def safe_relative(relative: str, what: str) -> str:

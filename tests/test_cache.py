@@ -246,13 +246,71 @@ def test_cache_command_ls_du_verify_prune(counting, tmp_path):
     r = run_cli(["cache", "verify", str(cache_dir)])
     assert r.returncode == 6 and "DAMAGED" in r.stdout and "b.fa" in r.stdout, r.stdout + r.stderr
     assert [e.uri for e in cache.entries()] == [f"s3://{bucket}/r/a.fa"]
-    r = run_cli(["cache", "prune", str(cache_dir)])
+    r = run_cli(["cache", "prune", "--all", str(cache_dir)])
     assert r.returncode == 0 and "removed 0 entries" in r.stdout  # a.fa is in use
     held.release()
-    r = run_cli(["cache", "prune", str(cache_dir)])
+    r = run_cli(["cache", "prune", "--all", str(cache_dir)])
     assert r.returncode == 0 and "removed 1 entries" in r.stdout and Cache(cache_dir).entries() == []
     r = run_cli(["cache", "ls", str(tmp_path)])
     assert r.returncode == 3 and "not a genostage cache" in r.stderr
+
+
+def test_cache_prune_without_a_limit_removes_nothing(counting, tmp_path):
+    """Before: ``cache prune DIR`` meant --max-size 0 and emptied the cache."""
+    _, app, client, bucket = counting
+    put_refs(client, bucket, {"r/a.fa": b"A" * 3000, "r/b.fa": b"B" * 2000})
+    cache_dir = tmp_path / "cache"
+    cache = Cache(cache_dir)
+    for key in ("r/a.fa", "r/b.fa"):
+        _lease(cache, client, bucket, key, tmp_path / "j").release()
+    r = run_cli(["cache", "prune", str(cache_dir)])
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "--max-size SIZE" in r.stderr and "--all" in r.stderr
+    assert len(cache.entries()) == 2
+    r = run_cli(["cache", "prune", "--max-size", "2500", str(cache_dir)])  # the least recently used goes
+    assert r.returncode == 0 and [e.uri for e in cache.entries()] == [f"s3://{bucket}/r/b.fa"]
+    r = run_cli(["cache", "prune", "--max-size", "-5", str(cache_dir)])
+    assert r.returncode == 2 and "--max-size: a size cannot be negative" in r.stderr
+    r = run_cli(["cache", "ls", "--all", str(cache_dir)])
+    assert r.returncode == 2 and "unrecognized arguments: --all" in r.stderr  # an option of prune only
+    assert len(cache.entries()) == 1
+
+
+def test_cache_commands_default_to_genostage_cache(counting, tmp_path):
+    """Before: DIR was required, although ``run`` reads the cache from $GENOSTAGE_CACHE."""
+    _, app, client, bucket = counting
+    put_refs(client, bucket, {"r/a.fa": b"A" * 3000})
+    cache_dir = tmp_path / "cache"
+    _lease(Cache(cache_dir), client, bucket, "r/a.fa", tmp_path / "j").release()
+    env = {"GENOSTAGE_CACHE": str(cache_dir)}
+    r = run_cli(["cache", "ls"], env=env)
+    assert r.returncode == 0 and f"s3://{bucket}/r/a.fa" in r.stdout, r.stderr
+    r = run_cli(["cache", "du"], env=env)
+    assert r.returncode == 0 and "(3000 bytes)" in r.stdout
+    r = run_cli(["cache", "verify"], env=env)
+    assert r.returncode == 0 and "1 entries verified" in r.stdout
+    r = run_cli(["cache", "ls", str(tmp_path)], env=env)  # DIR given wins over the variable
+    assert r.returncode == 3 and "not a genostage cache" in r.stderr
+    r = run_cli(["cache", "prune", "--all"], env=env)
+    assert r.returncode == 0 and "removed 1 entries" in r.stdout and Cache(cache_dir).entries() == []
+    for action in ("ls", "du", "prune", "verify"):
+        r = run_cli(["cache", action, *(["--all"] if action == "prune" else [])], env={"GENOSTAGE_CACHE": ""})
+        assert r.returncode == 2 and r.stderr.strip() == f"genostage: cache {action}: which cache? give DIR or set GENOSTAGE_CACHE"
+
+
+def test_cache_has_the_public_methods_a_lease_uses(counting, tmp_path):
+    """entry_dir, read_meta, discard: what Lease (and a maintainer's script) may call."""
+    _, app, client, bucket = counting
+    put_refs(client, bucket, {"r/a.fa": b"A" * 100})
+    cache = Cache(tmp_path / "cache")
+    _lease(cache, client, bucket, "r/a.fa", tmp_path / "j").release()
+    (entry,) = cache.entries()
+    assert cache.entry_dir(entry.key) == entry.path
+    assert cache.read_meta(entry.path)["uri"] == f"s3://{bucket}/r/a.fa"
+    cache.discard(entry.path)
+    assert cache.entries() == [] and cache.read_meta(entry.path) is None
+    with pytest.raises(TypeError):
+        cache.prune()  # type: ignore[call-arg]  # emptying the cache is asked for, never implied
 
 
 def test_a_reference_name_cannot_also_be_an_input(counting, tmp_path):

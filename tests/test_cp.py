@@ -159,3 +159,92 @@ def test_any_command_stopped_by_sigterm_cleans_up_and_exits_143(tmp_path):
     assert proc.returncode == 143, err
     assert "interrupted by signal 15" in err and "Traceback" not in err
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+
+
+# -- first-hour mistakes: one line, exit status 2, nothing copied ----------------------------------
+def _one_line(r) -> str:  # type: ignore[no-untyped-def]
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("src,meant", [
+    ("s3:/bucket/key.bam", "s3://bucket/key.bam"),
+    ("s3//bucket/key.bam", "s3://bucket/key.bam"),
+    ("S3://bucket/key.bam", "s3://bucket/key.bam"),
+])
+def test_cp_refuses_a_mistyped_s3_uri(tmp_path, src, meant):
+    """Before: s3:/ and s3// were taken as local paths ('does not exist', exit 3) and S3:// was
+    accepted where aws and s5cmd would read a local directory."""
+    r = genostage(["cp", src, str(tmp_path) + "/"])
+    assert r.returncode == 2 and meant in _one_line(r)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cp_refuses_an_endpoint_without_its_scheme_before_any_request(s3, bucket, tmp_path):
+    """Before: taken as https:// and, against this plain-HTTP server, a TLS error (exit 5)."""
+    hostport = s3.endpoint_url.split("://", 1)[1].rstrip("/")
+    r = genostage(["cp", "--endpoint-url", hostport, f"s3://{bucket}/k", str(tmp_path) + "/"])
+    assert r.returncode == 2
+    assert f"write http://{hostport}" in _one_line(r)
+    r = genostage(["cp", f"s3://{bucket}/k", str(tmp_path) + "/"], env={"AWS_ENDPOINT_URL": hostport})
+    assert r.returncode == 2 and "AWS_ENDPOINT_URL" in _one_line(r)
+
+
+@pytest.mark.parametrize("flag", ["--recursive", "-r"])
+def test_cp_recursive_says_that_a_trailing_slash_copies_a_prefix(tmp_path, flag):
+    r = genostage(["cp", flag, "s3://bucket/run1", str(tmp_path / "out")])
+    assert r.returncode == 2
+    line = _one_line(r)
+    assert "no --recursive" in line and f"genostage cp s3://bucket/run1/ {tmp_path / 'out'}/" in line
+
+
+@pytest.mark.parametrize("args,reason", [
+    (["--concurrency", "0"], "--concurrency must be 1..256, got 0"),
+    (["--concurrency", "-4"], "--concurrency must be 1..256, got -4"),
+    (["--concurrency", "ten"], "--concurrency takes a whole number"),
+    (["--part-size", "-1"], "--part-size: a size cannot be negative"),
+    (["--part-size", "1KB"], "--part-size must be 5MiB..5GiB (S3's limits for a part), got 1KB (1000 bytes)"),
+    (["--part-size", "8 parsecs"], "--part-size: not a size"),
+])
+@pytest.mark.parametrize("command", [["cp", "SRC", "DST/"], ["split", "fastq", "SRC", "-O", "DST", "--parts", "2"],
+                                     ["run"]])
+def test_bad_numbers_and_sizes_are_one_line_for_every_command(tmp_path, args, reason, command):
+    src = tmp_path / "in.fq"
+    src.write_bytes(b"@r\nACGT\n+\nIIII\n")
+    argv = [str(src) if a == "SRC" else str(tmp_path / "out") + ("/" if a.endswith("/") else "") if a.startswith("DST")
+            else a for a in command] + args + (["--", "true"] if command == ["run"] else [])
+    r = genostage(argv)
+    assert r.returncode == 2 and reason in _one_line(r)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("parts", ["-3", "0"])
+def test_split_refuses_a_negative_or_zero_count_without_a_traceback(tmp_path, parts):
+    """Before: --parts -3 ended in a traceback (a UsageError raised inside argparse), exit 1."""
+    src = tmp_path / "in.fq"
+    src.write_bytes(b"@r\nACGT\n+\nIIII\n")
+    r = genostage(["split", "fastq", str(src), "-O", str(tmp_path / "out"), f"--parts={parts}"])
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "--parts" in r.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "out").exists()
+
+
+def test_argparse_types_for_counts_and_sizes_say_what_is_wrong(capsys):
+    """For the commands' own count and size options (split's --parts, split bam's --bytes)."""
+    import argparse
+
+    from genostage.cli.common import count_type, size_type
+
+    parser = argparse.ArgumentParser(prog="genostage split bam")
+    parser.add_argument("--parts", type=count_type)
+    parser.add_argument("--bytes", type=size_type)
+    args = parser.parse_args(["--parts", "4k", "--bytes", "256M"])
+    assert (args.parts, args.bytes) == (4096, 256 << 20)
+    for argv, message in ((["--parts", "-3"], "argument --parts: a count cannot be negative: '-3'"),
+                          (["--parts", "0"], "argument --parts: must be at least 1, got 0"),
+                          (["--bytes", "-1"], "argument --bytes: a size cannot be negative: '-1'"),
+                          (["--bytes", "lots"], "argument --bytes: not a size: 'lots'")):
+        with pytest.raises(SystemExit) as info:
+            parser.parse_args(argv)
+        assert info.value.code == 2 and message in capsys.readouterr().err

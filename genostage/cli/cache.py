@@ -1,33 +1,65 @@
-"""``genostage cache ls|du|prune|verify DIR``: look after a node-level reference cache."""
+"""``genostage cache ls|du|prune|verify [DIR]``: look after a node-level reference cache."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
-from typing import List
+from typing import List, Optional
 
 from ..job.cache import Cache, Entry
-from ..errors import ChecksumMismatch
+from ..errors import ChecksumMismatch, UsageError
 from ..job.scratch import free_bytes
 from ..units import format_size, parse_size
 
-EPILOG = """\
-ls      every entry, least recently used first: size, last use, the processes using it, URI
-du      total size, number of entries, bytes in use by live jobs, free space
-prune   remove the least recently used entries no live job uses, down to --max-size
-        (default 0: all of them), and leftovers of interrupted downloads
-verify  re-read every entry and compare with its recorded CRC64NVME; damaged entries
-        are removed (exit status 6 when any was damaged)
-"""
+ACTIONS = {  # name: (one-line help, description)
+    "ls": ("list the entries", "Every entry, least recently used first: size, last use, the processes "
+                               "using it, URI."),
+    "du": ("total size and free space", "Total size, number of entries, bytes in use by live jobs, free space."),
+    "prune": ("remove unused entries (--max-size SIZE or --all)",
+              "Remove the least recently used entries no live job uses, down to --max-size SIZE, or every "
+              "one of them with --all (one of the two is required), and leftovers of interrupted downloads."),
+    "verify": ("re-read and check every entry", "Re-read every entry and compare it with its recorded "
+               "CRC64NVME; damaged entries are removed (exit status 6 when any was damaged)."),
+}
+EPILOG = "DIR defaults to $GENOSTAGE_CACHE (the variable genostage run --cache reads)."
 
 
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     p = sub.add_parser("cache", help="list, measure, prune or verify a node-level reference cache",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
-    p.add_argument("action", choices=("ls", "du", "prune", "verify"))
-    p.add_argument("dir", metavar="DIR", help="the cache directory (as given to genostage run --cache)")
-    p.add_argument("--max-size", default="0", metavar="SIZE", help="prune: the size to shrink to (default 0)")
-    p.set_defaults(func=run)
+    actions = p.add_subparsers(dest="action", metavar="ACTION")
+    actions.required = True
+    for name, (short, text) in ACTIONS.items():
+        a = actions.add_parser(name, help=short, description=text, epilog=EPILOG)
+        a.add_argument("dir", metavar="DIR", nargs="?",
+                       help="the cache directory, as given to genostage run --cache (default: $GENOSTAGE_CACHE)")
+        if name == "prune":
+            limit = a.add_mutually_exclusive_group()
+            limit.add_argument("--max-size", metavar="SIZE", help="the size to shrink the cache to (e.g. 200GiB)")
+            limit.add_argument("--all", action="store_true", help="remove every entry no live job uses")
+    p.set_defaults(func=run, max_size=None, all=False)
+
+
+def cache_dir(given: Optional[str], action: str) -> str:
+    """DIR, else ``$GENOSTAGE_CACHE``, else one line saying that one of them is needed."""
+    root = given or os.environ.get("GENOSTAGE_CACHE")
+    if not root:
+        raise UsageError(f"cache {action}: which cache? give DIR or set GENOSTAGE_CACHE")
+    return root
+
+
+def prune_limit(args: argparse.Namespace) -> int:
+    """The size ``prune`` shrinks to: --max-size, or 0 for --all; neither is one line."""
+    if args.all:
+        return 0
+    if args.max_size is None:
+        raise UsageError("cache prune needs --max-size SIZE (shrink the cache to SIZE) "
+                         "or --all (remove every entry no live job uses)")
+    try:
+        return parse_size(args.max_size)
+    except UsageError as exc:
+        raise UsageError(f"--max-size: {exc}") from None
 
 
 def _age(t: float) -> str:
@@ -46,7 +78,8 @@ def _row(e: Entry) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    cache = Cache(args.dir)
+    limit = prune_limit(args) if args.action == "prune" else 0
+    cache = Cache(cache_dir(args.dir, args.action))
     cache.check_exists()
     out = sys.stdout
     if args.action == "ls":
@@ -63,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
                   f"{format_size(used)} in use; {format_size(free_bytes(cache.root))} free on {cache.root}\n")
         return 0
     if args.action == "prune":
-        removed = cache.prune(parse_size(args.max_size))
+        removed = cache.prune(limit)
         for e in removed:
             out.write(f"removed {e.key[:12]}  {format_size(e.size):>10}  {e.uri}\n")
         left = cache.total_size()

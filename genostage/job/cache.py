@@ -64,9 +64,10 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 from ..codec import checksum as ck
 from ..config import TransferConfig
-from ..errors import ChecksumMismatch, GenostageError, Interrupted, NotFound, UsageError
+from ..cancel import check
+from ..errors import ChecksumMismatch, GenostageError, NotFound, UsageError
 from ..location import Location, parse
-from ..progress import Progress, _interval
+from ..progress import Progress, log_interval
 from .scratch import check_space, free_bytes
 from ..store import ObjectInfo, Stores
 from ..transfer import Transfer, TransferResult
@@ -79,11 +80,6 @@ FICLONE = 0x40049409  # ioctl(dest_fd, FICLONE, src_fd): a copy-on-write clone
 TAG = "Signature: 8a477f597d28d172789f06886806bc55\n# genostage node cache (https://bford.info/cachedir/)\n"
 _POLL = 0.1  # seconds between looks at an entry another job is downloading
 _CRCS = ("crc64nvme", "crc32c", "crc32")
-
-
-def default_root() -> Optional[str]:
-    """``$GENOSTAGE_CACHE`` or None (no cache)."""
-    return os.environ.get("GENOSTAGE_CACHE") or None
 
 
 def cache_key(info: ObjectInfo) -> str:
@@ -314,7 +310,8 @@ class Cache:
         if not os.path.isdir(self.entries_dir):
             raise NotFound(f"{self.root} is not a genostage cache (no entries/ directory)")
 
-    def _entry_dir(self, key: str) -> str:
+    def entry_dir(self, key: str) -> str:
+        """The directory of the entry ``key`` (whether or not it exists)."""
         return os.path.join(self.entries_dir, key)
 
     # -- acquiring (the job's side) ----------------------------------------
@@ -338,7 +335,8 @@ class Cache:
         return lease
 
     # -- reading entries -----------------------------------------------------
-    def _read_meta(self, entry_dir: str) -> Optional[Dict[str, Any]]:
+    def read_meta(self, entry_dir: str) -> Optional[Dict[str, Any]]:
+        """The entry's ``meta.json`` (None while it is incomplete, or unreadable)."""
         try:
             with open(os.path.join(entry_dir, "meta.json")) as fh:
                 meta = json.load(fh)
@@ -353,8 +351,8 @@ class Cache:
             return []
 
     def entry(self, key: str, users: Optional[Dict[int, List[int]]] = None) -> Optional[Entry]:
-        d = self._entry_dir(key)
-        meta = self._read_meta(d)
+        d = self.entry_dir(key)
+        meta = self.read_meta(d)
         disk = _disk_bytes(d)
         try:
             last = os.stat(os.path.join(d, "used")).st_mtime
@@ -386,7 +384,7 @@ class Cache:
         return sum(e.size for e in self.entries())
 
     # -- removing --------------------------------------------------------------
-    def _discard(self, entry_dir: str) -> None:
+    def discard(self, entry_dir: str) -> None:
         """Remove an entry atomically (rename into trash, then delete); the caller holds a lock on it."""
         os.makedirs(self.trash_dir, exist_ok=True)
         gone = os.path.join(self.trash_dir, f"{os.path.basename(entry_dir)}.{uuid.uuid4().hex[:8]}")
@@ -398,7 +396,7 @@ class Cache:
 
     def _try_remove(self, key: str) -> bool:
         """Remove an entry nobody uses or fills; False when a live job holds it."""
-        d = self._entry_dir(key)
+        d = self.entry_dir(key)
         fd = _lock(os.path.join(d, "use.lock"), fcntl.LOCK_EX, block=False, create=True)
         if fd is None:
             return not os.path.isdir(d)
@@ -407,7 +405,7 @@ class Cache:
             if fill is None:
                 return False
             try:
-                self._discard(d)
+                self.discard(d)
             finally:
                 _close(fill)
         finally:
@@ -469,8 +467,9 @@ class Cache:
         for name in names:
             _rmtree(os.path.join(self.trash_dir, name))
 
-    def prune(self, max_size: int = 0) -> List[Entry]:
-        """Evict down to ``max_size`` (0: every entry no live job holds), dropping leftovers of dead downloads."""
+    def prune(self, max_size: int) -> List[Entry]:
+        """Evict down to ``max_size`` bytes (0: every entry no live job holds), dropping leftovers of
+        dead downloads. No default: emptying the cache is asked for, never implied."""
         removed = []
         for e in self.entries():
             if not e.complete and not e.in_use and self._try_remove(e.key):
@@ -522,7 +521,7 @@ class Lease:
         first = len(self.slots)
         for info, dest in items:
             key = cache_key(info)
-            slot = _Slot(info, dest.path, key, self.cache._entry_dir(key))
+            slot = _Slot(info, dest.path, key, self.cache.entry_dir(key))
             self._open_use(slot)
             self.slots.append(slot)
         pending = list(self.slots[first:])
@@ -552,7 +551,7 @@ class Lease:
             pending = still
             if pending:
                 now = time.monotonic()
-                if now - last_note >= _interval() or not waits:
+                if now - last_note >= log_interval() or not waits:
                     for slot in pending:
                         if slot.key not in waits:
                             log.info("%s: another job is downloading it; waiting", slot.info.location)
@@ -569,8 +568,7 @@ class Lease:
         self._place(self.slots[first:])
 
     def _check_cancel(self) -> None:
-        if self.cancel.is_set():
-            raise Interrupted(getattr(self.cancel, "signum", 15))
+        check(self.cancel)
 
     def _open_use(self, slot: _Slot) -> None:
         """Hold ``use.lock`` shared: from now on nobody evicts this entry under us."""
@@ -591,7 +589,7 @@ class Lease:
         """``ready`` (served from the cache), ``mine`` (we hold fill.lock and must download) or ``wait``."""
         if not _current(slot.use_fd, os.path.join(slot.dir, "use.lock")):
             self._reopen(slot)  # the entry was removed (damaged or stale) since we locked it
-        meta = self.cache._read_meta(slot.dir)
+        meta = self.cache.read_meta(slot.dir)
         if meta is not None:
             problem = _mismatch(meta, slot.info) or _check_data(meta, slot.data, full=False)
             if problem is None:
@@ -605,7 +603,7 @@ class Lease:
             _close(fill)
             self._reopen(slot)
             return "wait"
-        meta = self.cache._read_meta(slot.dir)  # it may have been completed since we looked
+        meta = self.cache.read_meta(slot.dir)  # it may have been completed since we looked
         if meta is not None:
             problem = _mismatch(meta, slot.info) or _check_data(meta, slot.data, full=False)
             if problem is None:
@@ -613,7 +611,7 @@ class Lease:
                 return self._ready(slot, meta)
             log.warning("cache: %s: %s; removing the cached copy and downloading it again",
                         slot.info.location, problem)
-            self.cache._discard(slot.dir)
+            self.cache.discard(slot.dir)
             _close(fill)
             self._reopen(slot)
             return self._look(slot)
@@ -706,8 +704,8 @@ class Lease:
                               s.info.location, problem)
                     fill = _lock(os.path.join(s.dir, "fill.lock"), fcntl.LOCK_EX, block=True, create=True)
                     try:
-                        if fill is not None and self.cache._read_meta(s.dir) == s.meta:
-                            self.cache._discard(s.dir)
+                        if fill is not None and self.cache.read_meta(s.dir) == s.meta:
+                            self.cache.discard(s.dir)
                     finally:
                         _close(fill)
             _close(s.use_fd)
@@ -847,4 +845,4 @@ def stage_cached(cache: Cache, stores: Stores, staged: Sequence[Any], config: Tr
     return lease
 
 
-__all__ = ["Cache", "Entry", "Lease", "LINK_MODES", "cache_key", "default_root", "reflink_supported", "resolve_link", "stage_cached"]
+__all__ = ["Cache", "Entry", "Lease", "LINK_MODES", "cache_key", "reflink_supported", "resolve_link", "stage_cached"]
