@@ -68,21 +68,14 @@ class UnsafePath(GenostageError):
 
 
 class InsufficientSpace(GenostageError):
-    """A file system cannot hold what is about to be written (checked before, or ENOSPC)."""
+    """A file system cannot hold what is about to be written (checked before, or ENOSPC);
+    made by :func:`genostage.fsutil.check_space` and :func:`genostage.fsutil.os_error`."""
 
-    def __init__(self, needed: int, free: int, where: str, message: Optional[str] = None) -> None:
-        from .units import format_size
-
+    def __init__(self, needed: int, free: int, where: str, message: str) -> None:
         self.needed = needed
         self.free = free
         self.where = where
-        super().__init__(message or f"needs {format_size(needed)}, {format_size(free)} free on {where}")
-
-    @classmethod
-    def full(cls, where: str, what: str = "") -> "InsufficientSpace":
-        """The file system of ``where`` filled up while ``what`` was written (ENOSPC)."""
-        text = f"no space left on the file system of {where}" + (f" while writing {what}" if what else "")
-        return cls(0, 0, where, text)
+        super().__init__(message)
 
 
 class ScratchUnusable(GenostageError):

@@ -18,6 +18,7 @@ from typing import IO, Any, Optional
 
 from .errors import (AccessDenied, GenostageError, InsufficientSpace, NotFound, StorageError, UnsafePath,
                      UsageError)
+from .units import format_size
 
 NAME_MAX = 255  # bytes in one path component (ext4, XFS, tmpfs, overlayfs)
 
@@ -53,7 +54,7 @@ def os_error(exc: OSError, what: str) -> GenostageError:
     code = exc.errno
     reason = exc.strerror or str(exc)
     if code in (errno.ENOSPC, errno.EDQUOT):
-        return InsufficientSpace.full(what)
+        return InsufficientSpace(0, 0, what, f"no space left on the file system of {what}")
     if code == errno.ENOENT:
         return NotFound(f"{what} does not exist")
     if code in (errno.EACCES, errno.EPERM, errno.EROFS):
@@ -67,6 +68,24 @@ def os_error(exc: OSError, what: str) -> GenostageError:
     if code == errno.ENOTDIR:
         return UsageError(f"{what}: a component of the path is not a directory")
     return StorageError(f"{what}: {reason}")
+
+
+def free_bytes(path: str) -> int:
+    """Bytes an unprivileged writer may still use on the file system of ``path``."""
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def no_space(needed: int, free: int, where: str) -> InsufficientSpace:
+    return InsufficientSpace(needed, free, where, f"needs {format_size(needed)}, {format_size(free)} free on {where}")
+
+
+def check_space(root: str, needed: int, already_there: int = 0) -> None:
+    """Raise :class:`InsufficientSpace` when ``needed`` bytes do not fit on ``root``'s file system
+    (``already_there``: bytes it holds that may be given up for them)."""
+    free = free_bytes(root) + already_there
+    if needed > free:
+        raise no_space(needed, free, root)
 
 
 class AtomicFile:
@@ -128,4 +147,5 @@ def write_atomic(path: "str | os.PathLike[str]", data: bytes, mode: int = 0o644)
         fh.write(data)
 
 
-__all__ = ["AtomicFile", "NAME_MAX", "is_temp_name", "os_error", "temp_name", "write_atomic"]
+__all__ = ["AtomicFile", "NAME_MAX", "check_space", "free_bytes", "is_temp_name", "no_space", "os_error",
+           "temp_name", "write_atomic"]

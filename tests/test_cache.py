@@ -332,7 +332,7 @@ def test_keys_follow_object_identity():
 def test_free_space_preflight_counts_unused_cache_entries_as_reclaimable(counting, tmp_path, monkeypatch):
     """Scratch and cache share a (pretend 300 kB) disk: an input that does not fit evicts unused references."""
     import genostage.job.cache as cache_mod
-    import genostage.job.scratch as scratch_mod
+    from genostage import fsutil
 
     _, app, client, bucket = counting
     put_refs(client, bucket, {"r/old": b"o" * 100_000, "r/new": b"n" * 100_000, "in/sample": b"s" * 150_000})
@@ -346,7 +346,7 @@ def test_free_space_preflight_counts_unused_cache_entries_as_reclaimable(countin
                       if p.is_file() and p.stat().st_nlink == 1)  # hard links share the cache's blocks
         return 300_000 - cache.total_size() - scratch
     monkeypatch.setattr(cache_mod, "free_bytes", fake_free)
-    monkeypatch.setattr(scratch_mod, "free_bytes", fake_free)
+    monkeypatch.setattr(fsutil, "free_bytes", fake_free)
     with job(tmp_path, client, cache) as j:
         assert j.input(f"s3://{bucket}/in/sample").stat().st_size == 150_000
     assert [e.uri for e in cache.entries()] == [f"s3://{bucket}/r/new"]  # the least recently used went

@@ -19,7 +19,8 @@ def test_defaults_and_their_memory_cost():
     c = TransferConfig()
     assert (c.concurrency, c.part_size, c.multipart_threshold, c.download_part_size) == (10, 16 * MiB, 16 * MiB, 64 * MiB)
     assert c.concurrency * c.part_size == 160 * MiB  # what the docstring promises
-    assert c.endpoint_url is None and c.transport == "wire" and c.verify
+    assert c.endpoint_url is None and c.verify and c.sign
+    assert (c.max_attempts, c.retry_budget) == (10, 60.0)
 
 
 def test_sizes_may_be_written_as_strings():
@@ -42,7 +43,7 @@ def test_sizes_may_be_written_as_strings():
     (dict(max_attempts=0), "max_attempts"),
     (dict(sse="AES128"), "AES256 or aws:kms"),
     (dict(sse_kms_key_id="key"), "needs --sse aws:kms"),
-    (dict(transport="curl"), "wire or botocore"),
+    (dict(sse="aws:kms", sse_kms_key_id="clé"), "ASCII"),
 ])
 def test_bad_settings_are_one_usage_error(kwargs, reason):
     with pytest.raises(UsageError, match=reason) as info:
@@ -55,13 +56,12 @@ def test_limits_are_inclusive():
     assert TransferConfig(part_size="5GiB", concurrency=256).concurrency == 256
 
 
-def test_transport_from_the_environment(monkeypatch):
-    monkeypatch.setenv("GENOSTAGE_S3_TRANSPORT", "botocore")
-    assert TransferConfig().transport == "botocore"
-    assert TransferConfig(transport="wire").transport == "wire"
-    monkeypatch.setenv("GENOSTAGE_S3_TRANSPORT", "nope")
-    with pytest.raises(UsageError, match="wire or botocore"):
-        TransferConfig()
+def test_one_retry_policy_from_the_settings():
+    policy = TransferConfig(max_attempts=3, retry_budget=2.0).retry_policy()
+    assert (policy.max_attempts, policy.budget) == (3, 2.0)
+    assert policy.delay(3, 0.0) is None  # three tries: no fourth
+    assert policy.delay(1, 1.99) is None  # the next wait would end past the budget
+    assert 0.05 <= (policy.delay(1, 0.0) or 0) < 0.1
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:5123", "https://s3.eu-west-1.amazonaws.com",

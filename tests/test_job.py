@@ -8,6 +8,7 @@ import pytest
 
 import genostage
 from genostage.job import scratch as scratch_mod
+from genostage import fsutil
 from genostage.errors import InsufficientSpace, ToolFailed
 
 from .helpers import get, keys, put
@@ -41,7 +42,7 @@ def test_job_tool_failure_raises_and_cleans(s3, s3_client, bucket, tmp_path):
 
 def test_free_space_preflight_before_any_byte_moves(s3, s3_client, bucket, tmp_path, monkeypatch, stores):
     put(s3_client, bucket, "big.bin", b"x" * 5000)
-    monkeypatch.setattr(scratch_mod, "free_bytes", lambda path: 1000)
+    monkeypatch.setattr(fsutil, "free_bytes", lambda path: 1000)
     with pytest.raises(InsufficientSpace) as err:
         with genostage.Job(scratch_root=str(tmp_path), stores=stores) as job:
             job.input(f"s3://{bucket}/big.bin")
@@ -50,7 +51,7 @@ def test_free_space_preflight_before_any_byte_moves(s3, s3_client, bucket, tmp_p
 
 
 def test_insufficient_space_message_format():
-    err = InsufficientSpace(int(120 * 1024**3), int(80.3 * 1024**3), "/scratch")
+    err = fsutil.no_space(int(120 * 1024**3), int(80.3 * 1024**3), "/scratch")
     assert str(err) == "needs 120.0 GiB, 80.3 GiB free on /scratch"
 
 

@@ -9,7 +9,7 @@ from typing import List, Optional
 
 from ..job.cache import Cache, Entry
 from ..errors import ChecksumMismatch, UsageError
-from ..job.scratch import free_bytes
+from ..fsutil import free_bytes
 from ..units import format_size, parse_size
 
 ACTIONS = {  # name: (one-line help, description)

@@ -68,7 +68,7 @@ from ..cancel import check
 from ..errors import ChecksumMismatch, GenostageError, NotFound, UsageError
 from ..location import Location, parse
 from ..progress import Progress, log_interval
-from .scratch import check_space, free_bytes
+from ..fsutil import check_space, free_bytes
 from ..store import ObjectInfo, Stores
 from ..transfer import Transfer, TransferResult
 from ..units import format_size, parse_size

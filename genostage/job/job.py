@@ -29,7 +29,8 @@ from ..config import TransferConfig
 from ..errors import GenostageError, Interrupted, ToolFailed, UsageError
 from ..exitcodes import exit_code
 from ..location import parse
-from .scratch import Scratch, check_space
+from ..fsutil import check_space
+from .scratch import Scratch
 from .staging import Staged, collect_output, fetch_chunks, plan_input, plan_output, transfer_staged
 from ..store import Stores
 from .tool import Tool, ToolResult

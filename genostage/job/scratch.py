@@ -22,7 +22,7 @@ import uuid
 from pathlib import Path
 from typing import List, Optional
 
-from ..errors import InsufficientSpace, StorageError, UsageError
+from ..errors import StorageError, UsageError
 
 log = logging.getLogger("genostage.scratch")
 
@@ -49,18 +49,6 @@ def job_token() -> str:
         return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in job)
     host = socket.gethostname().split(".")[0] or "host"
     return f"{host}-{os.getpid()}"
-
-
-def free_bytes(path: str) -> int:
-    st = os.statvfs(path)
-    return st.f_bavail * st.f_frsize
-
-
-def check_space(root: str, needed: int, already_there: int = 0) -> None:
-    """Raise :class:`InsufficientSpace` when ``needed`` bytes do not fit on ``root``'s file system."""
-    free = free_bytes(root) + already_there
-    if needed > free:
-        raise InsufficientSpace(needed, free, root)
 
 
 def _remove_tree(path: str) -> None:

@@ -229,7 +229,7 @@ def transfer_staged(transfer: Transfer, staged: Sequence[Staged], label: str) ->
 def stage_in(uri: str, dest_dir: "str | os.PathLike[str]", stores: Optional[Stores] = None,
              config: Optional[TransferConfig] = None) -> Path:
     """Copy an object (or every object under a prefix) into ``dest_dir``; returns the local path."""
-    from .scratch import check_space
+    from ..fsutil import check_space
 
     stores = stores or Stores(config)
     dest = Path(dest_dir)

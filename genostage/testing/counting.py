@@ -25,7 +25,7 @@ import time
 from collections import Counter
 from typing import Any, Callable, Iterable, Iterator, Optional, Tuple
 
-from .s3server import LocalS3, _wait_http, free_port
+from .s3server import LocalS3, wait_http, free_port
 
 _PIECE = 1 << 20
 
@@ -143,7 +143,7 @@ def counting_moto_server(port: Optional[int] = None) -> Iterator[Tuple[LocalS3, 
     thread.start()
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_http(url)
+        wait_http(url)
         yield LocalS3(url, "moto"), app
     finally:
         server.shutdown()

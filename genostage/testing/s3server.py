@@ -69,7 +69,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait_http(url: str, timeout: float = 30.0, proc: Optional[subprocess.Popen] = None) -> None:
+def wait_http(url: str, timeout: float = 30.0, proc: Optional[subprocess.Popen] = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -97,7 +97,7 @@ def moto_server(port: Optional[int] = None) -> Iterator[LocalS3]:
     server.start()
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_http(url)
+        wait_http(url)
         yield LocalS3(url, "moto")
     finally:
         server.stop()
@@ -120,7 +120,7 @@ def rclone_server(root: Optional[str] = None, port: Optional[int] = None) -> Ite
            "--vfs-cache-mode", "off", "--log-level", "ERROR", "--config", "/dev/null"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        _wait_http(url, proc=proc)
+        wait_http(url, proc=proc)
         yield LocalS3(url, "rclone")
     finally:
         proc.terminate()

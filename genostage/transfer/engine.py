@@ -37,7 +37,8 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 from ..cancel import error_of
 from ..codec import checksum as ck
 from ..config import TransferConfig
-from ..errors import ChecksumMismatch, InsufficientSpace, TransferFailed
+from ..errors import ChecksumMismatch, TransferFailed
+from ..fsutil import no_space
 from ..location import Location
 from ..progress import Progress
 from ..store import ObjectInfo, Store, Stores
@@ -69,7 +70,7 @@ class _Space:
         fs, free = found
         left = self._free.setdefault(fs, free)
         if size > left:
-            raise InsufficientSpace(size, left, str(dest))
+            raise no_space(size, left, str(dest))
         self._free[fs] = left - size
 
 
