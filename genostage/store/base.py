@@ -120,6 +120,8 @@ class Upload(ABC):
     - ``accepts_pieces``: bytes may be written at their offset as they arrive
       (:meth:`write_piece`, a local file); otherwise each part is sent whole.
     - ``temp_path``: the local file holding the bytes until :meth:`complete` (local uploads).
+    - ``publishes_on_write``: the object is visible once its one part is written (a PUT).
+    - ``completes_quickly``: :meth:`complete` is a local step (a rename), not a request.
     - ``proof``: after :meth:`complete`, how the store's answer proved the published object
       is the bytes written (e.g. ``md5 (multipart ETag)``); None leaves the check to the caller.
     - ``journal_entry``: what a later attempt needs to abort this upload if this process dies
@@ -128,6 +130,7 @@ class Upload(ABC):
 
     accepts_pieces: bool = False
     publishes_on_write: bool = False  # the object is visible once its one part is written (a PUT)
+    completes_quickly: bool = False  # complete() is a local step (a rename), not a request
     temp_path: Optional[str] = None
     proof: Optional[str] = None
     journal_entry: Optional[Dict[str, str]] = None

@@ -57,6 +57,7 @@ class LocalUpload(Upload):
     """Writes into a temporary file beside the destination; ``complete`` renames it into place."""
 
     accepts_pieces = True
+    completes_quickly = True
 
     def __init__(self, store: "LocalStore", loc: Location, size: int, resume_path: Optional[str] = None) -> None:
         self._store = store

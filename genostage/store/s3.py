@@ -235,6 +235,7 @@ class S3PutUpload(Upload):
     """An object written by one PutObject (``parts == 1``): part 1 is the whole object."""
 
     publishes_on_write = True
+    completes_quickly = True  # the PUT's answer is all complete() looks at
 
     def __init__(self, store: "S3Store", loc: Location) -> None:
         self._store = store

@@ -104,14 +104,15 @@ class Transfer:
         ``items`` may be lazy (:func:`genostage.transfer.expand_lazily`: a listing read page by
         page): the first copies start while later pairs are still coming, and the progress
         total grows with them. ``together``: publish all or none (see the module docstring)."""
-        known = isinstance(items, collections.abc.Sized)
-        if known and not items:  # type: ignore[arg-type]
+        listed = items if isinstance(items, collections.abc.Sized) else None
+        if listed is not None and not len(listed):
             return []
-        total = sum(src.size for src, _ in items) if known else None
-        progress = Progress(total, label, enabled=self.show_progress)
+        total = sum(src.size for src, _ in items) if listed is not None else None
+        progress = Progress(total, label, enabled=self.show_progress,
+                            files=len(listed) if listed is not None else None)
         b = Batch(progress, self.config.concurrency, self._start)
         try:
-            self._schedule(b, items, grow=not known, together=together)
+            self._schedule(b, items, grow=listed is None, together=together)
             self._drain(b)
             if together and not b.errors and not self.cancel.is_set():
                 self._publish_held(b)
@@ -143,7 +144,7 @@ class Transfer:
                 if b.stopping(self.cancel):
                     break
                 if grow:
-                    b.progress.grow(src.size)
+                    b.progress.grow(src.size, files=1)
                 space.claim(self.stores.for_location(dest), dest, src.size)
                 c = prepare(self.stores, self.config, src, dest, self.partial_dir)
                 c.n, c.together = n, together
@@ -370,36 +371,49 @@ class Transfer:
     # -- finishing ---------------------------------------------------------------
     def _finish_task(self, b: Batch, c: ObjectCopy) -> None:
         try:
-            values, verified = self._verified(c)
+            values, verified = self._verified(c, b.progress)
             if c.together:
                 with b.cond:
                     b.held.append((c, values, verified))
             else:
-                b.results[c.n] = self._publish(c, values, verified)
+                b.results[c.n] = self._publish(c, values, verified, b.progress)
         except BaseException as exc:
             b.fail(exc, self.cancel)
         b.end()
 
-    def _verified(self, c: ObjectCopy) -> Tuple[Dict[str, str], Optional[str]]:
+    def _verified(self, c: ObjectCopy, progress: Progress) -> Tuple[Dict[str, str], Optional[str]]:
         """The copy's values, checked against the source's (repaired when they differ)."""
-        values = actual(c)
+        if c.md5 is not None and not c.held:
+            with progress.phase("verifying MD5"):
+                values = actual(c)
+        else:
+            values = actual(c)
         try:
             return values, check_source(c, values)
         except ChecksumMismatch:
-            if not self._repair(c):
+            with progress.phase("fetching corrupted parts again"):
+                repaired = self._repair(c)
+            if not repaired:
                 raise
             values = actual(c)
             return values, check_source(c, values)
 
-    def _publish(self, c: ObjectCopy, values: Dict[str, str], verified: Optional[str]) -> TransferResult:
+    def _publish(self, c: ObjectCopy, values: Dict[str, str], verified: Optional[str],
+                 progress: Progress) -> TransferResult:
         """Complete the destination and prove it; an upload the store proves wrong is sent
         once more from the start (the source is read again)."""
         dest = self.stores.for_location(c.dest)
         assert c.upload is not None
         try:
-            info = c.upload.complete({ALWAYS: values[ALWAYS]})
-            c.published = True
-            proof = check_destination(dest, self.config, c, info, values)
+            if c.upload.completes_quickly:
+                info = c.upload.complete({ALWAYS: values[ALWAYS]})
+                c.published = True
+                proof = check_destination(dest, self.config, c, info, values)
+            else:
+                with progress.phase("completing upload"):
+                    info = c.upload.complete({ALWAYS: values[ALWAYS]})
+                    c.published = True
+                    proof = check_destination(dest, self.config, c, info, values)
         except ChecksumMismatch as exc:
             c.published = False
             if not self.resend or self.cancel.is_set():
@@ -411,6 +425,7 @@ class Transfer:
                 self.uploads.ended(c.upload.journal_entry)
         if c.journal is not None:
             c.journal.remove()
+        progress.file_done()
         return TransferResult(
             source=str(c.src.location), destination=str(c.dest), size=c.src.size, etag=c.src.etag,
             version_id=c.src.version_id, checksums=values, verified=verified or proof or "size",
@@ -468,7 +483,7 @@ class Transfer:
         try:
             if b.stopping(self.cancel):
                 return
-            b.results[c.n] = self._publish(c, values, verified)
+            b.results[c.n] = self._publish(c, values, verified, b.progress)
         except BaseException as exc:
             b.fail(exc, self.cancel)
         finally:
