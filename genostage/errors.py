@@ -6,7 +6,7 @@ The CLI and the manifest map these classes to exit codes, through
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional
 
 
 class GenostageError(Exception):
@@ -132,16 +132,19 @@ class FormatError(GenostageError):
 
 
 class ToolFailed(GenostageError):
-    """The tool exited with a non-zero status (or was killed by a signal)."""
+    """The tool exited with a non-zero status (or was killed by a signal). ``stderr_tail``
+    holds the last lines it wrote to stderr; the message names the last of them."""
 
-    def __init__(self, command: str, returncode: int) -> None:
+    def __init__(self, command: str, returncode: int, stderr_tail: Optional[List[str]] = None) -> None:
         self.command = command
         self.returncode = returncode
+        self.stderr_tail = list(stderr_tail or [])
         if returncode < 0:
             what = f"was killed by signal {-returncode}"
         else:
             what = f"exited with status {returncode}"
-        super().__init__(f"tool {what}: {command}")
+        last = next((line.strip() for line in reversed(self.stderr_tail) if line.strip()), "")
+        super().__init__(f"tool {what}: {command}" + (f" (its last words: {last[:200]})" if last else ""))
 
 
 class Interrupted(GenostageError):

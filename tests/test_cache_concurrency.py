@@ -60,7 +60,7 @@ def test_eight_concurrent_jobs_fetch_a_shared_prefix_once(counting, tmp_path):
     assert app.bytes_under(f"/{bucket}/refs/") == total  # every byte fetched exactly once, for all 8 jobs
     for i in range(8):
         assert client.get_object(Bucket=bucket, Key=f"out/{i}/sums.txt")["Body"].read().decode() == expected
-    manifests = [manifest_of(client, bucket, f"out/{i}/manifest.json") for i in range(8)]
+    manifests = [manifest_of(client, bucket, f"out/{i}/sums.txt.manifest.json") for i in range(8)]
     per_file = {}
     for m in manifests:
         for f in m["inputs"][0]["files"]:

@@ -140,7 +140,7 @@ def test_genostage_run_samtools_stats_inside_the_image(storage: Dict[str, str], 
             env=storage, capture_output=True, text=True, errors="replace", timeout=600)
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
         published = client.get_object(Bucket=bucket, Key="out/x.stats")["Body"].read().decode()
-        manifest = json.loads(client.get_object(Bucket=bucket, Key="out/manifest.json")["Body"].read())
+        manifest = json.loads(client.get_object(Bucket=bucket, Key="out/x.stats.manifest.json")["Body"].read())
         # the job ran as the image's non-root user and left no scratch behind
         leftover = subprocess.run(["buildah", "--storage-driver", "vfs", "run", "--isolation", "chroot",
                                    "--network", "host", name, "--", "sh", "-c", "id -u; ls -A /scratch"],

@@ -25,7 +25,7 @@ def test_job_api_like_the_readme(s3, s3_client, bucket, tmp_path):
         job.run(["wc", "-l", data], stdout=out)
         scratch = job.path
     assert get(s3_client, bucket, "results/sample.count.txt").split()[0] == b"3"
-    manifest = json.loads(get(s3_client, bucket, "results/manifest.json"))
+    manifest = json.loads(get(s3_client, bucket, "results/sample.count.txt.manifest.json"))
     assert manifest["status"] == "succeeded"
     assert not scratch.exists()
 
@@ -36,7 +36,7 @@ def test_job_tool_failure_raises_and_cleans(s3, s3_client, bucket, tmp_path):
             job.output(f"s3://{bucket}/r/out.txt")
             job.run(["sh", "-c", "exit 3"])
     assert err.value.returncode == 3
-    assert json.loads(get(s3_client, bucket, "r/manifest.json"))["exit_status"] == 3
+    assert json.loads(get(s3_client, bucket, "r/out.txt.manifest.json"))["exit_status"] == 3
     assert [p for p in tmp_path.iterdir() if p.name.startswith("genostage-")] == []
 
 

@@ -37,7 +37,7 @@ def test_run_object_prefix_file_and_dir_outputs(s3, s3_client, bucket, tmp_path)
     assert get(s3_client, bucket, "results/count.txt").strip() == b"2"
     assert get(s3_client, bucket, "results/dir/listing.txt").split() == [b"hg", b"sample.txt", b"sample.txt.idx"]
     assert get(s3_client, bucket, "results/dir/all.fa").count(b">chr") == 5
-    manifest = json.loads(get(s3_client, bucket, "results/manifest.json"))
+    manifest = json.loads(get(s3_client, bucket, "results/count.txt.manifest.json"))
     assert manifest["status"] == "succeeded" and manifest["exit_status"] == 0
     names = {i["name"]: i for i in manifest["inputs"]}
     assert names["data"]["size"] == 12 and names["data"]["checksums"]["crc64nvme"]
@@ -54,8 +54,8 @@ def test_tool_failure_passes_exit_code_writes_manifest_removes_scratch(s3, s3_cl
                    "bash", "-c", "echo partial > {out}; echo boom >&2; exit 42"])
     assert r.returncode == 42
     assert "[stderr] boom" in r.stderr
-    assert "out.txt" not in " ".join(keys(s3_client, bucket))  # outputs of a failed tool are not published
-    manifest = json.loads(get(s3_client, bucket, "res/manifest.json"))
+    assert keys(s3_client, bucket) == ["res/out.txt.manifest.json"]  # outputs of a failed tool are not published
+    manifest = json.loads(get(s3_client, bucket, "res/out.txt.manifest.json"))
     assert manifest["status"] == "tool_failed" and manifest["exit_status"] == 42
     assert scratch_dirs(root) == []
 
@@ -111,7 +111,7 @@ def test_output_symlinks(s3, s3_client, bucket, tmp_path):
     r = genostage(["run", "--scratch", str(root), "-o", f"out=s3://{bucket}/o/x.txt", "--",
                    "ln", "-s", str(outside), "{out}"])
     assert r.returncode == 8 and "outside the scratch directory" in r.stderr
-    assert keys(s3_client, bucket, "o/x") == []
+    assert keys(s3_client, bucket, "o/x") == ["o/x.txt.manifest.json"]  # the manifest, not the output
     r = genostage(["run", "--scratch", str(root), "-o", f"out=s3://{bucket}/o/d/", "--shell", "--",
                    "echo inside > {out}/real.txt && ln -s real.txt {out}/link.txt"])
     assert r.returncode == 0, r.stderr
@@ -171,8 +171,8 @@ def test_sigterm_during_upload_aborts_it(s3, s3_client, bucket, tmp_path):
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=25)
     assert proc.returncode == 143, "".join(lines) + err
-    assert keys(s3_client, bucket, "up/") == ["up/manifest.json"]  # the output was not published
-    assert json.loads(get(s3_client, bucket, "up/manifest.json"))["status"] == "interrupted"
+    assert keys(s3_client, bucket, "up/") == ["up/big.bin.manifest.json"]  # the output was not published
+    assert json.loads(get(s3_client, bucket, "up/big.bin.manifest.json"))["status"] == "interrupted"
     assert s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
     assert scratch_dirs(root) == []
 
@@ -221,7 +221,7 @@ def test_killed_download_resumes_when_the_same_job_is_retried(s3, s3_client, buc
     r = genostage(args, env=env)
     assert r.returncode == 0, r.stderr
     assert "resuming, " in r.stderr
-    manifest = json.loads(get(s3_client, bucket, "out/manifest.json"))
+    manifest = json.loads(get(s3_client, bucket, "out/sum.txt.manifest.json"))
     assert manifest["inputs"][0]["resumed_parts"] >= 2 and manifest["inputs"][0]["verified"] == "md5"
     assert get(s3_client, bucket, "out/sum.txt").split()[0].decode() == __import__("hashlib").md5(data).hexdigest()
     assert scratch_dirs(root) == []
@@ -239,7 +239,8 @@ def test_thousand_small_objects_in_and_out(s3, s3_client, bucket, tmp_path):
                    "cp -r {many}/. {copy}/ && find {many} -type f | wc -l > {copy}/count.txt"], timeout=300)
     assert r.returncode == 0, r.stderr
     assert get(s3_client, bucket, "copy/count.txt").strip() == b"1000"
-    assert len(keys(s3_client, bucket, "copy/")) == 1002  # 1000 + count.txt + manifest.json
+    assert len(keys(s3_client, bucket, "copy/")) == 1001  # 1000 + count.txt; the manifest goes beside the prefix
+    assert json.loads(get(s3_client, bucket, "copy.manifest.json"))["status"] == "succeeded"
     assert get(s3_client, bucket, "copy/07/obj0712.txt") == b"712\n"
 
 
@@ -275,7 +276,7 @@ def test_plan_chunk_as_a_staged_input(s3, s3_client, bucket, tmp_path):
                        "-o", f"n=s3://{bucket}/counts/{i}.txt", "--stdout", "n", "--", "samtools", "view", "-c", "{bam}"])
         assert r.returncode == 0, r.stderr
         counts.append(int(get(s3_client, bucket, f"counts/{i}.txt")))
-        manifest = json.loads(get(s3_client, bucket, "counts/manifest.json"))
+        manifest = json.loads(get(s3_client, bucket, f"counts/{i}.txt.manifest.json"))
         assert manifest["inputs"][0]["kind"] == "chunk" and manifest["inputs"][0]["path"].endswith(f"sample.chunk-{i:04d}.bam")
     assert sum(counts) == 3000 and all(c > 0 for c in counts)
     r = genostage(["run", "--scratch", str(tmp_path / "s"), "-i", f"bam=s3://{bucket}/sample.plan.json#7", "--", "true"])

@@ -1,40 +1,50 @@
 """``Job``: scratch, staging and the tool tied together, with a provenance manifest.
 
     with genostage.Job() as job:
+        stats = job.output("s3://bucket/results/sample.stats.txt")   # declare outputs first
         bam = job.input("s3://bucket/sample.bam")        # staged now, verified
         ref = job.input("s3://bucket/refs/hg38/")        # a prefix: a directory
-        stats = job.output("s3://bucket/results/sample.stats.txt")
         job.run(["samtools", "stats", "--reference", ref / "hg38.fa", bam], stdout=stats)
     # clean exit: outputs published and verified, manifest written; scratch removed in every case
 
-SIGTERM or SIGINT: the tool's process group gets SIGTERM (SIGKILL after
-``grace`` seconds), transfers in flight stop and uploads are aborted, the
-manifest is written, scratch is removed, and :class:`Interrupted` propagates
-(the CLI exits 128+N).
+**Publishing** is all or nothing: every output is uploaded, multipart uploads are completed
+only once every output's bytes are in, and if anything fails (or a stop comes) before the
+last is published, the objects this attempt published are removed again; the manifest
+records exactly what is published (``"published": true`` on each output that is).
+
+**Signals.** SIGTERM or SIGINT: the tool's process group gets SIGTERM (SIGKILL after
+``grace`` seconds), transfers in flight stop and uploads are aborted, the manifest is
+written, scratch is removed, and :class:`~genostage.errors.Interrupted` propagates (the CLI
+exits 128+N). A signal that arrives once every output is published changes nothing: the
+job has succeeded.
+
+**Retries.** An attempt killed outright (SIGKILL, a lost instance) leaves its scratch
+directory behind; the next job on the same root sweeps it, and when it is the same AWS Batch
+job (same ``AWS_BATCH_JOB_ID``) it resumes the downloads that attempt had started (each part
+read back and verified) and aborts the multipart uploads it had left open.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
-import socket
 import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Set, Union
 
-from .. import __version__
+from ..cancel import Cancel
 from ..config import TransferConfig
-from ..errors import GenostageError, Interrupted, ToolFailed, UsageError
-from ..exitcodes import exit_code
-from ..location import parse
-from ..fsutil import check_space
-from .scratch import Scratch
-from .staging import Staged, collect_output, fetch_chunks, plan_input, plan_output, transfer_staged
+from ..errors import Interrupted, ToolFailed, UsageError
+from ..fsutil import check_space, write_atomic
+from ..location import Location, parse
 from ..store import Stores
+from ..transfer import Transfer, put_verified
+from ..transfer.journal import clear_upload_journals, leftover_uploads
+from . import manifest as M
+from .scratch import Keep, Scratch
+from .staging import Staged, collect_output, fetch_chunks, plan_input, plan_output, transfer_staged
 from .tool import Tool, ToolResult
-from ..transfer import Transfer
 
 if TYPE_CHECKING:
     from .cache import Cache, Lease
@@ -44,20 +54,38 @@ log = logging.getLogger("genostage.job")
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-class _Cancel(threading.Event):
-    signum = 15
-
-
 class Job:
-    """One batch job: a private scratch directory, staged inputs, one or more tool runs, published outputs."""
+    """One batch job: a private scratch directory, staged inputs, one or more tool runs,
+    published outputs, and a manifest. Use it as a context manager.
 
-    def __init__(self, scratch_root: Optional[str] = None, keep: str = "never",
+    Parameters:
+
+    - ``scratch_root``: where the job's private directory is made (default
+      ``$GENOSTAGE_SCRATCH``, else ``/scratch`` if writable, else the system temp directory).
+    - ``keep``: when to keep the scratch directory: ``"never"`` (default), ``"on-failure"``,
+      ``"always"``.
+    - ``config``: a :class:`~genostage.TransferConfig` (concurrency, part size, endpoint, SSE...).
+    - ``stores`` / ``s3_client``: the stores to use, or a boto3 client to lend its credentials
+      and region (both optional).
+    - ``manifest``: where the manifest goes (default: named after the first output; see
+      :mod:`genostage.job.manifest`).
+    - ``grace``: seconds between the SIGTERM forwarded to the tool and its SIGKILL.
+    - ``handle_signals``: install SIGTERM/SIGINT handlers (main thread only).
+    - ``show_progress``: progress bar on a terminal, log lines otherwise.
+    - ``cache``: a node-level :class:`~genostage.Cache` for reference data (:meth:`ref`).
+    - ``index``: the job's index in an array (default ``AWS_BATCH_JOB_ARRAY_INDEX``): the chunk
+      a ``plan.json#`` input stages, and ``{index}`` in output URIs.
+    """
+
+    def __init__(self, scratch_root: Optional[str] = None, keep: Keep = "never",
                  config: Optional[TransferConfig] = None, stores: Optional[Stores] = None,
                  s3_client: Any = None, manifest: Optional[str] = None, grace: float = 10.0,
-                 handle_signals: bool = True, show_progress: bool = True, cache: "Optional[Cache]" = None) -> None:
+                 handle_signals: bool = True, show_progress: bool = True, cache: "Optional[Cache]" = None,
+                 index: Optional[int] = None) -> None:
         self.config = config or (stores.config if stores else TransferConfig())
         self.stores = stores or Stores(self.config, s3_client)
         self.scratch = Scratch(scratch_root, keep)
+        self.index = M.array_index() if index is None else index
         self.manifest_uri = manifest
         self.grace = grace
         self.handle_signals = handle_signals
@@ -66,8 +94,9 @@ class Job:
         self.outputs: List[Staged] = []
         self.runs: List[ToolResult] = []
         self.timings: Dict[str, float] = {"stage_in": 0.0, "run": 0.0, "stage_out": 0.0}
-        self.cancel = _Cancel()
+        self.cancel = Cancel()
         self.manifest: Dict[str, Any] = {}
+        self.published = False  # every output is published: nothing can undo the job now
         self._taken: Set[str] = set()
         self._tool: Optional[Tool] = None
         self._busy = False
@@ -88,6 +117,7 @@ class Job:
         if self.handle_signals and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self._old_handlers[sig] = signal.signal(sig, self._on_signal)
+        self._abort_leftover_uploads()
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:  # type: ignore[no-untyped-def]
@@ -98,8 +128,8 @@ class Job:
             except BaseException as publish_error:  # recorded in the manifest, then raised
                 error = publish_error
         self._release_references()
-        if error is None and self.cancel.is_set():
-            error = Interrupted(self.cancel.signum)
+        if error is None and self.cancel.is_set() and not self.published:
+            error = self.cancel.error()
         try:
             self._write_manifest(error)
         except Exception as manifest_error:  # never mask the job's own error
@@ -115,19 +145,34 @@ class Job:
             raise error
 
     def _on_signal(self, signum: int, frame: Any) -> None:
-        if self.cancel.is_set():
+        if self.published:
+            log.warning("received signal %d after every output was published: finishing", signum)
             return
-        log.warning("received signal %d: stopping the tool and transfers, cleaning up", signum)
-        self.cancel.signum = signum
-        self.cancel.set()
+        self.stop(signum)
+
+    def stop(self, signum: int = 15, reason: Optional[BaseException] = None) -> None:
+        """Stop the job as a signal would: the tool gets SIGTERM, transfers stop, uploads are
+        aborted; the job then ends with ``reason`` (default :class:`Interrupted`)."""
+        if not self.cancel.stop(signum, reason):
+            return
+        log.warning("%s: stopping the tool and transfers, cleaning up", reason or f"received signal {signum}")
         if self._tool is not None:
             self._tool.terminate(self.grace)
-        elif not self._busy:
-            raise Interrupted(signum)
+        elif not self._busy and threading.current_thread() is threading.main_thread():
+            raise self.cancel.error()
 
     def _check_cancel(self) -> None:
-        if self.cancel.is_set():
-            raise Interrupted(self.cancel.signum)
+        self.cancel.check()
+
+    def _abort_leftover_uploads(self) -> None:
+        """Abort the multipart uploads an earlier, killed attempt of this job (or a dead job
+        whose directory was swept) left open."""
+        entries = leftover_uploads(self.scratch.partial_dir) + self.scratch.swept_uploads
+        for entry in entries:
+            loc = Location("s3", entry["bucket"], entry["key"])
+            log.info("aborting the upload of %s that an earlier attempt left open", loc)
+            self.stores.for_location(loc).abort_upload(entry)
+        clear_upload_journals(self.scratch.partial_dir)
 
     # -- inputs and outputs --------------------------------------------------
     @property
@@ -154,20 +199,21 @@ class Job:
         if self.cache is not None and os.path.isdir(self.cache.root):
             self.cache.reclaim_for(self.scratch.root, needed)  # unused cached references may make room
         check_space(self.scratch.root, needed)
-        self._busy = True
         try:
+            self._busy = True
             transfer_staged(self.transfer, [s for s in staged if s.items], "stage in")
+            self._busy = False  # a signal while chunks are fetched interrupts them where they stand
             fetch_chunks(self.stores, staged)
         finally:
             self._busy = False
             self.timings["stage_in"] += time.monotonic() - start
         self.inputs_staged.extend(staged)
-        return {s.name: s.path for s in staged}
+        return {k: v for s in staged for k, v in s.placeholders().items()}
 
     def _plan_input(self, name: str, uri: str) -> Staged:
         if any(s.name == name for s in self.inputs_staged):
             raise UsageError(f"input {name!r} given twice")
-        return plan_input(self.stores, name, uri, self.in_dir, self._taken)
+        return plan_input(self.stores, name, uri, self.in_dir, self._taken, index=self.index)
 
     # -- reference data (read-only, through the node cache) -------------------
     def ref(self, uri: str, name: Optional[str] = None) -> Path:
@@ -208,7 +254,9 @@ class Job:
                 log.error("could not release cache entries: %s", release_error)
 
     def output(self, uri: str, name: Optional[str] = None) -> Path:
-        """The local path the tool must write; published when the job ends cleanly."""
+        """The local path the tool must write (a directory for a URI ending in ``/``);
+        published when the job ends cleanly. Declare outputs before staging inputs, so that
+        the manifest's place is known even if staging fails."""
         name = name or f"output{len(self.outputs) + 1}"
         if any(o.name == name for o in self.outputs):
             raise UsageError(f"output {name!r} given twice")
@@ -219,18 +267,22 @@ class Job:
     # -- running -------------------------------------------------------------
     def run(self, command: Sequence[PathLike], stdout: Optional[PathLike] = None,
             stderr: Optional[PathLike] = None, shell: bool = False, check: bool = True,
-            env: Optional[Mapping[str, str]] = None) -> ToolResult:
-        """Run the tool in the job's work directory (TMPDIR inside scratch); raise ToolFailed on failure."""
+            env: Optional[Mapping[str, str]] = None, values: Optional[Mapping[str, str]] = None) -> ToolResult:
+        """Run the tool in the job's work directory (TMPDIR inside scratch); raise
+        :class:`ToolFailed` (with the last lines of its stderr) when it fails.
+
+        ``values`` fills ``{NAME}`` placeholders (see :mod:`genostage.job.tool`: with
+        ``shell`` the paths reach the script as environment variables, never as text)."""
         self._check_cancel()
         assert self.path is not None, "use Job as a context manager"
         argv = [os.fspath(a) for a in command]
         child_env = dict(os.environ if env is None else env)
         child_env["TMPDIR"] = str(self.path / "tmp")
         child_env["GENOSTAGE_SCRATCH_DIR"] = str(self.path)
-        tool = Tool(argv, shell=shell, cwd=str(self.path / "work"), env=child_env,
+        tool = Tool(argv, shell=shell, cwd=str(self.path / "work"), env=child_env, values=values,
                     stdout_path=os.fspath(stdout) if stdout is not None else None,
                     stderr_path=os.fspath(stderr) if stderr is not None else None)
-        log.info("running: %s", " ".join(argv))
+        log.info("running: %s", tool.command)
         start = time.monotonic()
         self._tool = tool
         try:
@@ -243,13 +295,14 @@ class Job:
                  result.wall_seconds, result.user_seconds + result.system_seconds, result.max_rss_kib // 1024)
         self._check_cancel()
         if check and result.returncode != 0:
-            raise ToolFailed(" ".join(argv), result.returncode)
+            raise ToolFailed(tool.command, result.returncode, result.stderr_tail)
         return result
 
     def publish(self) -> None:
-        """Upload every output (one parallel batch), verified; called on a clean exit."""
+        """Upload every output (one parallel batch, all or nothing), verified; called on a clean exit."""
         self._check_cancel()
         if not self.outputs:
+            self.published = True
             return
         assert self.path is not None
         start = time.monotonic()
@@ -257,7 +310,10 @@ class Job:
             collect_output(self.stores, out, str(self.path))
         self._busy = True
         try:
-            transfer_staged(self.transfer, [o for o in self.outputs if o.items], "stage out")
+            transfer_staged(self.transfer, [o for o in self.outputs if o.items], "stage out", together=True)
+            for out in self.outputs:
+                out.published = True
+            self.published = True
         finally:
             self._busy = False
             self.timings["stage_out"] += time.monotonic() - start
@@ -266,39 +322,16 @@ class Job:
     def default_manifest_uri(self) -> Optional[str]:
         if self.manifest_uri:
             return self.manifest_uri
-        if not self.outputs:
-            return None
-        first = self.outputs[0].uri
-        if first.endswith("/"):
-            return first + "manifest.json"
-        loc = parse(first)
-        if loc.is_s3:
-            parent = loc.key.rsplit("/", 1)[0] + "/" if "/" in loc.key else ""
-            return f"s3://{loc.bucket}/{parent}manifest.json"
-        return os.path.join(os.path.dirname(loc.path), "manifest.json")
-
-    def _status(self, error: Optional[BaseException]) -> Dict[str, Any]:
-        if error is None:
-            return {"status": "succeeded", "exit_status": 0}
-        if isinstance(error, ToolFailed):
-            return {"status": "tool_failed", "exit_status": error.returncode, "error": str(error)}
-        if isinstance(error, Interrupted):
-            return {"status": "interrupted", "exit_status": 128 + error.signum, "error": str(error)}
-        kind = "failed" if isinstance(error, GenostageError) else "crashed"
-        return {"status": kind, "exit_status": exit_code(error), "error": f"{error.__class__.__name__}: {error}"}
+        return M.default_location(self.outputs[0].uri if self.outputs else None, self.index)
 
     def build_manifest(self, error: Optional[BaseException] = None) -> Dict[str, Any]:
         end = time.time()
         return {
-            "genostage_version": __version__,
-            "job_id": os.environ.get("AWS_BATCH_JOB_ID"),
-            "array_index": _int_or_none(os.environ.get("AWS_BATCH_JOB_ARRAY_INDEX")),
-            "attempt": _int_or_none(os.environ.get("AWS_BATCH_JOB_ATTEMPT")),
-            "host": socket.gethostname(),
+            **M.identity(),
             "scratch": str(self.path) if self.path else None,
-            "started": _iso(self._started),
-            "finished": _iso(end),
-            **self._status(error),
+            "started": M.iso(self._started),
+            "finished": M.iso(end),
+            **M.status(error),
             "commands": [r.to_json() for r in self.runs],
             "inputs": [s.to_json() for s in self.inputs_staged],
             "outputs": [o.to_json() for o in self.outputs],
@@ -308,24 +341,15 @@ class Job:
         }
 
     def _write_manifest(self, error: Optional[BaseException]) -> None:
+        """To its place first (verified), then a copy in scratch if there is room for it."""
         self.manifest = self.build_manifest(error)
-        body = (json.dumps(self.manifest, indent=2) + "\n").encode()
-        if self.path is not None:
-            (self.path / "manifest.json").write_bytes(body)
+        body = M.encode(self.manifest)
         uri = self.default_manifest_uri()
         if uri:
-            loc = parse(uri)
-            self.stores.for_location(loc).put_bytes(loc, body)
-            self.manifest_published = uri
+            put_verified(self.stores, parse(uri), body, self.config)
             log.info("manifest written to %s", uri)
-
-
-def _iso(t: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
-
-
-def _int_or_none(text: Optional[str]) -> Optional[int]:
-    try:
-        return int(text) if text is not None else None
-    except ValueError:
-        return None
+        if self.path is not None:
+            try:
+                write_atomic(self.path / "manifest.json", body)
+            except Exception as exc:  # the scratch copy is a convenience; the published one counts
+                log.warning("no copy of the manifest in scratch: %s", exc)

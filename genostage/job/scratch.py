@@ -20,14 +20,16 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Literal, Optional
 
-from ..errors import StorageError, UsageError
+from ..errors import ScratchUnusable, UsageError
+from ..transfer.journal import leftover_uploads
 
 log = logging.getLogger("genostage.scratch")
 
 PREFIX = "genostage-"
 KEEP_POLICIES = ("never", "on-failure", "always")
+Keep = Literal["never", "on-failure", "always"]
 PARTIAL = ".partial"
 _YOUNG = 120.0  # seconds: a directory without a lock file this young may be a job starting up
 
@@ -77,13 +79,14 @@ class Scratch:
         self.token = job_token()
         self.path: Optional[Path] = None
         self._lock_fd = -1
+        self.swept_uploads: List[Dict[str, str]] = []  # open uploads of the dead jobs swept here
 
     # -- lifecycle -----------------------------------------------------------
     def create(self) -> Path:
         try:
             os.makedirs(self.root, exist_ok=True)
         except OSError as exc:
-            raise StorageError(f"cannot create scratch root {self.root}: {exc.strerror}") from None
+            raise ScratchUnusable(f"cannot create scratch root {self.root}: {exc.strerror}") from None
         unique = uuid.uuid4().hex[:12]
         path = os.path.join(self.root, f"{PREFIX}{self.token}-{unique}")
         # Made under a name sweepers ignore, locked, then renamed: no other job can ever see
@@ -96,10 +99,13 @@ class Scratch:
             os.write(self._lock_fd, f"{os.getpid()} {socket.gethostname()} {time.time():.0f}\n".encode())
             os.rename(making, path)
         except OSError as exc:
-            raise StorageError(f"cannot create the job's scratch directory {path}: {exc.strerror}") from None
+            raise ScratchUnusable(f"cannot create the job's scratch directory {path}: {exc.strerror}") from None
         self.path = Path(path)
-        for sub in ("in", "out", "tmp", PARTIAL):
-            os.mkdir(os.path.join(path, sub), 0o700)
+        try:
+            for sub in ("in", "out", "tmp", PARTIAL):
+                os.mkdir(os.path.join(path, sub), 0o700)
+        except OSError as exc:
+            raise ScratchUnusable(f"cannot write in the job's scratch directory {path}: {exc.strerror}") from None
         self.sweep()
         log.debug("scratch directory %s", path)
         return self.path
@@ -139,6 +145,7 @@ class Scratch:
                 continue
             if self.path is not None and name.startswith(f"{PREFIX}{self.token}-") and "AWS_BATCH_JOB_ID" in os.environ:
                 self._adopt_partials(full)
+            self.swept_uploads.extend(leftover_uploads(os.path.join(full, PARTIAL)))
             log.info("sweeping scratch directory of a dead job: %s", full)
             _remove_tree(full)
             removed.append(full)

@@ -13,9 +13,11 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from ..config import TransferConfig
 from ..errors import NotFound, UnsafePath, UsageError
+from ..fsutil import os_error
 from ..location import Location, inside, parse, safe_relative
 from ..store import ObjectInfo, Stores
 from ..transfer import Transfer, TransferResult
+from ..transfer.listing import safe_name
 
 
 @dataclass
@@ -32,6 +34,14 @@ class Staged:
     chunk_size: int = 0  # its estimated size, for the free-space check
     chunk_stats: Dict[str, object] = field(default_factory=dict)
     chunk_files: List[str] = field(default_factory=list)
+    published: bool = False  # an output: every object of it is published
+
+    def placeholders(self) -> Dict[str, Path]:
+        """``{NAME}``, and for the files of a paired chunk ``{NAME.1}`` and ``{NAME.2}``."""
+        out = {self.name: self.path}
+        for i, f in enumerate(self.chunk_files, 1):
+            out[f"{self.name}.{i}"] = Path(f)
+        return out
 
     @property
     def size(self) -> int:
@@ -46,22 +56,14 @@ class Staged:
                          chunk=self.chunk_stats)
             return entry
         files: List[Dict[str, Any]] = [r.to_json() for r in self.results]
+        if self.published:
+            entry["published"] = True
         if not self.is_dir and files:
             entry.update({k: files[0][k] for k in ("etag", "version_id", "checksums", "verified", "parts",
                                                    "resumed_parts", "repaired_parts")})
         else:
             entry["files"] = files
         return entry
-
-
-def parse_assignment(text: str, option: str) -> Tuple[str, str]:
-    """``NAME=URI`` as given to ``-i``/``-o``."""
-    name, sep, uri = text.partition("=")
-    if not sep or not name or not uri:
-        raise UsageError(f"{option} expects NAME=URI, got {text!r}")
-    if not name.replace("_", "a").isalnum() or name[0].isdigit():
-        raise UsageError(f"{option}: name {name!r} must be letters, digits and _ (not starting with a digit)")
-    return name, uri
 
 
 def _unique_path(base: Path, name: str, filename: str, taken: Set[str]) -> Path:
@@ -73,13 +75,20 @@ def _unique_path(base: Path, name: str, filename: str, taken: Set[str]) -> Path:
     return path
 
 
-_PLAN_REF = re.compile(r"^(.+\.json)#([0-9]+)$")
+_PLAN_REF = re.compile(r"^(.+\.json)#([0-9]*)$")
 
 
-def plan_chunk_input(stores: Stores, name: str, uri: str, in_dir: Path, taken: Set[str]) -> Staged:
-    """``plan.json#3``: chunk 3 of a chunk plan, fetched with ranged reads as an ordinary file."""
+def plan_chunk_input(stores: Stores, name: str, uri: str, in_dir: Path, taken: Set[str],
+                     index: Optional[int] = None) -> Staged:
+    """``plan.json#3``: chunk 3 of a chunk plan, fetched with ranged reads as an ordinary file;
+    ``plan.json#`` takes the job's array index (``index``)."""
     from ..split.plan import load, parse_plan_ref
 
+    if uri.endswith("#"):
+        if index is None:
+            raise UsageError(f"input {name!r}: {uri} takes the chunk index from AWS_BATCH_JOB_ARRAY_INDEX, "
+                             f"which is not set (write {uri}N for chunk N)")
+        uri += str(index)
     plan_uri, index = parse_plan_ref(uri)
     try:
         plan = load(plan_uri, stores)
@@ -128,15 +137,18 @@ def fetch_chunks(stores: Stores, staged: Sequence[Staged]) -> None:
                 s.chunk_stats = dict(fetch_chunk(plan, index, str(s.path), stores))  # type: ignore[arg-type]
 
 
-def plan_input(stores: Stores, name: str, uri: str, in_dir: Path, taken: Set[str]) -> Staged:
-    """Resolve an input URI (object, prefix or ``plan.json#I``) into what to copy where, before any byte moves."""
+def plan_input(stores: Stores, name: str, uri: str, in_dir: Path, taken: Set[str],
+               index: Optional[int] = None, into: bool = False) -> Staged:
+    """Resolve an input URI (object, prefix or ``plan.json#I``) into what to copy where, before
+    any byte moves. ``index``: the job's array index (for ``plan.json#``); ``into``: a
+    prefix's objects go straight into ``in_dir`` (not into a folder named after the prefix)."""
     if _PLAN_REF.match(uri):
-        return plan_chunk_input(stores, name, uri, in_dir, taken)
+        return plan_chunk_input(stores, name, uri, in_dir, taken, index)
     loc = parse(uri)
     store = stores.for_location(loc)
     what = f"input {name!r}"
     if loc.is_prefix:
-        dest_dir = _unique_path(in_dir, name, loc.name, taken)
+        dest_dir = in_dir if into else _unique_path(in_dir, name, loc.name, taken)
         try:
             infos = list(store.list(loc))
         except NotFound as exc:
@@ -145,12 +157,23 @@ def plan_input(stores: Stores, name: str, uri: str, in_dir: Path, taken: Set[str
             raise NotFound(f"{what}: {uri} has no objects under it")
         items = [(i, parse(str(dest_dir / safe_relative(i.relative, what)))) for i in infos]
         return Staged(name, uri, dest_dir, True, items)
+    filename = safe_name(loc, what)
     try:
         info = store.stat(loc)
     except NotFound as exc:
         raise NotFound(f"{what}: {exc}") from None
-    path = _unique_path(in_dir, name, loc.name, taken)
+    if loc.name.endswith(".json") and info.size <= MAX_PLAN_PEEK and _is_plan(store.read_range(loc, 0, 256)):
+        raise UsageError(f"{what}: {uri} is a chunk plan: write {uri}#N to stage its chunk N, or {uri}# for "
+                         f"the chunk of this array job's index (copy the plan itself with genostage cp)")
+    path = _unique_path(in_dir, name, filename, taken)
     return Staged(name, uri, path, False, [(info, parse(str(path)))])
+
+
+MAX_PLAN_PEEK = 512 << 20  # a .json input at most this large is checked for being a chunk plan
+
+
+def _is_plan(head: bytes) -> bool:
+    return b'"genostage-plan/' in head
 
 
 def plan_output(name: str, uri: str, out_dir: Path, taken: Set[str]) -> Staged:
@@ -168,10 +191,15 @@ def plan_output(name: str, uri: str, out_dir: Path, taken: Set[str]) -> Staged:
 
 
 def _checked_file(path: str, root: str, what: str) -> str:
-    """The real file behind ``path``; a symlink is followed only when it stays inside ``root``."""
-    if os.path.islink(path) and not inside(path, root):
-        raise UnsafePath(f"{what}: {path} is a symlink to {os.path.realpath(path)}, outside the scratch directory; refusing to publish it")
-    real = os.path.realpath(path)
+    """The real file behind ``path``, which must lie inside ``root`` once every link on the
+    way is followed (the path itself, or any directory above it, may have been replaced by a
+    link to elsewhere)."""
+    try:
+        real = os.path.realpath(path, strict=True)
+    except OSError as exc:
+        raise os_error(exc, f"{what}: {path}") from None
+    if not inside(real, root):
+        raise UnsafePath(f"{what}: {path} resolves to {real}, outside the scratch directory; refusing to publish it")
     if not os.path.isfile(real):
         raise NotFound(f"{what}: {path} is not a regular file")
     return real
@@ -181,6 +209,10 @@ def collect_output(stores: Stores, out: Staged, root: str) -> None:
     """Find what the tool wrote for ``out`` and pair each file with its destination."""
     what = f"output {out.name!r}"
     dest = parse(out.uri)
+    real_top = os.path.realpath(out.path)
+    if os.path.lexists(out.path) and not inside(real_top, root):
+        raise UnsafePath(f"{what}: {out.path} resolves to {real_top}, outside the scratch directory; "
+                         f"refusing to publish it")
     if not out.is_dir:
         if not os.path.lexists(out.path):
             raise NotFound(f"{what}: the tool did not write {out.path}")
@@ -204,9 +236,17 @@ def _walk(top: str, root: str, what: str) -> List[Tuple[str, str]]:
         if real in seen:
             return
         seen.add(real)
-        for entry in sorted(os.scandir(directory), key=lambda e: e.name):
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except OSError as exc:
+            raise os_error(exc, f"{what}: {directory}") from None
+        for entry in entries:
             rel = prefix + entry.name
-            if entry.is_dir(follow_symlinks=True):
+            try:
+                is_dir = entry.is_dir(follow_symlinks=True)
+            except OSError as exc:
+                raise os_error(exc, f"{what}: {entry.path}") from None
+            if is_dir:
                 if entry.is_symlink() and not inside(entry.path, root):
                     raise UnsafePath(f"{what}: {entry.path} links to a directory outside the scratch directory; refusing to publish it")
                 visit(entry.path, rel + "/")
@@ -216,10 +256,11 @@ def _walk(top: str, root: str, what: str) -> List[Tuple[str, str]]:
     return found
 
 
-def transfer_staged(transfer: Transfer, staged: Sequence[Staged], label: str) -> None:
-    """Move every item of every Staged in one parallel batch and attach the results."""
+def transfer_staged(transfer: Transfer, staged: Sequence[Staged], label: str, together: bool = False) -> None:
+    """Move every item of every Staged in one parallel batch and attach the results
+    (``together``: publish all or none, see :meth:`genostage.transfer.Transfer.copy_all`)."""
     flat = [(s, item) for s in staged for item in s.items]
-    results = transfer.copy_all([item for _, item in flat], label=label)
+    results = transfer.copy_all([item for _, item in flat], label=label, together=together)
     for s in staged:
         s.results = []
     for (s, _), result in zip(flat, results):
@@ -228,13 +269,15 @@ def transfer_staged(transfer: Transfer, staged: Sequence[Staged], label: str) ->
 
 def stage_in(uri: str, dest_dir: "str | os.PathLike[str]", stores: Optional[Stores] = None,
              config: Optional[TransferConfig] = None) -> Path:
-    """Copy an object (or every object under a prefix) into ``dest_dir``; returns the local path."""
+    """Copy an object into ``dest_dir`` (returns the file's path), or every object under a
+    prefix into ``dest_dir`` itself, keeping their relative keys, as ``genostage cp`` does
+    (returns ``dest_dir``)."""
     from ..fsutil import check_space
 
     stores = stores or Stores(config)
     dest = Path(dest_dir)
     dest.mkdir(parents=True, exist_ok=True)
-    staged = plan_input(stores, "input", uri, dest, set())
+    staged = plan_input(stores, "input", uri, dest, set(), into=True)
     check_space(str(dest), staged.size)
     transfer_staged(Transfer(stores, config or stores.config), [staged], f"stage in {staged.path.name}")
     return staged.path

@@ -117,8 +117,8 @@ def _report(out: Path, client) -> None:  # type: ignore[no-untyped-def]
         if line.startswith("SN\t") and any(k in line for k in ("raw total sequences", "reads mapped:",
                                                                  "reads properly paired", "error rate")):
             print("     " + line[3:].replace("\t", " "))
-    manifest = json.loads((out / "results" / "manifest.json").read_text())
-    print("\n   manifest (results/manifest.json):")
+    manifest = json.loads((out / "results" / "sample.stats.txt.manifest.json").read_text())
+    print("\n   manifest (results/sample.stats.txt.manifest.json, named after the job's first output):")
     print(f"     status {manifest['status']}, exit status {manifest['exit_status']}, "
           f"command {' '.join(manifest['commands'][0]['command'])}")
     for entry in manifest["inputs"] + manifest["outputs"]:

@@ -7,11 +7,13 @@
 - :mod:`.verify`: the source's checksums before publishing, the destination's after;
 - :mod:`.md5`: whole-object and part MD5s, where that is all a store keeps;
 - :mod:`.journal`: resuming downloads and aborting uploads an earlier attempt left;
-- :mod:`.listing`: one object or a prefix, paired with destinations; :func:`copy`.
+- :mod:`.listing`: one object or a prefix, paired with destinations; :func:`copy`;
+- :mod:`.memory`: small objects written from memory, verified (:func:`put_verified`).
 """
 from .engine import Transfer
 from .listing import copy, expand, expand_lazily
+from .memory import put_verified
 from .prepare import download_part_size
 from .result import TransferResult
 
-__all__ = ["Transfer", "TransferResult", "copy", "download_part_size", "expand", "expand_lazily"]
+__all__ = ["Transfer", "TransferResult", "copy", "download_part_size", "expand", "expand_lazily", "put_verified"]

@@ -1,0 +1,139 @@
+"""One job, declared: what ``genostage run`` is told on its command line, as data.
+
+A :class:`JobSpec` names the inputs, references and outputs (``NAME=URI``), the command and
+how it runs, and where scratch and the manifest go; :func:`run_job` runs it. ``genostage run``
+builds one from its options; a scatter (:mod:`genostage.scatter`) writes one per child into its
+spec, so a child started with the spec's URI and its index needs no long command line.
+
+``{index}`` in an output URI (or ``{index:04}`` for the zero-padded form) is the job's array
+index (``AWS_BATCH_JOB_ARRAY_INDEX``, or ``index``); an input ``plan.json#`` takes that index's
+chunk.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List, Mapping, Optional
+
+from ..config import TransferConfig
+from ..errors import FormatError, UsageError
+from .job import Job
+from .scratch import KEEP_POLICIES, Keep
+
+_INDEX = re.compile(r"\{index(?::(0?)([0-9]*)d?)?\}")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def parse_assignment(text: str, option: str) -> "tuple[str, str]":
+    """``NAME=URI`` as given to ``-i``/``-o``/``-r``."""
+    name, sep, uri = text.partition("=")
+    if not sep or not name or not uri:
+        raise UsageError(f"{option} expects NAME=URI, got {text!r}")
+    if not _NAME.match(name):
+        raise UsageError(f"{option}: name {name!r} must be letters, digits and _ (not starting with a digit)")
+    return name, uri
+
+
+def named(values: List[str], option: str) -> Dict[str, str]:
+    """Several ``NAME=URI`` options as a mapping; a name given twice is refused."""
+    out: Dict[str, str] = {}
+    for text in values:
+        name, uri = parse_assignment(text, option)
+        if name in out:
+            raise UsageError(f"{option} {name} given twice")
+        out[name] = uri
+    return out
+
+
+def with_index(uri: str, index: Optional[int], what: str) -> str:
+    """``uri`` with ``{index}`` / ``{index:04}`` filled in (an error when there is no index)."""
+    if not _INDEX.search(uri):
+        return uri
+    if index is None:
+        raise UsageError(f"{what}: {uri} uses {{index}}, but this job has no array index "
+                         f"(AWS_BATCH_JOB_ARRAY_INDEX is not set; genostage run --index N sets one)")
+
+    def fill(m: "re.Match[str]") -> str:
+        width = int(m.group(2) or 0)
+        return f"{index:0{width}d}" if m.group(1) or width else str(index)
+
+    return _INDEX.sub(fill, uri)
+
+
+@dataclass
+class JobSpec:
+    """One job (see the module docstring); every field but ``command`` is optional."""
+
+    command: List[str]
+    inputs: Dict[str, str] = field(default_factory=dict)
+    refs: Dict[str, str] = field(default_factory=dict)
+    outputs: Dict[str, str] = field(default_factory=dict)
+    shell: bool = False
+    stdout: Optional[str] = None
+    stderr: Optional[str] = None
+    manifest: Optional[str] = None
+    scratch: Optional[str] = None
+    keep: Keep = "never"
+    grace: float = 10.0
+    cache: Optional[str] = None
+    cache_max_size: Optional[str] = None
+    cache_link: str = "auto"
+
+    def check(self) -> None:
+        """Refuse what cannot run, in one line each."""
+        if not self.command:
+            raise UsageError("no command given (expected: genostage run [OPTIONS] -- COMMAND [ARG]...)")
+        both = (set(self.inputs) & set(self.outputs)) | (set(self.refs) & (set(self.inputs) | set(self.outputs)))
+        if both:
+            raise UsageError(f"name used twice (inputs, references, outputs): {', '.join(sorted(both))}")
+        for option, name in (("--stdout", self.stdout), ("--stderr", self.stderr)):
+            if name is not None and name not in self.outputs:
+                raise UsageError(f"{option} {name}: no output named {name!r} (declare it with -o {name}=URI)")
+        if self.keep not in KEEP_POLICIES:
+            raise UsageError(f"keep must be one of {', '.join(KEEP_POLICIES)}, got {self.keep!r}")
+
+    def to_json(self) -> Dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v not in (None, {}, False) or k == "command"}
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> "JobSpec":
+        if not isinstance(data, dict) or not isinstance(data.get("command"), list):
+            raise FormatError("a job needs a \"command\" list", path=where)
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise FormatError(f"unknown job field(s): {', '.join(unknown)}", path=where)
+        for key in ("inputs", "refs", "outputs"):
+            value = data.get(key, {})
+            if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                      for k, v in value.items()):
+                raise FormatError(f"job field {key!r} must map names to URIs", path=where)
+        if not all(isinstance(a, str) for a in data["command"]):
+            raise FormatError("job field 'command' must be a list of strings", path=where)
+        return cls(**data)
+
+
+def run_job(spec: JobSpec, config: TransferConfig, index: Optional[int] = None,
+            show_progress: bool = True, env: Optional[Mapping[str, str]] = None) -> Dict[str, Any]:
+    """Run ``spec`` as one job and return its manifest (raises what ended it)."""
+    spec.check()
+    cache = None
+    if spec.cache:
+        from .cache import Cache
+
+        cache = Cache(spec.cache, spec.cache_max_size, link=spec.cache_link)
+    job = Job(scratch_root=spec.scratch, keep=spec.keep, config=config, manifest=spec.manifest,
+              grace=spec.grace, show_progress=show_progress, cache=cache, index=index)
+    outputs = {name: with_index(uri, job.index, f"output {name!r}") for name, uri in spec.outputs.items()}
+    with job:
+        paths: Dict[str, str] = {}
+        for name, uri in outputs.items():  # first: the manifest's place is known before any byte moves
+            paths[name] = str(job.output(uri, name))
+        if spec.refs:
+            paths.update({name: str(p) for name, p in job.stage_refs(spec.refs).items()})
+        if spec.inputs:
+            paths.update({name: str(p) for name, p in job.stage_inputs(spec.inputs).items()})
+        job.run(spec.command, shell=spec.shell, values=paths, env=env,
+                stdout=paths[spec.stdout] if spec.stdout else None,
+                stderr=paths[spec.stderr] if spec.stderr else None)
+    return job.manifest
