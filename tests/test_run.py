@@ -309,3 +309,50 @@ def test_paired_fastq_plan_chunk_as_a_staged_input(s3, s3_client, bucket, tmp_pa
     r = genostage(["chunk", f"s3://{bucket}/s.plan.json", "--index", "0", "-o", str(out1), "-2", str(out2)])
     assert r.returncode == 0, r.stderr
     assert out1.read_text().count("\n") == out2.read_text().count("\n") > 0
+
+
+def test_outputs_are_published_all_or_none(s3, s3_client, bucket, tmp_path):
+    """Output b cannot be published (its bucket does not exist): output a, uploaded in the
+    same batch, is removed again, and the manifest says nothing is published."""
+    root = tmp_path / "s"
+    r = genostage(["run", "--scratch", str(root), "-o", f"a=s3://{bucket}/x/a.txt",
+                   "-o", "b=s3://no-such-bucket-genostage/b.txt", "-o", f"d=s3://{bucket}/x/d/", "--shell", "--",
+                   "echo A > {a}; echo B > {b}; for i in $(seq 20); do echo $i > {d}/$i.txt; done"])
+    assert r.returncode == 3, r.stderr
+    assert "no-such-bucket-genostage" in r.stderr.splitlines()[-1]
+    assert keys(s3_client, bucket) == ["x/a.txt.manifest.json"]
+    manifest = json.loads(get(s3_client, bucket, "x/a.txt.manifest.json"))
+    assert manifest["status"] == "failed" and manifest["exit_status"] == 3
+    assert not any(o.get("published") for o in manifest["outputs"])
+    assert s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert scratch_dirs(root) == []
+
+
+def test_a_job_that_fails_to_stage_still_leaves_its_manifest(s3, s3_client, bucket, tmp_path):
+    r = genostage(["run", "--scratch", str(tmp_path / "s"), "-i", f"x=s3://{bucket}/missing.bam",
+                   "-o", f"out=s3://{bucket}/res/out.txt", "--", "true"])
+    assert r.returncode == 3
+    manifest = json.loads(get(s3_client, bucket, "res/out.txt.manifest.json"))
+    assert manifest["status"] == "failed" and "missing.bam" in manifest["error"]
+
+
+def test_index_placeholders_in_output_uris(s3, s3_client, bucket, tmp_path):
+    r = genostage(["run", "--scratch", str(tmp_path / "s"), "--index", "7",
+                   "-o", f"out=s3://{bucket}/p/part-{{index:04}}.txt", "-o", f"raw=s3://{bucket}/p/{{index}}.raw",
+                   "--shell", "--", "echo x > {out}; echo y > {raw}"])
+    assert r.returncode == 0, r.stderr
+    assert keys(s3_client, bucket, "p/") == ["p/7.raw", "p/part-0007.txt", "p/part-0007.txt.7.manifest.json"]
+    r = genostage(["run", "--scratch", str(tmp_path / "s"), "-o", f"out=s3://{bucket}/q/{{index}}.txt", "--", "true"],
+                  env={"AWS_BATCH_JOB_ARRAY_INDEX": ""})
+    assert r.returncode == 2 and "has no array index" in r.stderr
+
+
+def test_shell_paths_never_run_code(s3, s3_client, bucket, tmp_path):
+    """An object key holding $(...) and backticks, used inside double quotes in --shell."""
+    key = "in/$(touch PWNED)`touch PWNED2`.txt"
+    put(s3_client, bucket, key, b"data\n")
+    r = genostage(["run", "--scratch", str(tmp_path / "s"), "-i", f"in=s3://{bucket}/{key}",
+                   "-o", f"out=s3://{bucket}/o.txt", "--shell", "--", 'cat "{in}" > "{out}"'], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert get(s3_client, bucket, "o.txt") == b"data\n"
+    assert not list(tmp_path.rglob("PWNED*"))

@@ -57,6 +57,7 @@ class ObjectCopy:
         self.n = 0  # index in the batch
         self.together = False  # published with the rest of its batch, or not at all
         self.published = False  # the destination shows this copy's bytes
+        self.sent = False  # a write that publishes (a PUT) was sent: the object may be there
 
     @property
     def single(self) -> bool:

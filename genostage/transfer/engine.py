@@ -324,6 +324,8 @@ class Transfer:
 
         key = id(data)
         b.track(key)
+        if c.upload.publishes_on_write:
+            c.sent = True  # from here on the object may be there, even if the answer never comes
         b.tracking(key, c.upload.write_part_async(part.index + 1, part.start, data, sums, written))
 
     # -- parts done ----------------------------------------------------------------
@@ -499,7 +501,7 @@ class Transfer:
                 continue
             published = c.published
             try:
-                if published and together:
+                if together and (published or c.sent):
                     self.stores.for_location(c.dest).delete(c.dest)
                     log.info("%s: removed (the batch it belongs to did not complete)", c.dest)
                 elif not published:
