@@ -35,10 +35,10 @@ _LAZY = {"Job": ".job.job", "stage_in": ".job.staging", "stage_out": ".job.stagi
 __all__ += list(_LAZY)
 
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
-    from .job.cache import Cache
-    from .job.job import Job
-    from .job.staging import stage_in, stage_out
-    from .transfer.listing import copy
+    from .job.cache import Cache as Cache
+    from .job.job import Job as Job
+    from .job.staging import stage_in as stage_in, stage_out as stage_out
+    from .transfer.listing import copy as copy
 
 
 def __getattr__(name: str) -> object:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -248,3 +250,36 @@ def test_argparse_types_for_counts_and_sizes_say_what_is_wrong(capsys):
         with pytest.raises(SystemExit) as info:
             parser.parse_args(argv)
         assert info.value.code == 2 and message in capsys.readouterr().err
+
+
+def _no_credentials_env(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"), AWS_CONFIG_FILE=str(tmp_path / "none"),
+               AWS_EC2_METADATA_DISABLED="true", AWS_DEFAULT_REGION="us-east-1")
+    return env
+
+
+def test_no_credentials_is_named_as_such(s3, s3_client, bucket, tmp_path):
+    """Without credentials nothing goes out unsigned (to come back 'access denied'): one line
+    saying what is missing, exit 4; --no-sign-request is the way to public data."""
+    s3_client.put_object(Bucket=bucket, Key="pub.txt", Body=b"public", ACL="public-read")
+    env = _no_credentials_env(tmp_path)
+    r = subprocess.run([sys.executable, "-m", "genostage", "cp", "--endpoint-url", s3.endpoint_url,
+                        f"s3://{bucket}/pub.txt", str(tmp_path / "x")], env=env, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 4, r.stderr
+    assert "no AWS credentials found" in r.stderr and "--no-sign-request" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, "-m", "genostage", "cp", "--endpoint-url", s3.endpoint_url, "--no-sign-request",
+                        f"s3://{bucket}/pub.txt", str(tmp_path / "x")], env=env, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr  # moto serves unsigned requests, as a public bucket would
+    assert (tmp_path / "x").read_bytes() == b"public"
+
+
+def test_dns_failure_in_words(tmp_path):
+    r = genostage(["cp", "--endpoint-url", "http://no-such-host.invalid:9000", "s3://bucket-x/k.txt",
+                   str(tmp_path / "k")], env={"AWS_MAX_ATTEMPTS": "1"})
+    assert r.returncode == 5, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert "cannot resolve host 'no-such-host.invalid'" in last and "Unknown error" not in r.stderr

@@ -25,6 +25,8 @@ def add_transfer_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--sse", choices=("AES256", "aws:kms"), help="server-side encryption of uploads")
     g.add_argument("--sse-kms-key-id", metavar="ID", help="KMS key for --sse aws:kms")
     g.add_argument("--requester-pays", action="store_true", help="accept requester-pays charges")
+    g.add_argument("--no-sign-request", dest="sign", action="store_false",
+                   help="send requests unsigned, without credentials (public buckets)")
     g.add_argument("--no-verify", dest="verify", action="store_false",
                    help="skip end-to-end checksum verification (not recommended)")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar or lines")
@@ -90,7 +92,7 @@ def config_from(args: argparse.Namespace) -> TransferConfig:
     endpoint = check_endpoint_url(args.endpoint_url, "--endpoint-url") if args.endpoint_url is not None else None
     config = TransferConfig(concurrency=concurrency, endpoint_url=endpoint, sse=args.sse,
                             sse_kms_key_id=args.sse_kms_key_id, requester_pays=args.requester_pays,
-                            verify=args.verify)
+                            verify=args.verify, sign=args.sign)
     if args.part_size:  # sets the part size, the multipart threshold and the smallest ranged GET
         size = size_option(args.part_size, "--part-size", *PART_SIZE, why=" (S3's limits for a part)")
         config.part_size = config.multipart_threshold = config.download_part_size = size
