@@ -90,6 +90,14 @@ class RecordsNotConserved(GenostageError):
     """A gather found reads lost or doubled across the parts of a scatter."""
 
 
+class ChildrenFailed(GenostageError):
+    """More children of a scatter failed than it allows; ``exit_status`` is the first one's."""
+
+    def __init__(self, message: str, exit_status: int) -> None:
+        self.exit_status = exit_status
+        super().__init__(message)
+
+
 class FormatError(GenostageError):
     """Malformed input data (FASTQ, BAM, BGZF, plan, checksum list).
 

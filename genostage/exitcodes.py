@@ -66,6 +66,8 @@ def exit_code(exc: BaseException) -> int:
         return exc.returncode if exc.returncode > 0 else 128 - exc.returncode
     if isinstance(exc, E.Preempted):
         return PREEMPTED
+    if isinstance(exc, E.ChildrenFailed):
+        return exc.exit_status or DATA
     if isinstance(exc, E.Interrupted):
         return 128 + exc.signum
     if isinstance(exc, KeyboardInterrupt):

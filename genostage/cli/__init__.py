@@ -22,6 +22,7 @@ from ..exitcodes import DATA, exit_code
 # Subcommand modules, each with ``register(subparsers)``; a parser sets ``func``.
 COMMANDS: List[str] = [
     "run",
+    "scatter",
     "cp",
     "checksum",
     "plan",

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from ..errors import UsageError
 from ..job.scratch import KEEP_POLICIES
 from ..job.spec import JobSpec, named, run_job
 from .common import add_transfer_options, config_from, whole_number
@@ -32,7 +33,8 @@ def add_job_options(p: argparse.ArgumentParser) -> None:
     """The options that declare one job (shared with ``genostage scatter``)."""
     p.add_argument("-i", "--input", action="append", default=[], metavar="NAME=URI",
                    help="staged before the run; URI: s3://bucket/key, s3://bucket/prefix/ (a directory), "
-                        "a local path, or plan.json#I (chunk I of a chunk plan; plan.json# for the array index)")
+                        "a local path, plan.json#I (chunk I of a chunk plan; plan.json# for the array index), "
+                        "or URI1,URI2 (a read pair: {NAME.1}, {NAME.2})")
     p.add_argument("-o", "--output", action="append", default=[], metavar="NAME=URI",
                    help="{NAME} is the path the tool must write (a directory for a URI ending in /); "
                         "{index} in the URI is the array index")
@@ -67,6 +69,8 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p.add_argument("--manifest", metavar="URI",
                    help="where the manifest goes (default: beside the first output, named after it)")
     p.add_argument("--index", metavar="N", help="the job's array index (default: $AWS_BATCH_JOB_ARRAY_INDEX)")
+    p.add_argument("--spec", metavar="URI",
+                   help="run child INDEX of the scatter whose spec.json this is (all else comes from the spec)")
     add_job_options(p)
     p.set_defaults(func=run)
 
@@ -74,7 +78,7 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
 def job_spec(args: argparse.Namespace) -> JobSpec:
     """The job the options declare."""
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    return JobSpec(command=command, inputs=named(args.input, "--input"), refs=named(args.ref, "--ref"),
+    return JobSpec(command=command, inputs=named(args.input, "--input", lists=True), refs=named(args.ref, "--ref"),
                    outputs=named(args.output, "--output"), shell=args.shell, stdout=args.stdout,
                    stderr=args.stderr, manifest=getattr(args, "manifest", None), scratch=args.scratch,
                    keep=args.keep_scratch, grace=args.grace, cache=args.cache,
@@ -82,8 +86,27 @@ def job_spec(args: argparse.Namespace) -> JobSpec:
 
 
 def run(args: argparse.Namespace) -> int:
+    index = whole_number(args.index, "--index", low=0) if args.index is not None else None
+    if args.spec:
+        return _child(args, index)
     spec = job_spec(args)
     spec.check()
-    index = whole_number(args.index, "--index", low=0) if args.index is not None else None
     run_job(spec, config_from(args), index=index, show_progress=args.progress)
+    return 0
+
+
+def _child(args: argparse.Namespace, index: "int | None") -> int:
+    """One child of a scatter, as AWS Batch (or the local executor) starts it."""
+    from ..job.manifest import array_index
+    from ..scatter import load
+    from ..store import Stores
+
+    if args.input or args.output or args.ref or args.command:
+        raise UsageError("--spec runs a scatter's child: its inputs, outputs and command come from the spec")
+    index = array_index() if index is None else index
+    if index is None:
+        raise UsageError("--spec needs the child's index: --index N, or AWS_BATCH_JOB_ARRAY_INDEX")
+    config = config_from(args)
+    spec = load(args.spec, Stores(config))
+    run_job(spec.child(index), config, index=index, show_progress=args.progress)
     return 0

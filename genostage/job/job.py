@@ -97,6 +97,7 @@ class Job:
         self.cancel = Cancel()
         self.manifest: Dict[str, Any] = {}
         self.published = False  # every output is published: nothing can undo the job now
+        self.extra: Dict[str, Any] = {}  # more for the manifest (a scatter child's record counts)
         self._taken: Set[str] = set()
         self._tool: Optional[Tool] = None
         self._busy = False
@@ -190,8 +191,10 @@ class Job:
         name = name or f"input{len(self.inputs_staged) + 1}"
         return self.stage_inputs({name: uri})[name]
 
-    def stage_inputs(self, named: Mapping[str, str]) -> Dict[str, Path]:
-        """Stage several inputs in one parallel batch, after one free-space check for all of them."""
+    def stage_inputs(self, named: "Mapping[str, str | Sequence[str]]") -> Dict[str, Path]:
+        """Stage several inputs in one parallel batch, after one free-space check for all of them.
+        An input may be a list of objects (a read pair): a directory with ``NAME.1``, ``NAME.2``...
+        in the returned mapping for each file."""
         self._check_cancel()
         start = time.monotonic()
         staged = [self._plan_input(name, uri) for name, uri in named.items()]
@@ -210,7 +213,7 @@ class Job:
         self.inputs_staged.extend(staged)
         return {k: v for s in staged for k, v in s.placeholders().items()}
 
-    def _plan_input(self, name: str, uri: str) -> Staged:
+    def _plan_input(self, name: str, uri: "str | Sequence[str]") -> Staged:
         if any(s.name == name for s in self.inputs_staged):
             raise UsageError(f"input {name!r} given twice")
         return plan_input(self.stores, name, uri, self.in_dir, self._taken, index=self.index)
@@ -337,6 +340,7 @@ class Job:
             "outputs": [o.to_json() for o in self.outputs],
             **({"references": list(self.references)} if self.references else {}),
             **({"cache": [lease.summary() for lease in self.leases]} if self.leases else {}),
+            **self.extra,
             "timings": {**{k: round(v, 3) for k, v in self.timings.items()}, "total": round(end - self._started, 3)},
         }
 

@@ -19,6 +19,7 @@ from ..config import TransferConfig
 from ..errors import FormatError, UsageError
 from .job import Job
 from .scratch import KEEP_POLICIES, Keep
+from .staging import split_list
 
 _INDEX = re.compile(r"\{index(?::(0?)([0-9]*)d?)?\}")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -34,14 +35,15 @@ def parse_assignment(text: str, option: str) -> "tuple[str, str]":
     return name, uri
 
 
-def named(values: List[str], option: str) -> Dict[str, str]:
-    """Several ``NAME=URI`` options as a mapping; a name given twice is refused."""
-    out: Dict[str, str] = {}
+def named(values: List[str], option: str, lists: bool = False) -> Dict[str, Any]:
+    """Several ``NAME=URI`` options as a mapping; a name given twice is refused. ``lists``:
+    ``NAME=URI1,URI2`` is a list of URIs (a read pair)."""
+    out: Dict[str, Any] = {}
     for text in values:
         name, uri = parse_assignment(text, option)
         if name in out:
             raise UsageError(f"{option} {name} given twice")
-        out[name] = uri
+        out[name] = split_list(uri) if lists else uri
     return out
 
 
@@ -65,7 +67,7 @@ class JobSpec:
     """One job (see the module docstring); every field but ``command`` is optional."""
 
     command: List[str]
-    inputs: Dict[str, str] = field(default_factory=dict)
+    inputs: Dict[str, Any] = field(default_factory=dict)  # NAME -> URI, or a list of URIs
     refs: Dict[str, str] = field(default_factory=dict)
     outputs: Dict[str, str] = field(default_factory=dict)
     shell: bool = False
@@ -78,6 +80,8 @@ class JobSpec:
     cache: Optional[str] = None
     cache_max_size: Optional[str] = None
     cache_link: str = "auto"
+    count: Dict[str, str] = field(default_factory=dict)  # output NAME -> record kind, counted after the tool
+    reads: Optional[str] = None  # the input whose reads are counted (a scatter's chunk)
 
     def check(self) -> None:
         """Refuse what cannot run, in one line each."""
@@ -91,6 +95,11 @@ class JobSpec:
                 raise UsageError(f"{option} {name}: no output named {name!r} (declare it with -o {name}=URI)")
         if self.keep not in KEEP_POLICIES:
             raise UsageError(f"keep must be one of {', '.join(KEEP_POLICIES)}, got {self.keep!r}")
+        for name in self.count:
+            if name not in self.outputs:
+                raise UsageError(f"records of {name!r} are to be counted, but there is no output {name!r}")
+        if self.reads is not None and self.reads not in self.inputs:
+            raise UsageError(f"reads of {self.reads!r} are to be counted, but there is no input {self.reads!r}")
 
     def to_json(self) -> Dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v not in (None, {}, False) or k == "command"}
@@ -105,8 +114,10 @@ class JobSpec:
             raise FormatError(f"unknown job field(s): {', '.join(unknown)}", path=where)
         for key in ("inputs", "refs", "outputs"):
             value = data.get(key, {})
-            if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str)
-                                                      for k, v in value.items()):
+            if not isinstance(value, dict) or not all(
+                    isinstance(k, str) and (isinstance(v, str) or key == "inputs" and isinstance(v, list)
+                                            and all(isinstance(u, str) for u in v))
+                    for k, v in value.items()):
                 raise FormatError(f"job field {key!r} must map names to URIs", path=where)
         if not all(isinstance(a, str) for a in data["command"]):
             raise FormatError("job field 'command' must be a list of strings", path=where)
@@ -136,4 +147,33 @@ def run_job(spec: JobSpec, config: TransferConfig, index: Optional[int] = None,
         job.run(spec.command, shell=spec.shell, values=paths, env=env,
                 stdout=paths[spec.stdout] if spec.stdout else None,
                 stderr=paths[spec.stderr] if spec.stderr else None)
+        if spec.count or spec.reads:
+            job.extra["records"] = _records(job, spec, paths)
     return job.manifest
+
+
+def _records(job: Job, spec: JobSpec, paths: Mapping[str, str]) -> Dict[str, Any]:
+    """What a scatter's proof needs of one child: the reads of its chunk, the records of its outputs."""
+    from ..split.gather import count
+
+    out: Dict[str, Any] = {"out": {name: count(kind, paths[name]).to_json() for name, kind in spec.count.items()}}
+    if spec.reads is not None:
+        staged = next(s for s in job.inputs_staged if s.name == spec.reads)
+        out["in"] = {"input": spec.reads, "reads": count_reads(staged)}
+    return out
+
+
+def count_reads(staged: Any) -> int:
+    """Reads in a staged input: a chunk's own count when its plan gave one (FASTQ: records, or
+    pairs times two), else counted in its files (BAM: primary records)."""
+    from ..split.gather import count
+
+    files = list(staged.chunk_files or staged.members or [str(staged.path)])
+    records = staged.chunk_stats.get("records") if staged.chunk_stats else None
+    if isinstance(records, int) and not str(files[0]).endswith(".bam"):
+        return records * len(files)
+    total = 0
+    for f in files:
+        c = count("bam" if str(f).endswith(".bam") else "fastq", str(f))
+        total += c.primary
+    return total

@@ -36,10 +36,12 @@ class Staged:
     chunk_files: List[str] = field(default_factory=list)
     published: bool = False  # an output: every object of it is published
 
+    members: List[str] = field(default_factory=list)  # the files of a list input, in order
+
     def placeholders(self) -> Dict[str, Path]:
-        """``{NAME}``, and for the files of a paired chunk ``{NAME.1}`` and ``{NAME.2}``."""
+        """``{NAME}``, and for the files of a list input or a paired chunk ``{NAME.1}``, ``{NAME.2}``..."""
         out = {self.name: self.path}
-        for i, f in enumerate(self.chunk_files, 1):
+        for i, f in enumerate(self.chunk_files or self.members, 1):
             out[f"{self.name}.{i}"] = Path(f)
         return out
 
@@ -60,7 +62,7 @@ class Staged:
             entry["published"] = True
         if not self.is_dir and files:
             entry.update({k: files[0][k] for k in ("etag", "version_id", "checksums", "verified", "parts",
-                                                   "resumed_parts", "repaired_parts")})
+                                                   "resumed_parts", "repaired_parts", "destination_etag")})
         else:
             entry["files"] = files
         return entry
@@ -137,11 +139,45 @@ def fetch_chunks(stores: Stores, staged: Sequence[Staged]) -> None:
                 s.chunk_stats = dict(fetch_chunk(plan, index, str(s.path), stores))  # type: ignore[arg-type]
 
 
-def plan_input(stores: Stores, name: str, uri: str, in_dir: Path, taken: Set[str],
+def split_list(text: str) -> "str | List[str]":
+    """``a,b`` (a comma before ``s3://`` or ``/``) as a list of URIs; one URI as itself (a key
+    may hold commas)."""
+    pieces = re.split(r",(?=s3://|/)", text)
+    return pieces if len(pieces) > 1 else text
+
+
+def plan_list_input(stores: Stores, name: str, uris: Sequence[str], in_dir: Path, taken: Set[str]) -> Staged:
+    """Several objects as one input (a read pair): a directory ``in/NAME/`` holding them, with
+    ``{NAME.1}``, ``{NAME.2}``... for each, in order."""
+    what = f"input {name!r}"
+    path = _unique_path(in_dir, name, name, taken)
+    items, members = [], []
+    for uri in uris:
+        loc = parse(uri)
+        if loc.is_prefix:
+            raise UsageError(f"{what}: {uri} is a prefix; a list input holds objects")
+        filename = safe_name(loc, what)
+        if str(path / filename) in members:
+            raise UsageError(f"{what}: two objects named {filename!r}")
+        try:
+            info = stores.for_location(loc).stat(loc)
+        except NotFound as exc:
+            raise NotFound(f"{what}: {exc}") from None
+        members.append(str(path / filename))
+        items.append((info, parse(members[-1])))
+    staged = Staged(name, ",".join(uris), path, True, items)
+    staged.members = members
+    return staged
+
+
+def plan_input(stores: Stores, name: str, uri: "str | Sequence[str]", in_dir: Path, taken: Set[str],
                index: Optional[int] = None, into: bool = False) -> Staged:
-    """Resolve an input URI (object, prefix or ``plan.json#I``) into what to copy where, before
-    any byte moves. ``index``: the job's array index (for ``plan.json#``); ``into``: a
-    prefix's objects go straight into ``in_dir`` (not into a folder named after the prefix)."""
+    """Resolve an input (an object, a prefix, ``plan.json#I``, or a list of objects) into what
+    to copy where, before any byte moves. ``index``: the job's array index (for
+    ``plan.json#``); ``into``: a prefix's objects go straight into ``in_dir`` (not into a
+    folder named after the prefix)."""
+    if not isinstance(uri, str):
+        return plan_list_input(stores, name, list(uri), in_dir, taken)
     if _PLAN_REF.match(uri):
         return plan_chunk_input(stores, name, uri, in_dir, taken, index)
     loc = parse(uri)

@@ -432,7 +432,7 @@ class Transfer:
             source=str(c.src.location), destination=str(c.dest), size=c.src.size, etag=c.src.etag,
             version_id=c.src.version_id, checksums=values, verified=verified or proof or "size",
             seconds=round(time.monotonic() - c.started, 3), parts=len(c.parts),
-            resumed_parts=c.resumed, repaired_parts=c.repaired)
+            resumed_parts=c.resumed, repaired_parts=c.repaired, destination_etag=info.etag)
 
     def _resend(self, c: ObjectCopy) -> TransferResult:
         """The whole object again, in a batch of its own (on this pool thread)."""

@@ -23,6 +23,7 @@ class TransferResult:
     parts: int
     resumed_parts: int = 0
     repaired_parts: int = 0
+    destination_etag: Optional[str] = None  # what the destination store calls the published object
 
     def to_json(self) -> Dict[str, Any]:
         return dict(self.__dict__)
