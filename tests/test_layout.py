@@ -144,8 +144,8 @@ def test_no_private_names_across_modules() -> None:
 
 
 # Each layer may import only the layers after it in this order (and the shared modules).
-LAYERS = ["genostage.cli", "genostage.deploy", "genostage.job", "genostage.split", "genostage.transfer",
-          "genostage.store", "genostage.codec"]
+LAYERS = ["genostage.cli", "genostage.scatter", "genostage.deploy", "genostage.job", "genostage.split",
+          "genostage.transfer", "genostage.store", "genostage.codec"]
 SHARED = {"genostage", "genostage.errors", "genostage.exitcodes", "genostage.cancel", "genostage.fsutil",
           "genostage.config", "genostage.units", "genostage.location", "genostage.progress",
           "genostage.background", "genostage.retry", "genostage.cpu"}

@@ -108,5 +108,5 @@ def _child(args: argparse.Namespace, index: "int | None") -> int:
         raise UsageError("--spec needs the child's index: --index N, or AWS_BATCH_JOB_ARRAY_INDEX")
     config = config_from(args)
     spec = load(args.spec, Stores(config))
-    run_job(spec.child(index), config, index=index, show_progress=args.progress)
+    run_job(spec.child(index), spec.transfer_config(config), index=index, show_progress=args.progress)
     return 0

@@ -37,7 +37,7 @@ from ..store import Stores
 from .cut import Cut, CutOptions, cut_input, read_sheet
 from .gatherjob import run_gather
 from .local import LocalExecutor
-from .spec import Gather, ScatterSpec, kind_of, load, save
+from .spec import TRANSFER_SETTINGS, Gather, ScatterSpec, kind_of, load, save
 from .status import scatter_state
 
 log = logging.getLogger("genostage.scatter")
@@ -173,7 +173,8 @@ class Scatter:
                            allow_failed=self.allow_failed,
                            manifest=self.manifest or default_location(first.replace("{index}", "all")
                                                                       .replace("{id}", "all")),
-                           extra={"plan": cut.plan, "cut": cut.kind, "planning_bytes_read": cut.bytes_read})
+                           extra={"plan": cut.plan, "cut": cut.kind, "planning_bytes_read": cut.bytes_read,
+                                  "transfer": {k: getattr(self.config, k) for k in TRANSFER_SETTINGS}})
 
     # -- running -------------------------------------------------------------------
     def run(self) -> Dict[str, Any]:
@@ -201,7 +202,11 @@ def run_local(spec: ScatterSpec, stores: Stores, config: TransferConfig, jobs: O
                  spec.id, spec.children - len(todo), spec.children, len(todo))
     if todo:
         logs = log_dir or os.path.join(tempfile.gettempdir(), f"genostage-scatter-{spec.id}")
-        executor = LocalExecutor(spec, jobs or default_jobs(), logs, cancel, env=env, show_progress=show_progress)
+        child_env = dict(os.environ if env is None else env)
+        if config.endpoint_url:  # children here talk to the same store as the scatter
+            child_env["AWS_ENDPOINT_URL"] = config.endpoint_url
+        executor = LocalExecutor(spec, jobs or default_jobs(), logs, cancel, env=child_env,
+                                 show_progress=show_progress)
         executor.run(todo)
         cancel.check()
         log.info("children's logs: %s", logs)

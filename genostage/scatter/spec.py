@@ -22,12 +22,14 @@ line; the gather job reads the same spec.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from .. import __version__
+from ..config import TransferConfig
 from ..errors import FormatError, NotFound, UsageError
 from ..job.spec import JobSpec, with_index
 from ..location import parse
@@ -35,7 +37,11 @@ from ..store import Stores
 from ..transfer import put_verified
 
 FORMAT = "genostage-scatter/1"
+# the transfer settings a scatter hands its children
+TRANSFER_SETTINGS = ("concurrency", "part_size", "multipart_threshold", "download_part_size", "sse",
+                     "sse_kms_key_id", "requester_pays", "verify", "sign")
 KINDS = ("bam", "vcf", "fastq", "text")
+EXTRA = ("plan", "cut", "planning_bytes_read", "transfer")  # informational fields kept as they are
 
 
 def kind_of(uri: str) -> str:
@@ -111,6 +117,12 @@ class ScatterSpec:
         """``{id}``: the child's id from a sample sheet (else its index)."""
         return uri.replace("{id}", self.ids[index] if self.ids else str(index))
 
+    def transfer_config(self, base: TransferConfig) -> TransferConfig:
+        """``base`` with the transfer settings the scatter was started with (endpoints stay
+        the child's own: a Batch child talks to AWS, not to the submitter's endpoint)."""
+        settings = {k: v for k, v in (self.extra.get("transfer") or {}).items() if k in TRANSFER_SETTINGS}
+        return dataclasses.replace(base, **settings) if settings else base
+
     def part(self, g: Gather, index: int) -> str:
         return with_index(g.parts, index, f"part of {g.name!r}")
 
@@ -135,7 +147,8 @@ class ScatterSpec:
                        reads=dict(data.get("reads") or {}),
                        conserve=bool(data.get("conserve", True)), attempts=int(data.get("attempts", 2)),
                        allow_failed=int(data.get("allow_failed", 0)), manifest=data.get("manifest"),
-                       created=float(data.get("created", 0)), created_by=str(data.get("created_by", "")))
+                       created=float(data.get("created", 0)), created_by=str(data.get("created_by", "")),
+                       extra={k: v for k, v in data.items() if k in EXTRA})
         except (KeyError, TypeError, ValueError) as exc:
             raise FormatError(f"scatter spec field missing or of the wrong type: {exc}", path=where) from None
         if children < 1 or (spec.rows and len(spec.rows) != children):
