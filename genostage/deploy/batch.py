@@ -66,7 +66,8 @@ class Template:
     ``values`` are plain parameters (their ``Ref::`` value is the value itself: ``threads``,
     ``memory`` and the like); ``refs``, ``inputs`` and ``outputs`` are ``-r``/``-i``/``-o`` of
     ``genostage run`` (their value is ``NAME=URI``). The script sees all of them, in that order,
-    as ``$1``, ``$2``... and gets them as shell variables of the same names.
+    as ``$1``, ``$2``... and gets them as shell variables of the same names. The script is one
+    line (its commands joined by ``;``), so a failure's message stays one line too.
     """
 
     image: str
@@ -75,7 +76,7 @@ class Template:
     refs: Tuple[str, ...]
     inputs: Tuple[str, ...]
     outputs: Tuple[str, ...]
-    body: str
+    body: Tuple[str, ...]
     timeout: int
 
     @property
@@ -97,7 +98,7 @@ class Template:
             if name in self.values:
                 lines.append(f'case ${name} in ""|*[!0-9]*|0) echo "$0: {name} must be a positive integer, '
                              f'not \'${name}\'" >&2; exit 2;; esac')
-        return "\n".join([*lines, self.body.strip()]) + "\n"
+        return "; ".join([*lines, *self.body])
 
     def run_args(self, tool: str) -> List[str]:
         args: List[str] = []
@@ -118,39 +119,36 @@ TEMPLATES: Dict[str, Template] = {
     "samtools": Template(
         "samtools", "samtools stats of one BAM",
         values=("threads",), refs=(), inputs=("bam",), outputs=("stats",),
-        body='samtools stats -@ "$((threads - 1))" "$bam" > "$stats"',
+        body=('samtools stats -@ "$((threads - 1))" "$bam" > "$stats"',),
         timeout=6 * HOURS),
+    # samtools sort buffers: a quarter of the job's memory, split between the threads (bwa needs the rest)
     "bwa": Template(
         "bwa", "bwa mem of a read pair against an indexed reference prefix, sorted into a BAM and its index",
         values=("threads", "memory", "fasta", "sample"), refs=("reference",), inputs=("reads1", "reads2"),
         outputs=("bam", "bai"),
-        body="""
-# samtools sort buffers: a quarter of the job's memory, split between the threads (bwa needs the rest)
-sort_mib=$((memory / 4 / threads))
-if [ "$sort_mib" -lt 64 ]; then sort_mib=64; fi
-bwa mem -t "$threads" -R "@RG\\tID:$sample\\tSM:$sample" "$reference/$fasta" "$reads1" "$reads2" \\
-  | samtools sort -@ "$threads" -m "$sort_mib"M -o "$bam" -
-samtools index -@ "$threads" "$bam" "$bai"
-""", timeout=24 * HOURS),
+        body=('sort_mib=$((memory / 4 / threads))',
+              'if [ "$sort_mib" -lt 64 ]; then sort_mib=64; fi',
+              'bwa mem -t "$threads" -R "@RG\\tID:$sample\\tSM:$sample" "$reference/$fasta" "$reads1" "$reads2"'
+              ' | samtools sort -@ "$threads" -m "$sort_mib"M -o "$bam" -',
+              'samtools index -@ "$threads" "$bam" "$bai"'),
+        timeout=24 * HOURS),
     "bcftools": Template(
         "bcftools", "bcftools mpileup | bcftools call of one BAM: a bgzipped VCF of the variant sites and its index",
         values=("threads", "fasta"), refs=("reference",), inputs=("bam",), outputs=("vcf", "tbi"),
-        body="""
-bcftools mpileup --threads "$threads" -Ou -a FORMAT/AD,FORMAT/DP -f "$reference/$fasta" "$bam" \\
-  | bcftools call --threads "$threads" -mv -Oz -o "$vcf"
-bcftools index --threads "$threads" -t -o "$tbi" "$vcf"
-""", timeout=24 * HOURS),
+        body=('bcftools mpileup --threads "$threads" -Ou -a FORMAT/AD,FORMAT/DP -f "$reference/$fasta" "$bam"'
+              ' | bcftools call --threads "$threads" -mv -Oz -o "$vcf"',
+              'bcftools index --threads "$threads" -t -o "$tbi" "$vcf"'),
+        timeout=24 * HOURS),
+    # the JVM heap follows the container's memory limit; the database comes staged (-nodownload)
     "snpeff": Template(
         "snpeff", "snpEff ann of one VCF against a snpEff database: a bgzipped annotated VCF and its index",
         values=("threads", "genome"), refs=("database",), inputs=("vcf",), outputs=("annotated", "tbi"),
-        body="""
-# the JVM heap follows the job's memory limit; the database comes staged (-nodownload)
-java -XX:MaxRAMPercentage=75 -jar /usr/share/java/snpeff.jar ann -nodownload -noStats \\
-  -c /etc/snpeff/snpEff.config -dataDir "$database" -configOption "$genome.genome=$genome" \\
-  "$genome" "$vcf" | bgzip -@ "$threads" -c > "$annotated"
-tabix -p vcf "$annotated"
-mv "$annotated.tbi" "$tbi"
-""", timeout=12 * HOURS),
+        body=('java -XX:MaxRAMPercentage=75 -jar /usr/share/java/snpeff.jar ann -nodownload -noStats'
+              ' -c /etc/snpeff/snpEff.config -dataDir "$database" -configOption "$genome.genome=$genome"'
+              ' "$genome" "$vcf" | bgzip -@ "$threads" -c > "$annotated"',
+              'tabix -p vcf "$annotated"',
+              'if [ "$annotated.tbi" != "$tbi" ]; then mv "$annotated.tbi" "$tbi"; fi'),
+        timeout=12 * HOURS),
 }
 
 
@@ -313,9 +311,9 @@ def client_error(exc: Any, what: str) -> GenostageError:
     if code in ("AccessDeniedException", "UnrecognizedClientException", "InvalidSignatureException",
                 "ExpiredTokenException"):
         return AccessDenied(f"{what}: access denied ({code}: {message})")
-    missing = any(w in lower for w in ("does not exist", "not found", "doesn't exist", "is not valid",
-                                       "invalid", "cannot be assumed", "unable to assume"))
-    if code == "ClientException" and missing:
+    missing = any(w in lower for w in ("does not exist", "not found", "doesn't exist", "could not find",
+                                       "is not valid", "invalid", "cannot be assumed", "unable to assume"))
+    if code in ("ClientException", "InvalidParameterValue", "InvalidParameterValueException") and missing:
         if "job queue" in lower or "jobqueue" in lower:
             return NotFound(f"{what}: no such job queue ({message})")
         if "job definition" in lower or "jobdefinition" in lower:
