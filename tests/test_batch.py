@@ -30,6 +30,7 @@ from genostage.cli import main
 from genostage.deploy import batch
 from genostage.errors import GenostageError, NotFound, TransferFailed, UsageError
 from genostage.exitcodes import RETRYABLE
+from genostage.job.tool import expand
 from genostage.testing.s3server import LocalS3
 
 REGION = "us-east-1"
@@ -152,6 +153,7 @@ def test_every_placeholder_is_a_whole_argument() -> None:
         assert sorted(refs) == sorted(f"Ref::{p}" for p in template.parameters()), tool
         script = command[command.index("-c") + 1]
         assert script == template.script() and "\n" not in script  # one line: so is a failure's message
+        assert expand([script], {}, shell=False) == [script]  # genostage's {NAME} filling leaves it alone
         assert not [a for a in command if "Ref::" in a and not a.startswith("Ref::") and a != script], tool
         head = command[:command.index("--")]
         for name in template.staged:
