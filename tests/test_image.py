@@ -398,6 +398,11 @@ def test_a_given_wheel_must_match_the_platform(tmp_path: Path) -> None:
                        sys.executable, runner)
     assert (tmp_path / "d" / "wheels" / wheel.name).is_file()
     assert runner.calls[-1][3] == "download" and str(wheel) in runner.calls[-1]
+    local = tmp_path / f"genostage-{__version__}-cp311-cp311-linux_x86_64.whl"  # pip wheel's own tag
+    local.write_bytes(b"x")
+    image.base_context(image.image_spec(CONTAINERS, "base"), tmp_path / "e", "x86_64", None, local,
+                       sys.executable, runner)
+    assert "linux_x86_64" in runner.calls[-1]  # pip download accepts the local wheel's platform tag
 
 
 @mock_aws

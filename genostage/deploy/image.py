@@ -484,7 +484,7 @@ def download_wheels(requirements: Sequence[str], dest: Path, platform: str, pyth
     argv = [python, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--dest", str(dest),
             "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311", "--abi", "abi3",
             "--abi", "none"]
-    for tag in ("manylinux_2_36", "manylinux_2_28", "manylinux2014"):
+    for tag in ("manylinux_2_36", "manylinux_2_28", "manylinux2014", "linux"):  # linux_*: a local build
         argv += ["--platform", f"{tag}_{arch}"]
     dest.mkdir(parents=True, exist_ok=True)
     _call([*argv, *requirements], runner=runner)
