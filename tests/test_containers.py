@@ -152,3 +152,64 @@ def test_genostage_run_samtools_stats_inside_the_image(storage: Dict[str, str], 
     assert manifest["exit_status"] == 0 and manifest["status"] == "succeeded"
     assert manifest["inputs"] and manifest["outputs"]
     assert leftover == ["1000"], leftover
+
+
+@pytest.fixture(scope="module")
+def bwa_image(storage: Dict[str, str], samtools_image: Dict[str, object]) -> Dict[str, object]:
+    """``genostage image build bwa`` on the base image the samtools build made (one more build)."""
+    from genostage import __version__
+
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "genostage", "image", "build", "bwa", "--engine", "podman",
+                           "--repo", str(REPO), "--base", f"genostage/base:{__version__}"],
+                          env=storage, capture_output=True, text=True, errors="replace")
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    sys.stderr.write(f"\n{proc.stdout.strip()} ({time.monotonic() - started:.0f} s)\n")
+    return {"tag": "genostage/bwa:0.7.17", "report": proc.stdout.strip()}
+
+
+def test_the_bwa_job_definition_runs_inside_the_bwa_image(storage: Dict[str, str], bwa_image: Dict[str, object],
+                                                         tmp_path: Path) -> None:
+    """The bwa template's command, substituted as Batch does, run by the image's entrypoint:
+    bwa mem | samtools sort inside the image, the reference through the node cache (/cache)."""
+    from genostage.deploy import batch
+    from tests.test_batch import _genome, _upload_tree, substitute
+
+    data = _genome(tmp_path / "refs")
+    definition = batch.job_definition("bwa", str(bwa_image["tag"]), vcpus=2, memory=1024)
+    bucket = f"containers-{uuid.uuid4().hex[:12]}"
+    with moto_server() as s3:
+        client = s3.client()
+        client.create_bucket(Bucket=bucket)
+        _upload_tree(client, bucket, tmp_path / "refs", "refs/tiny/")
+        _upload_tree(client, bucket, data["reads"], "reads/")
+        params = {**definition["parameters"], "reference": f"reference=s3://{bucket}/refs/tiny/", "fasta": "tiny.fa",
+                  "sample": "S1", "reads1": f"reads1=s3://{bucket}/reads/r1.fq.gz",
+                  "reads2": f"reads2=s3://{bucket}/reads/r2.fq.gz", "bam": f"bam=s3://{bucket}/aln/S1.bam",
+                  "bai": f"bai=s3://{bucket}/aln/S1.bam.bai"}
+        name = subprocess.run(["buildah", "--storage-driver", "vfs", "from", "--pull-never",
+                               "--name", f"gs-test-{uuid.uuid4().hex[:8]}", str(bwa_image["tag"])],
+                              env=storage, check=True, capture_output=True, text=True).stdout.strip()
+        env_args: List[str] = []
+        environment = {e["name"]: e["value"] for e in definition["containerProperties"]["environment"]}
+        for key, value in {**environment, **s3.env()}.items():
+            env_args += ["--env", f"{key}={value}"]
+        run = subprocess.run(
+            ["buildah", "--storage-driver", "vfs", "run", "--isolation", "chroot", "--network", "host",
+             *env_args, name, "--", "genostage", "run",
+             *substitute(definition["containerProperties"]["command"], params)],
+            env=storage, capture_output=True, text=True, errors="replace", timeout=600)
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+        cached = subprocess.run(["buildah", "--storage-driver", "vfs", "run", "--isolation", "chroot",
+                                 name, "--", "sh", "-c", "ls -A /cache"],
+                                env=storage, check=True, capture_output=True, text=True).stdout.split()
+        subprocess.run(["buildah", "--storage-driver", "vfs", "rm", name], env=storage, capture_output=True)
+        for key in ("aln/S1.bam", "aln/S1.bam.bai"):
+            client.download_file(bucket, key, str(tmp_path / key.split("/")[-1]))
+    header = subprocess.run(["samtools", "view", "-H", str(tmp_path / "S1.bam")], check=True, capture_output=True,
+                            text=True).stdout
+    assert "SO:coordinate" in header and "@RG\tID:S1\tSM:S1" in header and "bwa mem -t 2" in header
+    stats = subprocess.run(["samtools", "idxstats", str(tmp_path / "S1.bam")], check=True, capture_output=True,
+                           text=True).stdout
+    assert int(stats.split("\t")[2]) > 2800  # mapped reads, read through the published index
+    assert cached, "the reference did not go through the node cache"

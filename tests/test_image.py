@@ -17,15 +17,15 @@ from genostage.deploy import image
 from genostage.errors import NotFound, UsageError
 
 REPO = Path(__file__).resolve().parent.parent
-DOCKERFILES = sorted((REPO / "containers").glob("*/Dockerfile"))
+CONTAINERS = REPO / "containers"
+DOCKERFILES = sorted(CONTAINERS.glob("*/Dockerfile"))
 TOOLS = [p.parent.name for p in DOCKERFILES if p.parent.name != "base"]
 OCI = ["title", "version", "description", "documentation", "licenses", "source"]
 SOFTWARE = ["software.version", "software.description", "software.license", "tags"]
 
 
-def test_there_are_the_base_and_three_tools() -> None:
-    assert {"base", "samtools", "bwa"} <= {p.parent.name for p in DOCKERFILES}
-    assert len(TOOLS) >= 3
+def test_there_are_the_base_and_the_four_tools() -> None:
+    assert {"base", "samtools", "bwa", "bcftools", "snpeff"} <= {p.parent.name for p in DOCKERFILES}
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
@@ -91,13 +91,15 @@ def test_base_is_multi_stage_and_ships_no_pip() -> None:
 
 
 def test_image_spec_versions_and_unknown_names() -> None:
-    assert image.image_spec(REPO, "samtools").tag == "genostage/samtools:1.16.1"
+    assert image.image_spec(CONTAINERS, "samtools").tag == "genostage/samtools:1.16.1"
+    assert image.image_spec(CONTAINERS, "samtools").tag_for("arm64") == "genostage/samtools:1.16.1-arm64"
+    assert image.image_spec(CONTAINERS, "snpeff").tag == "genostage/snpeff:5.1"
     from genostage import __version__
-    assert image.image_spec(REPO, "base").tag == f"genostage/base:{__version__}"
+    assert image.image_spec(CONTAINERS, "base").tag == f"genostage/base:{__version__}"
     with pytest.raises(UsageError, match="unknown image 'nope': choose from base, "):
-        image.image_spec(REPO, "nope")
+        image.image_spec(CONTAINERS, "nope")
     with pytest.raises(UsageError, match="unknown image"):
-        image.image_spec(REPO, "../containers")
+        image.image_spec(CONTAINERS, "../containers")
 
 
 def test_debian_mirror_from_both_source_formats(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -244,9 +246,10 @@ def test_bootstrap_rootfs_is_cached_and_retried_once(tmp_path: Path, monkeypatch
         if argv[0] != "debootstrap":
             return subprocess.run(argv, **kwargs)
         calls.append(argv[0])
+        assert f"--arch={image.DEBIAN_ARCH[image.platform_name()]}" in argv
         if len(calls) == 1:
             return subprocess.CompletedProcess(argv, 1, "E: Couldn't download packages\n", None)
-        rootfs = Path(argv[3])
+        rootfs = Path(argv[-2])
         for d in ("etc/dpkg/dpkg.cfg.d", "etc/apt/apt.conf.d", "usr/share/doc/bash", "usr/share/man/man1",
                   "var/cache/apt/archives"):
             (rootfs / d).mkdir(parents=True)
@@ -264,3 +267,149 @@ def test_bootstrap_rootfs_is_cached_and_retried_once(tmp_path: Path, monkeypatch
     assert [p.name for p in tmp_path.iterdir()] == [tarball.name]  # no work directory left behind
     again, _ = image.bootstrap_rootfs("http://mirror.invalid/debian", cache=tmp_path, runner=runner)
     assert again == tarball and len(calls) == 2  # cached: debootstrap not run again
+
+
+# ---------------------------------------------------------------- where containers/ is found
+
+def _packaged_tree(tmp_path: Path) -> Path:
+    """What the wheel ships: genostage/deploy/containers, a copy of the repository's folder."""
+    deploy = tmp_path / "site-packages" / "genostage" / "deploy"
+    shutil.copytree(CONTAINERS, deploy / "containers")
+    return deploy
+
+
+def test_containers_come_from_the_checkout_genostage_runs_from() -> None:
+    assert image.source_checkout() == REPO
+    assert image.containers_dir() == CONTAINERS
+    assert image.containers_dir(REPO / "genostage") == CONTAINERS  # --repo: a folder inside the tree
+
+
+def test_containers_come_from_the_wheel_outside_a_checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.resources
+
+    deploy = _packaged_tree(tmp_path)
+    real_files = importlib.resources.files
+    monkeypatch.setattr(importlib.resources, "files",
+                        lambda pkg: deploy if pkg == "genostage.deploy" else real_files(pkg))
+    monkeypatch.setattr(image, "source_checkout", lambda: None)  # as installed from a wheel
+    assert image.containers_dir() == deploy / "containers"
+    from genostage.cli import main
+    assert main(["image", "list"]) == 0
+    listed = dict(line.split("\t") for line in capsys.readouterr().out.splitlines())
+    assert listed["samtools"] == "genostage/samtools:1.16.1" and listed["snpeff"] == "genostage/snpeff:5.1"
+    assert set(listed) == {p.parent.name for p in DOCKERFILES}
+    # the base image needs genostage itself: from a wheel install, --wheel or --repo
+    with pytest.raises(UsageError, match="--wheel FILE .* or --repo DIR"):
+        image.base_context(image.image_spec(deploy / "containers", "base"), tmp_path / "ctx", "x86_64",
+                           None, None, sys.executable, Recorder())
+
+
+def test_no_containers_anywhere_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.resources
+
+    monkeypatch.setattr(importlib.resources, "files", lambda pkg: tmp_path / "nothing")
+    monkeypatch.setattr(image, "source_checkout", lambda: None)
+    from genostage.cli import main
+    assert main(["image", "list"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "neither a source checkout nor a wheel" in err
+    assert main(["image", "list", "--repo", str(tmp_path)]) == 2
+    assert "not a genostage source tree" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- platforms
+
+@pytest.mark.parametrize("text, want", [("x86_64", "x86_64"), ("amd64", "x86_64"), ("linux/amd64", "x86_64"),
+                                        ("arm64", "arm64"), ("aarch64", "arm64"), ("linux/arm64", "arm64")])
+def test_platform_names(text: str, want: str) -> None:
+    assert image.platform_name(text) == want
+
+
+def test_platform_tags_and_unknown_platforms() -> None:
+    assert image.platform_tag("1.16.1", "x86_64") == "1.16.1"
+    assert image.platform_tag("1.16.1", "aarch64") == "1.16.1-arm64"
+    assert image.oci_platform("arm64") == "linux/arm64"
+    with pytest.raises(UsageError, match="unknown platform 'riscv64': x86_64 or arm64"):
+        image.platform_name("riscv64")
+
+
+def test_another_architecture_needs_qemu_binfmt(tmp_path: Path) -> None:
+    foreign = "arm64" if image.platform_name() == "x86_64" else "x86_64"
+    image.check_emulation(image.platform_name(), binfmt=tmp_path)  # the host's own: nothing needed
+    with pytest.raises(UsageError, match="qemu-user-static"):
+        image.check_emulation(foreign, binfmt=tmp_path)
+    (tmp_path / image.QEMU_BINFMT[foreign]).write_text("disabled\ninterpreter /usr/bin/qemu\n")
+    with pytest.raises(UsageError, match="missing or disabled"):
+        image.check_emulation(foreign, binfmt=tmp_path)
+    (tmp_path / image.QEMU_BINFMT[foreign]).write_text("enabled\ninterpreter /usr/bin/qemu\n")
+    image.check_emulation(foreign, binfmt=tmp_path)
+
+
+def test_arm64_tool_image_builds_with_the_platform_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(image, "check_emulation", lambda platform: None)
+    runner = Recorder()
+    built = image.build("bwa", engine=image.podman_engine(runner=runner), repo=REPO, platform="arm64",
+                        base="genostage/base:0.1.0-arm64")
+    assert built.tag == "genostage/bwa:0.7.17-arm64" and built.platform == "arm64"
+    build = next(c for c in runner.calls if "build" in c)
+    assert build[build.index("--platform") + 1] == "linux/arm64"
+    assert build[build.index("-t") + 1] == "genostage/bwa:0.7.17-arm64"
+    assert "BASE_IMAGE=genostage/base:0.1.0-arm64" in build
+
+
+def test_base_context_for_another_architecture_compiles_from_source(tmp_path: Path) -> None:
+    """No aarch64 wheel: the pure dependencies, the build requirements for the target and src/."""
+    calls: List[List[str]] = []
+
+    def runner(argv: List[str], **kwargs: Any) -> "subprocess.CompletedProcess[str]":
+        calls.append(argv)
+        if argv[3] == "wheel":  # pip wheel of the repository: this machine's wheel and pure deps
+            dest = Path(argv[argv.index("--wheel-dir") + 1])
+            from genostage import __version__
+            (dest / f"genostage-{__version__}-cp311-cp311-linux_x86_64.whl").write_bytes(b"x")
+            (dest / "boto3-1.40.0-py3-none-any.whl").write_bytes(b"x")
+        return subprocess.CompletedProcess(argv, 0, "", None)
+
+    foreign = "arm64" if image.platform_name() == "x86_64" else "x86_64"
+    context = tmp_path / "ctx"
+    image.base_context(image.image_spec(CONTAINERS, "base"), context, foreign, REPO, None, sys.executable, runner)
+    wheels = sorted(p.name for p in (context / "wheels").iterdir())
+    assert wheels == ["boto3-1.40.0-py3-none-any.whl"]  # this machine's genostage wheel is dropped
+    download = calls[-1]
+    assert download[3] == "download" and "Cython>=3.0" in download
+    assert f"manylinux2014_{image.WHEEL_ARCH[foreign]}" in download and "--only-binary=:all:" in download
+    assert (context / "src" / "pyproject.toml").is_file() and (context / "src" / "ext" / "_checksum.pyx").is_file()
+    assert not list((context / "src").rglob("*.so")) and not (context / "src" / "ext" / "_checksum.c").exists()
+    dockerfile = (context / "Dockerfile").read_text()
+    assert "if [ -f /tmp/src/pyproject.toml ]" in dockerfile
+
+
+def test_a_given_wheel_must_match_the_platform(tmp_path: Path) -> None:
+    from genostage import __version__
+    wheel = tmp_path / f"genostage-{__version__}-cp311-cp311-manylinux_2_17_x86_64.whl"
+    wheel.write_bytes(b"x")
+    with pytest.raises(UsageError, match="not built for arm64"):
+        image.base_context(image.image_spec(CONTAINERS, "base"), tmp_path / "c", "arm64", None, wheel,
+                           sys.executable, Recorder())
+    runner = Recorder()
+    image.base_context(image.image_spec(CONTAINERS, "base"), tmp_path / "d", "x86_64", None, wheel,
+                       sys.executable, runner)
+    assert (tmp_path / "d" / "wheels" / wheel.name).is_file()
+    assert runner.calls[-1][3] == "download" and str(wheel) in runner.calls[-1]
+    local = tmp_path / f"genostage-{__version__}-cp311-cp311-linux_x86_64.whl"  # pip wheel's own tag
+    local.write_bytes(b"x")
+    image.base_context(image.image_spec(CONTAINERS, "base"), tmp_path / "e", "x86_64", None, local,
+                       sys.executable, runner)
+    assert "linux_x86_64" in runner.calls[-1]  # pip download accepts the local wheel's platform tag
+
+
+@mock_aws
+def test_push_arm64_uses_the_arm64_tags() -> None:
+    ecr = boto3.client("ecr", region_name="us-east-1")
+    runner = Recorder()
+    pushed = image.push("bwa", "123456789012", region="us-east-1", engine=image.podman_engine(runner=runner),
+                        repo=REPO, ecr=ecr, platform="arm64")
+    assert [p.rsplit(":", 1)[1] for p in pushed] == ["0.7.17-arm64", "latest-arm64"]
+    assert runner.calls[0][-1] == "genostage/bwa:0.7.17-arm64"  # inspected the local arm64 image

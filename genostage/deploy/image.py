@@ -1,7 +1,10 @@
 """Container images: build the images under ``containers/`` and push them to ECR.
 
 One folder per image under ``containers/`` (``base`` plus one per tool), each with a
-Dockerfile. The engine is docker where a docker engine answers ``docker info``, otherwise
+Dockerfile; the folder is the source checkout's when genostage runs from one, else the copy
+shipped in the wheel (``genostage/deploy/containers``). Images build for x86_64 or arm64
+(``platform``; tags ``VERSION`` and ``VERSION-arm64``); another architecture than this
+machine's runs under qemu-user-static (binfmt_misc). The engine is docker where a docker engine answers ``docker info``, otherwise
 podman (``--storage-driver vfs``, ``--isolation chroot``, ``--network host``: what works
 without a daemon or privileges beyond root). Without a registry to pull from, the Debian
 base (``debian:bookworm-slim``) is made with ``debootstrap --variant=minbase`` and imported;
@@ -91,7 +94,11 @@ class ImageSpec:
 
     @property
     def tag(self) -> str:
-        return f"{self.repository}:{self.version}"
+        return self.tag_for("x86_64")
+
+    def tag_for(self, platform: str) -> str:
+        """``genostage/NAME:VERSION`` (x86_64) or ``genostage/NAME:VERSION-arm64``."""
+        return f"{self.repository}:{platform_tag(self.version, platform)}"
 
     def build_args(self) -> Dict[str, str]:
         """``ARG NAME[=default]`` declarations of the Dockerfile (defaults may be empty)."""
@@ -105,31 +112,66 @@ def dockerfile_args(text: str) -> Dict[str, str]:
     return args
 
 
+def _is_checkout(d: Path) -> bool:
+    return (d / "containers" / "base" / "Dockerfile").is_file() and (d / "pyproject.toml").is_file()
+
+
+def source_checkout() -> Optional[Path]:
+    """The source checkout genostage runs from (editable install or ``python -m`` in the tree), if any."""
+    top = Path(__file__).resolve().parent.parent.parent  # genostage/deploy/image.py -> the tree
+    return top if _is_checkout(top) else None
+
+
+def packaged_containers() -> Optional[Path]:
+    """``containers/`` shipped inside the wheel (``genostage/deploy/containers``), if present."""
+    from importlib import resources
+
+    try:
+        root = resources.files("genostage.deploy") / "containers"
+    except (ModuleNotFoundError, TypeError):
+        return None
+    path = Path(str(root))  # an installed wheel is a directory tree, not a zip
+    return path if (path / "base" / "Dockerfile").is_file() else None
+
+
 def find_repo(start: Optional[Path] = None) -> Path:
-    """The genostage source tree (it holds ``containers/base/Dockerfile``)."""
-    candidates = []
+    """The genostage source tree: ``start`` (or a folder above it), else the checkout genostage runs from."""
     if start is not None:
-        candidates.append(Path(start))
-    candidates += [Path.cwd(), Path(__file__).resolve().parent.parent]
-    for first in candidates:
-        for d in [first.resolve(), *first.resolve().parents]:
-            if (d / "containers" / "base" / "Dockerfile").is_file() and (d / "pyproject.toml").is_file():
+        for d in [Path(start).resolve(), *Path(start).resolve().parents]:
+            if _is_checkout(d):
                 return d
-    raise UsageError(
-        "cannot find the genostage source tree (a folder with containers/base/Dockerfile "
-        "and pyproject.toml): run from a checkout or pass --repo"
-    )
+        raise UsageError(f"--repo {start}: not a genostage source tree (no containers/base/Dockerfile "
+                         "and pyproject.toml in it or above it)")
+    found = source_checkout()
+    if found is None:
+        raise UsageError("this genostage is installed from a wheel, not run from a source checkout: "
+                         "pass --repo DIR (a genostage checkout)")
+    return found
 
 
-def list_images(repo: Path) -> List[str]:
-    root = repo / "containers"
-    return sorted(p.parent.name for p in root.glob("*/Dockerfile"))
+def containers_dir(repo: Optional[Path] = None) -> Path:
+    """The images' folder: ``repo``'s ``containers/``, else the source checkout's, else the wheel's copy."""
+    if repo is not None:
+        return find_repo(repo) / "containers"
+    checkout = source_checkout()
+    if checkout is not None:
+        return checkout / "containers"
+    packaged = packaged_containers()
+    if packaged is not None:
+        return packaged
+    raise UsageError("no container definitions: genostage runs from neither a source checkout nor a wheel "
+                     "that ships genostage/deploy/containers (pass --repo DIR, a genostage checkout)")
 
 
-def image_spec(repo: Path, name: str) -> ImageSpec:
-    directory = repo / "containers" / name
+def list_images(containers: Path) -> List[str]:
+    """The image folders under ``containers`` (the folder itself, e.g. from :func:`containers_dir`)."""
+    return sorted(p.parent.name for p in containers.glob("*/Dockerfile"))
+
+
+def image_spec(containers: Path, name: str) -> ImageSpec:
+    directory = containers / name
     if not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", name) or not (directory / "Dockerfile").is_file():
-        raise UsageError(f"unknown image {name!r}: choose from {', '.join(list_images(repo))}")
+        raise UsageError(f"unknown image {name!r}: choose from {', '.join(list_images(containers))}")
     if name == "base":
         version = __version__
     else:
@@ -137,6 +179,51 @@ def image_spec(repo: Path, name: str) -> ImageSpec:
         if not version:
             raise UsageError(f"{directory / 'Dockerfile'}: no 'ARG TOOL_VERSION=...' to take the version from")
     return ImageSpec(name, directory, version)
+
+
+# ---------------------------------------------------------------- platforms
+
+PLATFORMS = ("x86_64", "arm64")  # AWS Batch's names for the two architectures
+_ALIASES = {"x86_64": "x86_64", "amd64": "x86_64", "linux/amd64": "x86_64",
+            "arm64": "arm64", "aarch64": "arm64", "linux/arm64": "arm64", "linux/arm64/v8": "arm64"}
+DEBIAN_ARCH = {"x86_64": "amd64", "arm64": "arm64"}
+WHEEL_ARCH = {"x86_64": "x86_64", "arm64": "aarch64"}
+QEMU_BINFMT = {"x86_64": "qemu-x86_64", "arm64": "qemu-aarch64"}
+
+
+def platform_name(text: Optional[str] = None) -> str:
+    """``x86_64`` or ``arm64`` for any usual spelling (amd64, aarch64, linux/arm64); None: this host's."""
+    if text is None:
+        text = os.uname().machine
+    try:
+        return _ALIASES[text.lower()]
+    except KeyError:
+        raise UsageError(f"unknown platform {text!r}: x86_64 or arm64") from None
+
+
+def oci_platform(platform: str) -> str:
+    return f"linux/{DEBIAN_ARCH[platform_name(platform)]}"
+
+
+def platform_tag(version: str, platform: str) -> str:
+    """The image tag for ``platform``: the version for x86_64, ``VERSION-arm64`` for arm64."""
+    platform = platform_name(platform)
+    return version if platform == "x86_64" else f"{version}-{platform}"
+
+
+def check_emulation(platform: str, binfmt: Path = Path("/proc/sys/fs/binfmt_misc")) -> None:
+    """Building for another architecture runs its binaries: qemu-user-static must be registered."""
+    platform = platform_name(platform)
+    if platform == platform_name():
+        return
+    entry = binfmt / QEMU_BINFMT[platform]
+    try:
+        enabled = entry.read_text().splitlines()[0].strip() == "enabled"
+    except (OSError, IndexError):
+        enabled = False
+    if not enabled:
+        raise UsageError(f"building {platform} images on {platform_name()} runs {platform} binaries: install "
+                         f"qemu-user-static and register it with binfmt_misc ({entry} is missing or disabled)")
 
 
 # ---------------------------------------------------------------- engines
@@ -164,8 +251,11 @@ class Engine:
     def size(self, ref: str) -> int:
         return int(self.call(["image", "inspect", "--format", "{{.Size}}", ref]).stdout.strip())
 
-    def build(self, context: Path, dockerfile: Path, tag: str, build_args: Dict[str, str]) -> None:
+    def build(self, context: Path, dockerfile: Path, tag: str, build_args: Dict[str, str],
+              platform: Optional[str] = None) -> None:
         args = ["build", *self.build_flags, "-f", str(dockerfile), "-t", tag]
+        if platform is not None:
+            args += ["--platform", oci_platform(platform)]
         for key, value in build_args.items():
             args += ["--build-arg", f"{key}={value}"]
         # stream the build log: long builds show progress, failures show their cause
@@ -265,33 +355,28 @@ def rootfs_key(suite: str, mirror: str, arch: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _arch() -> str:
-    try:
-        return subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return os.uname().machine
-
-
 def bootstrap_rootfs(mirror: str, suite: str = DEBIAN_SUITE, cache: Path = CACHE_DIR,
-                     runner: Runner = subprocess.run) -> Tuple[Path, str]:
-    """A slim Debian root file system as a tarball, made once and cached: (path, key)."""
-    key = rootfs_key(suite, mirror, _arch())
-    tarball = cache / f"debian-{suite}-{key}.tar"
+                     runner: Runner = subprocess.run, platform: Optional[str] = None) -> Tuple[Path, str]:
+    """A slim Debian root file system for ``platform`` (default: this host's) as a tarball, made once
+    and cached: (path, key). Another architecture's needs qemu-user-static (see :func:`check_emulation`)."""
+    arch = DEBIAN_ARCH[platform_name(platform)]
+    key = rootfs_key(suite, mirror, arch)
+    tarball = cache / f"debian-{suite}-{arch}-{key}.tar"
     if tarball.is_file():
         log.info("Debian %s root file system: cached %s", suite, tarball)
         return tarball, key
     if not shutil.which("debootstrap"):
         raise UsageError("debootstrap is not installed (make container-deps)")
     cache.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f"debian-{suite}-", dir=cache))
+    work = Path(tempfile.mkdtemp(prefix=f".work-debian-{suite}-{arch}-", dir=cache))
     try:
         rootfs = work / "rootfs"
         started = time.monotonic()
-        log.info("debootstrap --variant=minbase %s from %s (about a minute)", suite, mirror)
+        log.info("debootstrap --variant=minbase --arch %s %s from %s (a minute or more)", arch, suite, mirror)
         for attempt in (1, 2):  # debootstrap itself does not retry a failed download
             try:
-                _call(["debootstrap", "--variant=minbase", suite, str(rootfs), mirror], runner=runner)
+                _call(["debootstrap", "--variant=minbase", f"--arch={arch}", suite, str(rootfs), mirror],
+                      runner=runner)
                 break
             except EngineFailed:
                 if attempt == 2:
@@ -302,7 +387,7 @@ def bootstrap_rootfs(mirror: str, suite: str = DEBIAN_SUITE, cache: Path = CACHE
         partial = work / "rootfs.tar"
         _call(["tar", "--numeric-owner", "-C", str(rootfs), "-cf", str(partial), "."], runner=runner)
         os.replace(partial, tarball)
-        for old in cache.glob(f"debian-{suite}-*.tar"):
+        for old in cache.glob(f"debian-{suite}-{arch}-*.tar"):
             if old != tarball:  # made from other inputs (mirror, recipe): superseded
                 old.unlink(missing_ok=True)
         log.info("Debian %s root file system: %s in %.0f s", suite, format_size(tarball.stat().st_size),
@@ -333,22 +418,29 @@ def _slim(rootfs: Path) -> None:
 
 
 def ensure_debian_image(engine: Engine, ref: str = DEBIAN_IMAGE, mirror: Optional[str] = None,
-                        cache: Path = CACHE_DIR) -> str:
-    """Make ``ref`` available to podman from a debootstrap root file system; returns the ref to use.
+                        cache: Path = CACHE_DIR, platform: Optional[str] = None) -> str:
+    """Make ``ref`` available to podman from a debootstrap root file system; returns the ref to use
+    (``localhost/debian:bookworm-slim``, ``...-arm64`` for arm64).
 
-    docker pulls the image itself; so does podman where ``debootstrap`` is missing.
+    docker pulls the image itself (``--platform`` picks the architecture); so does podman where
+    ``debootstrap`` is missing.
     """
+    platform = platform_name(platform)
     if engine.kind != "podman":
         return ref
     if not shutil.which("debootstrap"):
         log.warning("debootstrap is not installed: podman pulls %s", ref)
         return ref
     local = ref if "/" in ref.split(":")[0] else f"localhost/{ref}"
+    if platform != "x86_64":
+        local = f"{local}-{platform}"
+    arch = DEBIAN_ARCH[platform]
     mirror = mirror or debian_mirror()
-    if engine.label(local, ROOTFS_LABEL) == rootfs_key(DEBIAN_SUITE, mirror, _arch()):
+    if engine.label(local, ROOTFS_LABEL) == rootfs_key(DEBIAN_SUITE, mirror, arch):
         return local
-    tarball, key = bootstrap_rootfs(mirror, cache=cache, runner=engine.runner)
-    engine.call(["import", "--change", f"LABEL {ROOTFS_LABEL}={key}", "--change", 'CMD ["bash"]',
+    check_emulation(platform)
+    tarball, key = bootstrap_rootfs(mirror, cache=cache, runner=engine.runner, platform=platform)
+    engine.call(["import", "--arch", arch, "--change", f"LABEL {ROOTFS_LABEL}={key}", "--change", 'CMD ["bash"]',
                  str(tarball), local])
     log.info("imported %s as %s", tarball.name, local)
     return local
@@ -362,9 +454,11 @@ class BuiltImage:
     tag: str
     size: int
     seconds: float
+    platform: str = "x86_64"
 
     def __str__(self) -> str:
-        return f"{self.tag}: {format_size(self.size)} ({self.size} bytes), built in {self.seconds:.0f} s"
+        return (f"{self.tag} ({self.platform}): {format_size(self.size)} ({self.size} bytes), "
+                f"built in {self.seconds:.0f} s")
 
 
 def build_wheels(repo: Path, dest: Path, python: str = sys.executable,
@@ -382,34 +476,96 @@ def build_wheels(repo: Path, dest: Path, python: str = sys.executable,
     return wheels[0]
 
 
+def download_wheels(requirements: Sequence[str], dest: Path, platform: str, python: str = sys.executable,
+                    runner: Runner = subprocess.run) -> None:
+    """``pip download`` binary wheels of ``requirements`` (and their dependencies) for the image's
+    CPython 3.11 on ``platform``, whatever this machine is."""
+    arch = WHEEL_ARCH[platform_name(platform)]
+    argv = [python, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--dest", str(dest),
+            "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311", "--abi", "abi3",
+            "--abi", "none"]
+    for tag in ("manylinux_2_36", "manylinux_2_28", "manylinux2014", "linux"):  # linux_*: a local build
+        argv += ["--platform", f"{tag}_{arch}"]
+    dest.mkdir(parents=True, exist_ok=True)
+    _call([*argv, *requirements], runner=runner)
+
+
+def copy_source(repo: Path, dest: Path) -> None:
+    """What building genostage from source needs (no compiled or generated files)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("pyproject.toml", "setup.py", "README.md"):
+        shutil.copy2(repo / name, dest / name)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.so", "_*.c", "containers")
+    for folder in ("genostage", "ext"):
+        shutil.copytree(repo / folder, dest / folder, ignore=ignore)
+
+
+def base_context(spec: ImageSpec, context: Path, platform: str, repo: Optional[Path], wheel: Optional[Path],
+                 python: str, runner: Runner) -> None:
+    """The base image's build context: its folder, ``wheels/`` and (to compile in the image) ``src/``.
+
+    With ``wheel`` (a genostage wheel for ``platform``): it and its dependencies. Else from the
+    source checkout: ``pip wheel`` of it when ``platform`` is this machine's; for another
+    architecture the source tree goes in ``src/`` with the build requirements' wheels for that
+    platform, and the image's install stage compiles the kernels (under emulation).
+    """
+    shutil.copytree(spec.directory, context)
+    wheels, src = context / "wheels", context / "src"
+    wheels.mkdir()
+    src.mkdir()
+    (src / "EMPTY").write_text("no source: genostage installs from wheels/\n")
+    if wheel is not None:
+        if not wheel.is_file() or not wheel.name.startswith(f"genostage-{__version__}-"):
+            raise UsageError(f"--wheel {wheel}: expected a genostage-{__version__}-*.whl file")
+        if not wheel.name.endswith(("-none-any.whl", f"_{WHEEL_ARCH[platform]}.whl")):
+            raise UsageError(f"--wheel {wheel.name}: not built for {platform} ({WHEEL_ARCH[platform]})")
+        shutil.copy2(wheel, wheels / wheel.name)
+        download_wheels([str(wheel)], wheels, platform, python, runner)
+        return
+    if repo is None:
+        raise UsageError("building the base image needs genostage itself: pass --wheel FILE (a genostage "
+                         f"{__version__} wheel for {platform}) or --repo DIR (a source checkout)")
+    built = build_wheels(repo, wheels, python=python, runner=runner)
+    if platform == platform_name() or built.name.endswith("-none-any.whl"):
+        log.info("wheel: %s", built.name)
+        return
+    built.unlink()  # this machine's build; the dependencies beside it are pure Python
+    download_wheels(["setuptools>=64", "wheel", "Cython>=3.0"], wheels, platform, python, runner)
+    copy_source(repo, src)
+    log.info("no %s wheel given: genostage is compiled from source inside the image (slow under emulation)",
+             platform)
+
+
 def build(name: str, tag: Optional[str] = None, engine: Optional[Engine] = None,
           repo: Optional[Path] = None, base: Optional[str] = None, python: str = sys.executable,
-          cache: Path = CACHE_DIR) -> BuiltImage:
-    """Build ``containers/<name>`` (a tool image builds the base first unless ``base`` is given)."""
-    repo = find_repo(repo)
-    spec = image_spec(repo, name)
+          cache: Path = CACHE_DIR, platform: Optional[str] = None, wheel: Optional[Path] = None) -> BuiltImage:
+    """Build ``containers/<name>`` for ``platform`` (default: this machine's); a tool image builds
+    the base first unless ``base`` is given."""
+    platform = platform_name(platform)
+    spec = image_spec(containers_dir(repo), name)
+    checkout = find_repo(repo) if repo is not None else source_checkout()
     engine = engine or detect_engine()
-    tag = tag or spec.tag
+    tag = tag or spec.tag_for(platform)
+    check_emulation(platform)
     declared = spec.build_args()
     values: Dict[str, str] = {}
     if "BUILD_IMAGE" in declared or name == "base":
-        debian = ensure_debian_image(engine, cache=cache)
+        debian = ensure_debian_image(engine, cache=cache, platform=platform)
         values["BUILD_IMAGE" if name != "base" else "BASE_IMAGE"] = debian
     if name != "base":
-        values["BASE_IMAGE"] = base or build("base", engine=engine, repo=repo, python=python, cache=cache).tag
+        values["BASE_IMAGE"] = base or build("base", engine=engine, repo=repo, python=python, cache=cache,
+                                             platform=platform, wheel=wheel).tag
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix=f"genostage-image-{name}-") as tmp:
         context = spec.directory
         if name == "base":
             context = Path(tmp) / "context"
-            shutil.copytree(spec.directory, context)
-            wheel = build_wheels(repo, context / "wheels", python=python, runner=engine.runner)
-            log.info("wheel: %s", wheel.name)
+            base_context(spec, context, platform, checkout, wheel, python, engine.runner)
             values["GENOSTAGE_VERSION"] = __version__
-        log.info("building %s with %s", tag, engine.kind)
+        log.info("building %s for %s with %s", tag, platform, engine.kind)
         engine.build(context, context / "Dockerfile", tag,
-                     {k: v for k, v in values.items() if k in declared})
-    built = BuiltImage(name, tag, engine.size(tag), time.monotonic() - started)
+                     {k: v for k, v in values.items() if k in declared}, platform=platform)
+    built = BuiltImage(name, tag, engine.size(tag), time.monotonic() - started, platform)
     log.info("built %s", built)
     return built
 
@@ -493,14 +649,18 @@ def registry_credentials(ecr: Any, account: Optional[str] = None) -> Tuple[str, 
 
 
 def push(name: str, registry: str, region: Optional[str] = None, engine: Optional[Engine] = None,
-         repo: Optional[Path] = None, ecr: Any = None, tag: Optional[str] = None) -> List[str]:
-    """Tag the built image with its version and ``latest`` in ECR and push both; the pushed refs."""
-    spec = image_spec(find_repo(repo), name)
-    local = tag or spec.tag
+         repo: Optional[Path] = None, ecr: Any = None, tag: Optional[str] = None,
+         platform: Optional[str] = None) -> List[str]:
+    """Tag the built image with its version and ``latest`` in ECR (``VERSION-arm64`` and
+    ``latest-arm64`` for arm64) and push both; the pushed refs."""
+    platform = platform_name(platform)
+    spec = image_spec(containers_dir(repo), name)
+    local = tag or spec.tag_for(platform)
     reg = parse_registry(registry, region)
     engine = engine or detect_engine()
     if not engine.exists(local):
-        raise NotFound(f"image {local} does not exist: run 'genostage image build {name}' first")
+        flag = "" if platform == "x86_64" else f" --platform {platform}"
+        raise NotFound(f"image {local} does not exist: run 'genostage image build {name}{flag}' first")
     if ecr is None:
         import boto3
 
@@ -510,7 +670,7 @@ def push(name: str, registry: str, region: Optional[str] = None, engine: Optiona
     engine.login(reg.host, username, password)
     pushed = []
     for version in (spec.version, "latest"):
-        ref = f"{uri}:{version}"
+        ref = f"{uri}:{platform_tag(version, platform)}"
         engine.tag(local, ref)
         engine.push(ref)
         log.info("pushed %s", ref)
