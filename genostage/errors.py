@@ -152,7 +152,9 @@ class ToolFailed(GenostageError):
         else:
             what = f"exited with status {returncode}"
         last = next((line.strip() for line in reversed(self.stderr_tail) if line.strip()), "")
-        super().__init__(f"tool {what}: {command}" + (f" (its last words: {last[:200]})" if last else ""))
+        shown = " ".join(command.split())  # one line, whatever the script's layout
+        shown = shown if len(shown) <= 300 else shown[:297] + "..."
+        super().__init__(f"tool {what}: {shown}" + (f" (its last words: {last[:200]})" if last else ""))
 
 
 class Interrupted(GenostageError):

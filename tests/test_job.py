@@ -118,3 +118,19 @@ def test_sweeping_never_removes_a_starting_or_live_job(tmp_path):
     for s in live:
         s.close(failed=False)
     assert [p for p in tmp_path.iterdir()] == []
+
+
+def test_sweep_leaves_folders_it_did_not_make(tmp_path):
+    """A node cache under the scratch root (genostage-cache, say) is not a dead job's directory."""
+    cache = tmp_path / "genostage-cache"
+    (cache / "entries").mkdir(parents=True)
+    old = 1_000_000
+    os.utime(cache, (old, old))
+    with scratch_mod.Scratch(str(tmp_path)) as s:
+        s.sweep()
+    assert (cache / "entries").is_dir()
+
+
+def test_tool_failed_is_one_line_whatever_the_script():
+    err = ToolFailed("set -e\nstep one\nstep two", 2, ["first", "last words"])
+    assert "\n" not in str(err) and str(err).endswith("(its last words: last words)")

@@ -356,3 +356,40 @@ def test_shell_paths_never_run_code(s3, s3_client, bucket, tmp_path):
     assert r.returncode == 0, r.stderr
     assert get(s3_client, bucket, "o.txt") == b"data\n"
     assert not list(tmp_path.rglob("PWNED*"))
+
+
+def test_a_spot_notice_stops_the_job_for_a_retry(s3, s3_client, bucket, tmp_path):
+    """The metadata service announces the instance's reclaim: the running job stops its tool,
+    cleans up and exits 10 (what the job definitions retry) within 5 s of the notice."""
+    import threading
+
+    from .test_spot import FakeIMDS
+
+    server = FakeIMDS()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    root = tmp_path / "s"
+    try:
+        proc = _start(["run", "--scratch", str(root), "-o", f"out=s3://{bucket}/spot/out.txt", "--shell", "--",
+                       "echo started >&2; sleep 300; echo done > {out}"],
+                      env={"AWS_BATCH_JOB_ID": "spot-job-1", "GENOSTAGE_IMDS_ENDPOINT": server.endpoint,
+                           "GENOSTAGE_SPOT_INTERVAL": "0.5"})
+        lines = []
+
+        def started():
+            line = proc.stderr.readline()
+            lines.append(line)
+            return "started" in line or not line
+        assert _wait_for(started, 60), "".join(lines)
+        announced = server.announce()
+        _, err = proc.communicate(timeout=30)
+        took = time.monotonic() - announced
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert proc.returncode == 10, "".join(lines) + err
+    assert took < 5, took
+    assert "spot interruption notice" in err and "Traceback" not in err
+    manifest = json.loads(get(s3_client, bucket, "spot/out.txt.manifest.json"))
+    assert manifest["status"] == "preempted" and manifest["exit_status"] == 10
+    assert keys(s3_client, bucket, "spot/") == ["spot/out.txt.manifest.json"]
+    assert scratch_dirs(root) == []

@@ -18,6 +18,12 @@ written, scratch is removed, and :class:`~genostage.errors.Interrupted` propagat
 exits 128+N). A signal that arrives once every output is published changes nothing: the
 job has succeeded.
 
+**Spot instances.** In an AWS Batch job (``AWS_BATCH_JOB_ID`` set), or wherever
+``GENOSTAGE_IMDS_ENDPOINT`` points, a watcher polls the instance metadata service every 2 s
+(``GENOSTAGE_SPOT_INTERVAL``) for the spot interruption notice EC2 gives two minutes ahead;
+on a notice the job stops as on SIGTERM and ends with
+:class:`~genostage.errors.Preempted` (exit 10, which the job definitions retry).
+
 **Retries.** An attempt killed outright (SIGKILL, a lost instance) leaves its scratch
 directory behind; the next job on the same root sweeps it, and when it is the same AWS Batch
 job (same ``AWS_BATCH_JOB_ID``) it resumes the downloads that attempt had started (each part
@@ -35,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, 
 
 from ..cancel import Cancel
 from ..config import TransferConfig
-from ..errors import Interrupted, ToolFailed, UsageError
+from ..errors import Interrupted, Preempted, ToolFailed, UsageError
 from ..fsutil import check_space, write_atomic
 from ..location import Location, parse
 from ..store import Stores
@@ -43,6 +49,7 @@ from ..transfer import Transfer, put_verified
 from ..transfer.journal import clear_upload_journals, leftover_uploads
 from . import manifest as M
 from .scratch import Keep, Scratch
+from .spot import ENV_ENDPOINT, SpotWatcher
 from .staging import Staged, collect_output, fetch_chunks, plan_input, plan_output, transfer_staged
 from .tool import Tool, ToolResult
 
@@ -97,6 +104,8 @@ class Job:
         self.cancel = Cancel()
         self.manifest: Dict[str, Any] = {}
         self.published = False  # every output is published: nothing can undo the job now
+        self._preempted: Optional[Preempted] = None
+        self._spot: Optional[SpotWatcher] = None
         self.extra: Dict[str, Any] = {}  # more for the manifest (a scatter child's record counts)
         self._taken: Set[str] = set()
         self._tool: Optional[Tool] = None
@@ -119,7 +128,24 @@ class Job:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self._old_handlers[sig] = signal.signal(sig, self._on_signal)
         self._abort_leftover_uploads()
+        self._watch_spot()
         return self
+
+    def _watch_spot(self) -> None:
+        if not (os.environ.get("AWS_BATCH_JOB_ID") or os.environ.get(ENV_ENDPOINT)):
+            return
+        interval = float(os.environ.get("GENOSTAGE_SPOT_INTERVAL") or 2.0)
+        self._spot = SpotWatcher(self._on_spot_notice, interval=interval).start()
+
+    def _on_spot_notice(self, notice: str) -> None:
+        """On the watcher's thread: stop as a SIGTERM would, from the main thread (where the
+        signal handler runs), so whatever the job is doing is interrupted there."""
+        self._preempted = Preempted(f"spot interruption notice ({notice}): stopped so that a retry runs elsewhere")
+        log.warning("%s", self._preempted)
+        if self._old_handlers:
+            os.kill(os.getpid(), signal.SIGTERM)
+        else:
+            self.stop(15, self._preempted)
 
     def __exit__(self, exc_type, exc, tb) -> None:  # type: ignore[no-untyped-def]
         error: Optional[BaseException] = exc
@@ -138,6 +164,8 @@ class Job:
             if error is None:
                 error = manifest_error
         finally:
+            if self._spot is not None:
+                self._spot.stop()
             self.scratch.close(failed=error is not None)
             for sig, handler in self._old_handlers.items():
                 signal.signal(sig, handler)
@@ -149,7 +177,7 @@ class Job:
         if self.published:
             log.warning("received signal %d after every output was published: finishing", signum)
             return
-        self.stop(signum)
+        self.stop(signum, self._preempted)
 
     def stop(self, signum: int = 15, reason: Optional[BaseException] = None) -> None:
         """Stop the job as a signal would: the tool gets SIGTERM, transfers stop, uploads are

@@ -13,6 +13,7 @@ import errno
 import fcntl
 import logging
 import os
+import re
 import shutil
 import socket
 import stat
@@ -32,6 +33,7 @@ KEEP_POLICIES = ("never", "on-failure", "always")
 Keep = Literal["never", "on-failure", "always"]
 PARTIAL = ".partial"
 _YOUNG = 120.0  # seconds: a directory without a lock file this young may be a job starting up
+_SCRATCH_NAME = re.compile(r"^genostage-.+-[0-9a-f]{12}$")  # what Scratch.create names a job's directory
 
 
 def default_root() -> str:
@@ -139,7 +141,9 @@ class Scratch:
             if name.startswith(f".making-{PREFIX}") and self._is_dead(full) and self._old(full):
                 _remove_tree(full)  # a job killed between mkdir and rename
                 continue
-            if not name.startswith(PREFIX) or (self.path and full == str(self.path)) or not os.path.isdir(full):
+            if not _SCRATCH_NAME.match(name) or (self.path and full == str(self.path)) or not os.path.isdir(full):
+                continue  # only what a job made: a cache or a user's folder named genostage-... is left alone
+            if not os.path.exists(os.path.join(full, ".lock")):
                 continue
             if os.path.islink(full) or not self._is_dead(full):
                 continue
