@@ -1,4 +1,4 @@
-# genostage: `make demo` and `make test` install whatever is missing, then run.
+# genostage: `make demo`, `make test` and `make dist` install whatever is missing, then run.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -87,7 +87,7 @@ dist: $(VENV)/.installed
 	@ls -l $(DIST)
 
 dist-sdist: $(SDIST)
-$(SDIST): $(VENV)/.installed $(shell git ls-files 2>/dev/null)
+$(SDIST): $(VENV)/.installed $(wildcard $(shell git ls-files 2>/dev/null))
 	@mkdir -p $(DIST)
 	$(PY) -m build --sdist -o $(DIST) .
 

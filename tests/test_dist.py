@@ -36,7 +36,8 @@ except ImportError:  # Python < 3.11: build depends on tomli there
 REPO = Path(__file__).resolve().parent.parent
 VERSION = re.search(r'^__version__ = "(.+)"', (REPO / "genostage" / "__init__.py").read_text(), re.M).group(1)  # type: ignore[union-attr]
 CIBW = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["cibuildwheel"]
-KERNEL_TESTS: List[str] = re.findall(r"tests/test_\w+\.py", " ".join(CIBW["test-command"]))
+KERNEL_TESTS: List[str] = re.findall(r"tests/test_\w+\.py", CIBW["test-command"])
+TEST_SOURCES: List[str] = CIBW["test-sources"]
 KERNEL_TEST_REQUIRES: List[str] = CIBW["test-requires"]
 # what reaches a child process from this one that could put the source tree on its path
 LEAKY = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV", "PYTHONSAFEPATH", "PYTHONNOUSERSITE")
@@ -70,10 +71,13 @@ def _auditwheel_show(wheel: Path) -> str:
 
 
 def _copy_tests(dest: Path) -> Path:
-    """A copy of tests/ and the pytest configuration, outside the source tree."""
+    """A copy of cibuildwheel's test-sources (tests/ and the pytest configuration), outside the source tree."""
     dest.mkdir()
-    shutil.copytree(REPO / "tests", dest / "tests", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(REPO / "pyproject.toml", dest)
+    for name in TEST_SOURCES:
+        if (REPO / name).is_dir():
+            shutil.copytree(REPO / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(REPO / name, dest / name)
     return dest
 
 
@@ -256,5 +260,6 @@ def test_cibuildwheel_builds_the_same_set() -> None:
                 env=_env(Path(sys.executable).parent))
     expected = {f"cp3{m}-manylinux_{arch}" for m in range(9, 14) for arch in ("x86_64", "aarch64")}
     assert set(done.stdout.split()) == expected
+    assert TEST_SOURCES == ["tests", "pyproject.toml"]
     assert set(KERNEL_TESTS) == {"tests/test_checksum.py", "tests/test_bgzf.py", "tests/test_fastq_kernel.py",
                                  "tests/test_compress.py"}
