@@ -207,9 +207,10 @@ def test_installed_package_works(installed: Path, tmp_path: Path) -> None:
         assert b"".join(gzip.decompress(Path(tmp_path, c["files"][mate]).read_bytes()) for c in chunks) == expected
 
     # the testing helpers ship, but without their extra they say how to get it
-    demo = _run([python, "-m", "genostage.testing.demo"], cwd=tmp_path, env=env, check=False)
-    assert demo.returncode == 2 and "Traceback" not in demo.stderr, demo.stderr
-    assert demo.stderr.count("\n") == 1 and "pip install 'genostage[testing]'" in demo.stderr
+    for how in (["-m", "genostage.testing.demo"], ["-c", "import genostage.testing.s3server"]):
+        done = _run([python, *how], cwd=tmp_path, env=env, check=False)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        assert done.stderr.count("\n") == 1 and "pip install 'genostage[testing]'" in done.stderr
 
     _run_kernel_tests([python], _copy_tests(tmp_path / "kernel-tests"), env)
 
