@@ -31,7 +31,7 @@ def test_kernels_native(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not (shutil.which(ARM_GCC) and shutil.which("qemu-aarch64") and os.path.exists(ARM_LIBC)),
-                    reason="needs gcc-aarch64-linux-gnu, libc6-dev-arm64-cross and qemu-user")
+                    reason="needs gcc-aarch64-linux-gnu, libc6-dev-arm64-cross and qemu-user (`make cross-deps`)")
 def test_kernels_aarch64_under_qemu(tmp_path: Path) -> None:
     out = _build_and_run(ARM_GCC, tmp_path / "selftest-arm", ["qemu-aarch64", "-cpu", "max"], ["-static"])
     assert out.startswith("paths tested: 2 (best 4)") and "failures: 0" in out  # portable + pmull

@@ -17,6 +17,10 @@ else (HEAD, listings, plain GETs, uploads) is moto's own answer.
 """
 from __future__ import annotations
 
+from . import require_extra
+
+require_extra("genostage.testing.counting")  # before anything that needs the extra
+
 import contextlib
 import logging
 import re

@@ -9,6 +9,10 @@
 """
 from __future__ import annotations
 
+from . import require_extra
+
+require_extra("genostage.testing.demo")  # before anything that needs the extra
+
 import json
 import os
 import random

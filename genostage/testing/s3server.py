@@ -7,6 +7,10 @@ endpoint URL and the credentials to use.
 """
 from __future__ import annotations
 
+from . import require_extra
+
+require_extra("genostage.testing.s3server")  # before anything that needs the extra
+
 import contextlib
 import os
 import shutil
