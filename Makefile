@@ -5,7 +5,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 # command:debian-package pairs the tests and the demo need
-APT_TOOLS := /usr/include/zlib.h:zlib1g-dev samtools:samtools seqkit:seqkit sambamba:sambamba bwa:bwa bgzip:tabix bcftools:bcftools
+APT_TOOLS := /usr/include/zlib.h:zlib1g-dev samtools:samtools seqkit:seqkit sambamba:sambamba bwa:bwa bgzip:tabix bcftools:bcftools \
+	java:default-jre-headless /usr/share/java/snpeff.jar:libsnpeff-java
 CONTAINER_TOOLS := podman:podman buildah:buildah debootstrap:debootstrap
 # the aarch64 cross compiler, qemu-user, and (multiarch) Debian's CPython 3.11 for arm64: its
 # headers and sysconfig data for the cross build, its libraries for running it under qemu
