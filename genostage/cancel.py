@@ -43,6 +43,23 @@ class Cancel(threading.Event):
             raise self.error()
 
 
+class Linked(Cancel):
+    """A token of its own that is also set when ``parent`` is: one batch of work stops on its
+    own first error without stopping the caller's other work, and stops when the caller does."""
+
+    def __init__(self, parent: Optional[threading.Event]) -> None:
+        super().__init__()
+        self.parent = parent
+
+    def is_set(self) -> bool:
+        return super().is_set() or (self.parent is not None and self.parent.is_set())
+
+    def error(self) -> BaseException:
+        if self.parent is not None and self.parent.is_set():
+            return error_of(self.parent)
+        return super().error()
+
+
 def error_of(cancel: Optional[threading.Event]) -> BaseException:
     """The error a stop of ``cancel`` stands for (any Event: one without a ``signum`` counts
     as SIGTERM)."""
@@ -81,4 +98,4 @@ def stop_on_signals(cancel: Optional[Cancel] = None,
             signal.signal(sig, handler)
 
 
-__all__ = ["Cancel", "check", "error_of", "stop_on_signals"]
+__all__ = ["Cancel", "Linked", "check", "error_of", "stop_on_signals"]

@@ -22,23 +22,32 @@ _BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]$")
 
 @dataclass(frozen=True)
 class Location:
-    """Where bytes live. ``scheme`` is ``"s3"`` or ``"file"``."""
+    """Where bytes live. ``scheme`` is ``"s3"`` or ``"file"``; ``"pipe"`` is a named pipe (or
+    an open descriptor: ``fd``) that a streamed copy writes into in order (never parsed from
+    text: see :mod:`genostage.store.pipe`)."""
 
     scheme: str
     bucket: str = ""
     key: str = ""
     path: str = ""
     version_id: Optional[str] = None
+    fd: int = -1
 
     @property
     def is_s3(self) -> bool:
         return self.scheme == "s3"
 
     @property
+    def is_pipe(self) -> bool:
+        return self.scheme == "pipe"
+
+    @property
     def is_prefix(self) -> bool:
         """True for ``s3://b/p/`` and for a local path ending in ``/`` or naming a directory."""
         if self.is_s3:
             return self.key == "" or self.key.endswith("/")
+        if self.is_pipe:
+            return False
         return self.path.endswith("/") or os.path.isdir(self.path)
 
     @property

@@ -40,6 +40,9 @@ def add_job_options(p: argparse.ArgumentParser) -> None:
                         "{index} in the URI is the array index")
     p.add_argument("-r", "--ref", action="append", default=[], metavar="NAME=URI",
                    help="reference data like --input, but read-only and served from the node cache (--cache)")
+    p.add_argument("--stream", action="append", default=[], metavar="NAME",
+                   help="input or output NAME is a named pipe: read while it downloads, or uploaded as it is "
+                        "written (verified; for tools that read or write in order, not ones that seek)")
     p.add_argument("--stdout", metavar="NAME", help="write the tool's stdout to output NAME")
     p.add_argument("--stderr", metavar="NAME", help="write the tool's stderr to output NAME")
     p.add_argument("--shell", action="store_true",
@@ -82,7 +85,7 @@ def job_spec(args: argparse.Namespace) -> JobSpec:
                    outputs=named(args.output, "--output"), shell=args.shell, stdout=args.stdout,
                    stderr=args.stderr, manifest=getattr(args, "manifest", None), scratch=args.scratch,
                    keep=args.keep_scratch, grace=args.grace, cache=args.cache,
-                   cache_max_size=args.cache_max_size, cache_link=args.cache_link)
+                   cache_max_size=args.cache_max_size, cache_link=args.cache_link, stream=list(args.stream))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -50,6 +50,7 @@ from ..transfer.journal import clear_upload_journals, leftover_uploads
 from . import manifest as M
 from .scratch import Keep, Scratch
 from .spot import ENV_ENDPOINT, SpotWatcher
+from .streams import StreamedInput, StreamedOutput, make_fifo, stream_chunk, stream_object
 from .staging import Staged, collect_output, fetch_chunks, plan_input, plan_output, transfer_staged
 from .tool import Tool, ToolResult
 
@@ -105,6 +106,8 @@ class Job:
         self.manifest: Dict[str, Any] = {}
         self.published = False  # every output is published: nothing can undo the job now
         self._preempted: Optional[Preempted] = None
+        self.streamed_inputs: List[StreamedInput] = []
+        self.streamed_outputs: List[StreamedOutput] = []
         self._spot: Optional[SpotWatcher] = None
         self.extra: Dict[str, Any] = {}  # more for the manifest (a scatter child's record counts)
         self._taken: Set[str] = set()
@@ -154,6 +157,10 @@ class Job:
                 self.publish()
             except BaseException as publish_error:  # recorded in the manifest, then raised
                 error = publish_error
+        if error is not None:
+            for out in self.streamed_outputs:
+                if not out.published:
+                    out.abort()
         self._release_references()
         if error is None and self.cancel.is_set() and not self.published:
             error = self.cancel.error()
@@ -284,6 +291,51 @@ class Job:
             except Exception as release_error:  # never mask the job's own outcome
                 log.error("could not release cache entries: %s", release_error)
 
+    # -- streamed inputs and outputs (see genostage.job.streams) --------------------
+    def stream_input(self, uri: str, name: Optional[str] = None) -> Dict[str, Path]:
+        """Declare input ``uri`` streamed: its placeholders (``NAME``, and ``NAME.1``/``NAME.2``
+        for a paired chunk) name FIFOs the tool reads while the bytes arrive, in order,
+        verified. The transfer starts with :meth:`run`."""
+        self._check_cancel()
+        name = name or f"input{len(self.inputs_staged) + len(self.streamed_inputs) + 1}"
+        staged = self._plan_input(name, uri)
+        if staged.chunk is not None:
+            plan, index = staged.chunk
+            paths = [Path(f) for f in staged.chunk_files] or [staged.path]
+            s = StreamedInput(name, staged.uri, paths, stream_chunk(self.stores, plan, index), self._stream_failed)
+        elif not staged.is_dir and len(staged.items) == 1:
+            s = StreamedInput(name, uri, [staged.path], stream_object(self.stores, self.transfer, staged.items[0][0]),
+                              self._stream_failed)
+        else:
+            raise UsageError(f"input {name!r}: only an object or a chunk plan can be streamed, not a prefix or a list")
+        for path in s.paths:
+            make_fifo(path)
+        self.streamed_inputs.append(s)
+        return {name: staged.path if len(s.paths) > 1 else s.paths[0],
+                **{f"{name}.{i}": p for i, p in enumerate(s.paths, 1) if len(s.paths) > 1}}
+
+    def stream_output(self, uri: str, name: Optional[str] = None) -> Path:
+        """Declare output ``uri`` streamed: the FIFO the tool writes; uploaded as it comes,
+        published only when the job ends cleanly."""
+        from ..transfer.stream import StreamUpload
+
+        name = name or f"output{len(self.outputs) + len(self.streamed_outputs) + 1}"
+        if any(o.name == name for o in self.outputs) or any(o.name == name for o in self.streamed_outputs):
+            raise UsageError(f"output {name!r} given twice")
+        if uri.endswith("/"):
+            raise UsageError(f"output {name!r}: a streamed output is one object, not a prefix ({uri})")
+        staged = plan_output(name, uri, self.out_dir, self._taken)
+        make_fifo(staged.path)
+        upload = StreamUpload(self.stores, parse(uri), self.config, cancel=self.cancel,
+                              show_progress=self.show_progress, label=f"stream {name}")
+        self.streamed_outputs.append(StreamedOutput(name, uri, staged.path, upload, self._stream_failed))
+        return staged.path
+
+    def _stream_failed(self, error: BaseException) -> None:
+        """A stream failed while the tool ran (on the stream's thread): stop the tool."""
+        log.error("%s", error)
+        self.stop(15, error)
+
     def output(self, uri: str, name: Optional[str] = None) -> Path:
         """The local path the tool must write (a directory for a URI ending in ``/``);
         published when the job ends cleanly. Declare outputs before staging inputs, so that
@@ -316,23 +368,34 @@ class Job:
         log.info("running: %s", tool.command)
         start = time.monotonic()
         self._tool = tool
+        for s in self.streamed_inputs:
+            s.start()
+        for o in self.streamed_outputs:
+            o.start()
         try:
             result = tool.run()
         finally:
             self._tool = None
+            for s in self.streamed_inputs:
+                s.finish()
             self.timings["run"] += time.monotonic() - start
+        for o in self.streamed_outputs:
+            o.finish(result.returncode == 0 and not self.cancel.is_set())
         self.runs.append(result)
         log.info("tool finished with status %d in %.1f s (cpu %.1f s, peak RSS %d MiB)", result.returncode,
                  result.wall_seconds, result.user_seconds + result.system_seconds, result.max_rss_kib // 1024)
         self._check_cancel()
         if check and result.returncode != 0:
             raise ToolFailed(tool.command, result.returncode, result.stderr_tail)
+        failed = [s.error for s in self.streamed_inputs if s.error] + [o.error for o in self.streamed_outputs if o.error]
+        if failed:
+            raise failed[0]
         return result
 
     def publish(self) -> None:
         """Upload every output (one parallel batch, all or nothing), verified; called on a clean exit."""
         self._check_cancel()
-        if not self.outputs:
+        if not self.outputs and not self.streamed_outputs:
             self.published = True
             return
         assert self.path is not None
@@ -341,10 +404,18 @@ class Job:
             collect_output(self.stores, out, str(self.path))
         self._busy = True
         try:
+            for stream in self.streamed_outputs:  # uploaded already: completed now, taken back below
+                stream.commit()
             transfer_staged(self.transfer, [o for o in self.outputs if o.items], "stage out", together=True)
             for out in self.outputs:
                 out.published = True
             self.published = True
+        except BaseException:
+            for stream in self.streamed_outputs:
+                if stream.published:
+                    self.stores.for_location(parse(stream.uri)).delete(parse(stream.uri))
+                    stream.published = False
+            raise
         finally:
             self._busy = False
             self.timings["stage_out"] += time.monotonic() - start
@@ -353,7 +424,8 @@ class Job:
     def default_manifest_uri(self) -> Optional[str]:
         if self.manifest_uri:
             return self.manifest_uri
-        return M.default_location(self.outputs[0].uri if self.outputs else None, self.index)
+        first = self.outputs[0].uri if self.outputs else (self.streamed_outputs[0].uri if self.streamed_outputs else None)
+        return M.default_location(first, self.index)
 
     def build_manifest(self, error: Optional[BaseException] = None) -> Dict[str, Any]:
         end = time.time()
@@ -364,8 +436,8 @@ class Job:
             "finished": M.iso(end),
             **M.status(error),
             "commands": [r.to_json() for r in self.runs],
-            "inputs": [s.to_json() for s in self.inputs_staged],
-            "outputs": [o.to_json() for o in self.outputs],
+            "inputs": [s.to_json() for s in self.inputs_staged] + [s.to_json() for s in self.streamed_inputs],
+            "outputs": [o.to_json() for o in self.outputs] + [o.to_json() for o in self.streamed_outputs],
             **({"references": list(self.references)} if self.references else {}),
             **({"cache": [lease.summary() for lease in self.leases]} if self.leases else {}),
             **self.extra,

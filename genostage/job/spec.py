@@ -82,6 +82,7 @@ class JobSpec:
     cache_link: str = "auto"
     count: Dict[str, str] = field(default_factory=dict)  # output NAME -> record kind, counted after the tool
     reads: Optional[str] = None  # the input whose reads are counted (a scatter's chunk)
+    stream: List[str] = field(default_factory=list)  # inputs and outputs streamed through FIFOs
 
     def check(self) -> None:
         """Refuse what cannot run, in one line each."""
@@ -100,6 +101,14 @@ class JobSpec:
                 raise UsageError(f"records of {name!r} are to be counted, but there is no output {name!r}")
         if self.reads is not None and self.reads not in self.inputs:
             raise UsageError(f"reads of {self.reads!r} are to be counted, but there is no input {self.reads!r}")
+        for name in self.stream:
+            if name not in self.inputs and name not in self.outputs:
+                raise UsageError(f"--stream {name}: no input or output named {name!r}")
+            if name in self.count:
+                raise UsageError(f"--stream {name}: a streamed output cannot be counted (its bytes are gone); "
+                                 f"stage it instead")
+            if name in (self.stdout, self.stderr):
+                raise UsageError(f"--stream {name}: --stdout/--stderr outputs are files; do not stream them")
 
     def to_json(self) -> Dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v not in (None, {}, False) or k == "command"}
@@ -139,11 +148,14 @@ def run_job(spec: JobSpec, config: TransferConfig, index: Optional[int] = None,
     with job:
         paths: Dict[str, str] = {}
         for name, uri in outputs.items():  # first: the manifest's place is known before any byte moves
-            paths[name] = str(job.output(uri, name))
+            paths[name] = str(job.stream_output(uri, name) if name in spec.stream else job.output(uri, name))
         if spec.refs:
             paths.update({name: str(p) for name, p in job.stage_refs(spec.refs).items()})
-        if spec.inputs:
-            paths.update({name: str(p) for name, p in job.stage_inputs(spec.inputs).items()})
+        for name in (n for n in spec.inputs if n in spec.stream):
+            paths.update({k: str(p) for k, p in job.stream_input(spec.inputs[name], name).items()})
+        staged = {n: u for n, u in spec.inputs.items() if n not in spec.stream}
+        if staged:
+            paths.update({name: str(p) for name, p in job.stage_inputs(staged).items()})
         job.run(spec.command, shell=spec.shell, values=paths, env=env,
                 stdout=paths[spec.stdout] if spec.stdout else None,
                 stderr=paths[spec.stderr] if spec.stderr else None)
@@ -158,8 +170,14 @@ def _records(job: Job, spec: JobSpec, paths: Mapping[str, str]) -> Dict[str, Any
 
     out: Dict[str, Any] = {"out": {name: count(kind, paths[name]).to_json() for name, kind in spec.count.items()}}
     if spec.reads is not None:
-        staged = next(s for s in job.inputs_staged if s.name == spec.reads)
-        out["in"] = {"input": spec.reads, "reads": count_reads(staged)}
+        streamed = next((s for s in job.streamed_inputs if s.name == spec.reads), None)
+        if streamed is not None:
+            records = streamed.stats.get("records")
+            out["in"] = {"input": spec.reads, "reads": records * len(streamed.paths) if isinstance(records, int)
+                         else None}
+        else:
+            staged = next(s for s in job.inputs_staged if s.name == spec.reads)
+            out["in"] = {"input": spec.reads, "reads": count_reads(staged)}
     return out
 
 

@@ -8,6 +8,7 @@ from ..config import TransferConfig
 from ..location import Location
 from .base import Counters, ObjectInfo, Pending, Store, Upload
 from .local import LocalStore
+from .pipe import PipeStore
 
 if TYPE_CHECKING:  # pragma: no cover
     from .s3 import S3Store
@@ -21,9 +22,12 @@ class Stores:
         self._s3_client = s3_client
         self._s3: "Optional[S3Store]" = None
         self._local = LocalStore(readers=min(8, self.config.concurrency))
+        self._pipe = PipeStore()
         self._lock = threading.Lock()
 
     def for_location(self, loc: Location) -> Store:
+        if loc.is_pipe:
+            return self._pipe
         if loc.is_s3:
             if self._s3 is None:
                 with self._lock:  # worker threads must share one client, not build one each
@@ -41,6 +45,10 @@ class Stores:
     @property
     def local(self) -> LocalStore:
         return self._local
+
+    @property
+    def pipe(self) -> PipeStore:
+        return self._pipe
 
     def close(self) -> None:
         """Close the S3 client's connections (a store made later starts afresh)."""

@@ -17,6 +17,8 @@ the store is:
   than being sent without waiting (an S3 request).
 - ``uploads_accept_pieces``: its uploads take bytes at their offset as they arrive (a local
   file), so a download is never held in memory; otherwise each part is sent whole.
+- ``writes_are_local``: what is written is what was checksummed, with no network between
+  (a local file, a pipe): nothing to prove after publishing.
 """
 from __future__ import annotations
 
@@ -173,6 +175,7 @@ class Store(ABC):
     callbacks_must_not_block = False
     writes_block = False
     uploads_accept_pieces = False  # its uploads take bytes at their offset as they arrive
+    writes_are_local = False  # what is written is what was checksummed (no network between)
 
     def __init__(self) -> None:
         self.counters = Counters()

@@ -131,6 +131,7 @@ class LocalStore(Store):
 
     writes_block = True
     uploads_accept_pieces = True
+    writes_are_local = True
 
     def __init__(self, readers: int = 4) -> None:
         super().__init__()

@@ -34,7 +34,6 @@ import threading
 import time
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
-from ..cancel import error_of
 from ..codec import checksum as ck
 from ..config import TransferConfig
 from ..errors import ChecksumMismatch, TransferFailed
@@ -110,23 +109,23 @@ class Transfer:
         total = sum(src.size for src, _ in items) if listed is not None else None
         progress = Progress(total, label, enabled=self.show_progress,
                             files=len(listed) if listed is not None else None)
-        b = Batch(progress, self.config.concurrency, self._start)
+        b = Batch(progress, self.config.concurrency, self._start, self.cancel)
         try:
             self._schedule(b, items, grow=listed is None, together=together)
             self._drain(b)
-            if together and not b.errors and not self.cancel.is_set():
+            if together and not b.errors and not b.halt.is_set():
                 self._publish_held(b)
         except BaseException:  # an interrupt while waiting: stop every part, then leave nothing half-done
-            self.cancel.set()
+            b.halt.set()
             self._drain(b)
             self._cleanup(b, together)
             raise
         finally:
             b.shutdown()
             progress.close()
-        if b.errors or self.cancel.is_set():
+        if b.errors or b.halt.is_set():
             self._cleanup(b, together)
-            raise b.errors[0] if b.errors else error_of(self.cancel)
+            raise b.errors[0] if b.errors else b.halt.error()
         return [r for r in b.results if r is not None]
 
     def copy(self, src: ObjectInfo, dest: Location, label: str = "transfer") -> TransferResult:
@@ -141,7 +140,7 @@ class Transfer:
         space = _Space()
         try:
             for n, (src, dest) in enumerate(items):
-                if b.stopping(self.cancel):
+                if b.stopping():
                     break
                 if grow:
                     b.progress.grow(src.size, files=1)
@@ -158,15 +157,15 @@ class Transfer:
                     b.submit(self._finish_task, b, c)
                     continue
                 b.add(c)
-                b.pump(self.cancel)
+                b.pump()
         except BaseException as exc:
-            b.fail(exc, self.cancel)
+            b.fail(exc)
         b.progress.settle()
         b.finish_feeding()
-        b.pump(self.cancel)
+        b.pump()
 
     def _drain(self, b: Batch) -> None:
-        b.drain(self.cancel, lambda: error_of(self.cancel))
+        b.drain()
 
     # -- fetching ----------------------------------------------------------------
     def _start(self, b: Batch, c: ObjectCopy, part: Part) -> None:
@@ -176,7 +175,7 @@ class Transfer:
     def _again(self, b: Batch, c: ObjectCopy, part: Part, err: BaseException) -> bool:
         """Fetch ``part`` again after ``err``, later, if the retry policy allows; False otherwise."""
         delay = self.retry.delay(part.tries, time.monotonic() - part.first_try) \
-            if isinstance(err, TransferFailed) and not b.stopping(self.cancel) else None
+            if isinstance(err, TransferFailed) and not b.stopping() else None
         if delay is None:
             return False
         log.warning("%s: part %d: %s; again in %.1f s", c.src.location, part.index + 1, err, delay)
@@ -190,7 +189,7 @@ class Transfer:
         :meth:`_fetched` or :meth:`_part_failed`."""
         part.tries += 1
         store = self.stores.for_location(c.src.location)
-        att = Attempt(c, part, b.progress, self.cancel, sink=c.upload if c.streams else None)
+        att = Attempt(c, part, b.progress, b.halt, sink=c.upload if c.streams else None)
         key = id(att)
 
         def done(err: Optional[BaseException]) -> None:
@@ -216,16 +215,17 @@ class Transfer:
         b.tracking(key, store.read_async(c.src.location, part.start, part.length, att.consume, done,
                                          etag=c.src.etag))
 
-    def _fetch_blocking(self, c: ObjectCopy, part: Part, sink: Any) -> Tuple[Dict[str, Any], Optional[bytes]]:
+    def _fetch_blocking(self, c: ObjectCopy, part: Part, sink: Any,
+                        halt: threading.Event) -> Tuple[Dict[str, Any], Optional[bytes]]:
         """Read one part and wait (the repair path), retrying what a retry may cure."""
         store = self.stores.for_location(c.src.location)
         quiet = Progress(None, "", enabled=False)
         first, attempt = time.monotonic(), 1
         while True:
-            att = Attempt(c, part, quiet, self.cancel, sink=sink, hash_later=False)
+            att = Attempt(c, part, quiet, halt, sink=sink, hash_later=False)
             try:
                 store.read_into(c.src.location, part.start, part.length, att.consume, etag=c.src.etag,
-                                cancel=self.cancel)
+                                cancel=halt)
                 err = att.check()
                 if err is not None:
                     raise err
@@ -244,7 +244,7 @@ class Transfer:
         part.values = values
         if data is None:
             if hash_later:  # the network is done with it: the slot goes on while the MD5s are read back
-                b.release(self.cancel)
+                b.release()
                 b.submit(self._hash_task, b, c, part)
                 return
             self._part_done(b, c, part, may_block)
@@ -258,7 +258,7 @@ class Transfer:
             if c.md5 is not None:
                 b.small_md5s.queue(id(c), data)
             if early:
-                b.release(self.cancel)
+                b.release()
             b.writer.submit(self._deliver, b, c, part, data, early, True)
             return
         if c.md5 is not None and not c.held and not may_block:
@@ -285,7 +285,7 @@ class Transfer:
         if queued:
             with b.cond:
                 b.writing -= 1
-        if b.stopping(self.cancel):  # another copy failed, or a stop: this one goes no further
+        if b.stopping():  # another copy failed, or a stop: this one goes no further
             self._part_abandoned(b, released)
             return
         dest = self.stores.for_location(c.dest)
@@ -306,7 +306,7 @@ class Transfer:
             if not self._again(b, c, part, TransferFailed(str(exc))):
                 self._part_failed(b, exc, released)
             elif not released:
-                b.release(self.cancel)
+                b.release()
             return
         except BaseException as exc:
             self._part_failed(b, exc, released)
@@ -350,16 +350,16 @@ class Transfer:
                 b.submit(self._finish_task, b, c)
         b.end()
         if not released:
-            b.release(self.cancel)
+            b.release()
 
     def _part_failed(self, b: Batch, exc: BaseException, released: bool = False) -> None:
-        b.fail(exc, self.cancel)
+        b.fail(exc)
         self._part_abandoned(b, released)
 
     def _part_abandoned(self, b: Batch, released: bool = False) -> None:
         b.end()
         if not released:
-            b.release(self.cancel)
+            b.release()
 
     def _md5_task(self, b: Batch, c: ObjectCopy) -> None:
         """A streamed part is on disk: the whole-object MD5 takes what is next in order."""
@@ -367,41 +367,40 @@ class Transfer:
             assert c.md5 is not None
             c.md5.drain()
         except BaseException as exc:
-            b.fail(exc, self.cancel)
+            b.fail(exc)
         b.end()
 
     # -- finishing ---------------------------------------------------------------
     def _finish_task(self, b: Batch, c: ObjectCopy) -> None:
         try:
-            values, verified = self._verified(c, b.progress)
+            values, verified = self._verified(c, b)
             if c.together:
                 with b.cond:
                     b.held.append((c, values, verified))
             else:
-                b.results[c.n] = self._publish(c, values, verified, b.progress)
+                b.results[c.n] = self._publish(c, values, verified, b)
         except BaseException as exc:
-            b.fail(exc, self.cancel)
+            b.fail(exc)
         b.end()
 
-    def _verified(self, c: ObjectCopy, progress: Progress) -> Tuple[Dict[str, str], Optional[str]]:
+    def _verified(self, c: ObjectCopy, b: Batch) -> Tuple[Dict[str, str], Optional[str]]:
         """The copy's values, checked against the source's (repaired when they differ)."""
         if c.md5 is not None and not c.held:
-            with progress.phase("verifying MD5"):
+            with b.progress.phase("verifying MD5"):
                 values = actual(c)
         else:
             values = actual(c)
         try:
             return values, check_source(c, values)
         except ChecksumMismatch:
-            with progress.phase("fetching corrupted parts again"):
-                repaired = self._repair(c)
+            with b.progress.phase("fetching corrupted parts again"):
+                repaired = self._repair(c, b)
             if not repaired:
                 raise
             values = actual(c)
             return values, check_source(c, values)
 
-    def _publish(self, c: ObjectCopy, values: Dict[str, str], verified: Optional[str],
-                 progress: Progress) -> TransferResult:
+    def _publish(self, c: ObjectCopy, values: Dict[str, str], verified: Optional[str], b: Batch) -> TransferResult:
         """Complete the destination and prove it; an upload the store proves wrong is sent
         once more from the start (the source is read again)."""
         dest = self.stores.for_location(c.dest)
@@ -412,13 +411,13 @@ class Transfer:
                 c.published = True
                 proof = check_destination(dest, self.config, c, info, values)
             else:
-                with progress.phase("completing upload"):
+                with b.progress.phase("completing upload"):
                     info = c.upload.complete({ALWAYS: values[ALWAYS]})
                     c.published = True
                     proof = check_destination(dest, self.config, c, info, values)
         except ChecksumMismatch as exc:
             c.published = False
-            if not self.resend or self.cancel.is_set():
+            if not self.resend or b.halt.is_set():
                 raise
             log.warning("%s; sending it again", exc)
             return self._resend(c)
@@ -427,7 +426,7 @@ class Transfer:
                 self.uploads.ended(c.upload.journal_entry)
         if c.journal is not None:
             c.journal.remove()
-        progress.file_done()
+        b.progress.file_done()
         return TransferResult(
             source=str(c.src.location), destination=str(c.dest), size=c.src.size, etag=c.src.etag,
             version_id=c.src.version_id, checksums=values, verified=verified or proof or "size",
@@ -441,7 +440,7 @@ class Transfer:
         result.repaired_parts = len(c.parts)
         return result
 
-    def _repair(self, c: ObjectCopy) -> bool:
+    def _repair(self, c: ObjectCopy, b: Batch) -> bool:
         """Fetch every part again; rewrite those whose bytes differ; True once the whole value matches."""
         upload = c.upload
         if upload is None:
@@ -451,7 +450,7 @@ class Transfer:
             if c.md5 is not None:
                 c.md5.reset()
             for part in c.parts:
-                values, data = self._fetch_blocking(c, part, upload if c.streams else None)
+                values, data = self._fetch_blocking(c, part, upload if c.streams else None, b.halt)
                 if c.md5 is not None:
                     if data is not None:
                         c.md5.offer(part.index, data)
@@ -483,11 +482,11 @@ class Transfer:
 
     def _publish_task(self, b: Batch, c: ObjectCopy, values: Dict[str, str], verified: Optional[str]) -> None:
         try:
-            if b.stopping(self.cancel):
+            if b.stopping():
                 return
-            b.results[c.n] = self._publish(c, values, verified, b.progress)
+            b.results[c.n] = self._publish(c, values, verified, b)
         except BaseException as exc:
-            b.fail(exc, self.cancel)
+            b.fail(exc)
         finally:
             b.end()
 

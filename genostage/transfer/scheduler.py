@@ -14,6 +14,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
+from ..cancel import Linked
 from ..progress import Progress
 from ..store import Pending
 from .copystate import ObjectCopy, Part
@@ -24,7 +25,11 @@ from .result import TransferResult
 class Batch:
     """The moving state of one :meth:`Transfer.copy_all`."""
 
-    def __init__(self, progress: Progress, slots: int, start: Callable[["Batch", ObjectCopy, Part], None]) -> None:
+    def __init__(self, progress: Progress, slots: int, start: Callable[["Batch", ObjectCopy, Part], None],
+                 cancel: Optional[threading.Event] = None) -> None:
+        # the batch's own stop token: set by its first error (or the caller's token), so that one
+        # failing batch does not stop the caller's other work
+        self.halt = Linked(cancel)
         self.copies: List[ObjectCopy] = []  # prepared so far, in order
         self.results: List[Optional[TransferResult]] = []  # one per copy prepared, in order
         self.errors: List[BaseException] = []
@@ -58,15 +63,15 @@ class Batch:
             if self.outstanding == 0:
                 self.cond.notify_all()
 
-    def fail(self, exc: BaseException, cancel: threading.Event) -> None:
+    def fail(self, exc: BaseException) -> None:
         with self.cond:
             if not self.errors:
                 self.errors.append(exc)
             self.cond.notify_all()
-        cancel.set()
+        self.halt.set()
 
-    def stopping(self, cancel: threading.Event) -> bool:
-        return bool(self.errors) or cancel.is_set()
+    def stopping(self) -> bool:
+        return bool(self.errors) or self.halt.is_set()
 
     # -- slots ---------------------------------------------------------------------
     def add(self, c: ObjectCopy) -> None:
@@ -77,7 +82,7 @@ class Batch:
         with self.cond:
             self.fed = True
 
-    def pump(self, cancel: threading.Event) -> None:
+    def pump(self) -> None:
         """Start parts, in order, while slots are free. Re-entered on the same thread (a part
         that ends at once), it only asks the outer call to go round again: no deep recursion."""
         if getattr(self._local, "pumping", False):
@@ -90,7 +95,7 @@ class Batch:
                 self._local.again = False
                 while True:
                     with self.cond:
-                        if self.stopping(cancel) or self.free == 0 or self.exhausted:
+                        if self.stopping() or self.free == 0 or self.exhausted:
                             break
                         if not self.todo:
                             if self.fed:
@@ -105,11 +110,11 @@ class Batch:
         finally:
             self._local.pumping = False
 
-    def release(self, cancel: threading.Event) -> None:
+    def release(self) -> None:
         """A part's requests are over: its slot goes to the next part."""
         with self.cond:
             self.free += 1
-        self.pump(cancel)
+        self.pump()
 
     # -- requests in flight --------------------------------------------------------
     def track(self, key: int) -> None:
@@ -122,14 +127,14 @@ class Batch:
     def untrack(self, key: int) -> None:
         self.inflight.pop(key, None)
 
-    def drain(self, cancel: threading.Event, reason: Callable[[], BaseException]) -> None:
+    def drain(self) -> None:
         """Wait for every part and completion; on a stop, cancel the requests in flight."""
         with self.cond:
-            while self.outstanding or not (self.exhausted or self.stopping(cancel)):
+            while self.outstanding or not (self.exhausted or self.stopping()):
                 self.cond.wait(0.2)
-                if self.stopping(cancel) and not self.stopped:
+                if self.stopping() and not self.stopped:
                     self.stopped = True
-                    why = self.errors[0] if self.errors else reason()
+                    why = self.errors[0] if self.errors else self.halt.error()
                     for pending in list(self.inflight.values()):
                         if pending is not None:
                             pending.cancel(why)

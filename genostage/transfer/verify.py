@@ -78,7 +78,7 @@ def check_destination(store: Store, config: TransferConfig, c: ObjectCopy, info:
     if info.size != c.src.size:
         store.delete(c.dest)
         raise ChecksumMismatch(str(c.dest), "size", str(c.src.size), str(info.size))
-    if store.uploads_accept_pieces:
+    if store.writes_are_local:
         return None
     reported = _reported_crc(info)
     if reported is not None and reported != values[ALWAYS]:
