@@ -302,10 +302,11 @@ class Job:
         if staged.chunk is not None:
             plan, index = staged.chunk
             paths = [Path(f) for f in staged.chunk_files] or [staged.path]
-            s = StreamedInput(name, staged.uri, paths, stream_chunk(self.stores, plan, index), self._stream_failed)
+            s = StreamedInput(name, staged.uri, paths, stream_chunk(self.stores, plan, index), self._stream_failed,
+                              self.stores.pipe)
         elif not staged.is_dir and len(staged.items) == 1:
             s = StreamedInput(name, uri, [staged.path], stream_object(self.stores, self.transfer, staged.items[0][0]),
-                              self._stream_failed)
+                              self._stream_failed, self.stores.pipe)
         else:
             raise UsageError(f"input {name!r}: only an object or a chunk plan can be streamed, not a prefix or a list")
         for path in s.paths:
@@ -365,9 +366,14 @@ class Job:
         tool = Tool(argv, shell=shell, cwd=str(self.path / "work"), env=child_env, values=values,
                     stdout_path=os.fspath(stdout) if stdout is not None else None,
                     stderr_path=os.fspath(stderr) if stderr is not None else None)
+        self._tool = tool  # from here a signal stops the tool (even before it starts) rather than raise
+        try:
+            self._check_cancel()
+        except BaseException:
+            self._tool = None
+            raise
         log.info("running: %s", tool.command)
         start = time.monotonic()
-        self._tool = tool
         for s in self.streamed_inputs:
             s.start()
         for o in self.streamed_outputs:

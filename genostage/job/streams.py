@@ -32,7 +32,7 @@ from ..errors import NotFound
 from ..fsutil import os_error
 from ..location import Location
 from ..store import ObjectInfo, Stores
-from ..store.pipe import PipeUpload, ReaderGone
+from ..store.pipe import PipeStore, ReaderGone
 from ..transfer import Transfer, TransferResult
 from ..transfer.stream import StreamUpload
 
@@ -62,15 +62,15 @@ class StreamedInput:
     """One streamed input; :meth:`start` before the tool, :meth:`finish` after it."""
 
     def __init__(self, name: str, uri: str, paths: List[Path], work: "Callable[[StreamedInput], None]",
-                 on_failure: Callable[[BaseException], None]) -> None:
+                 on_failure: Callable[[BaseException], None], pipes: PipeStore) -> None:
         self.name, self.uri, self.paths, self.work = name, uri, paths, work
+        self.pipes = pipes
         self.on_failure = on_failure
         self.error: Optional[BaseException] = None
         self.gone: Optional[ReaderGone] = None
         self.result: Optional[TransferResult] = None
         self.stats: Dict[str, Any] = {}
         self._thread: Optional[threading.Thread] = None
-        self._pipes: List[PipeUpload] = []
         self._stop = threading.Event()
 
     def start(self) -> None:
@@ -90,6 +90,7 @@ class StreamedInput:
         """The tool has exited: a writer still waiting for it to open the pipe gives up."""
         self._stop.set()
         for path in self.paths:
+            self.pipes.stop(str(path))
             _release_writer(path)
         if self._thread is not None:
             self._thread.join()
@@ -201,14 +202,15 @@ class StreamedOutput:
 
     def finish(self, tool_ok: bool) -> None:
         """The tool has exited (its end of the pipe is closed): read what is left, then stop."""
-        if not self.opened.is_set():
+        written = self.opened.is_set()
+        if not written:
             try:  # unblock the reader's open(): it then reads the end at once
                 os.close(os.open(self.path, os.O_WRONLY | os.O_NONBLOCK))
             except OSError:
                 pass
         if self._thread is not None:
             self._thread.join()
-        if tool_ok and self.error is None and not self.opened.is_set():
+        if tool_ok and self.error is None and not written:
             self.error = NotFound(f"output {self.name!r}: the tool did not write {self.path}")
 
     def commit(self) -> None:

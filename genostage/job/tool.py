@@ -203,6 +203,7 @@ class Tool:
         self.proc: Optional[subprocess.Popen] = None
         self._killers: List[threading.Timer] = []
         self._lock = threading.Lock()
+        self._terminate: Optional[float] = None  # a terminate() that came before the process started
 
     def run(self) -> ToolResult:
         out_file = open(self.stdout_path, "wb") if self.stdout_path else None
@@ -219,6 +220,10 @@ class Tool:
                 raise UsageError(f"command not found: {self.argv[0]}") from None
             except PermissionError:
                 raise UsageError(f"command not executable: {self.argv[0]}") from None
+            with self._lock:
+                pending = self._terminate
+            if pending is not None:
+                self.terminate(pending)
             pumps = [_LogPump(self.proc.stderr, "stderr", err_file, True, sys.stderr)]  # type: ignore[arg-type]
             if out_file is None:
                 pumps.append(_LogPump(self.proc.stdout, "stdout", None, True, sys.stdout))  # type: ignore[arg-type]
@@ -273,6 +278,8 @@ class Tool:
         too, when the main process has exited and left others behind)."""
         proc = self.proc
         if proc is None:
+            with self._lock:
+                self._terminate = grace  # run() ends the process as soon as it has started
             return
         _killpg(proc.pid, signal.SIGTERM)
         killer = threading.Timer(grace, _killpg, (proc.pid, signal.SIGKILL))

@@ -133,6 +133,7 @@ class Upload(ABC):
     accepts_pieces: bool = False
     publishes_on_write: bool = False  # the object is visible once its one part is written (a PUT)
     completes_quickly: bool = False  # complete() is a local step (a rename), not a request
+    can_rewrite: bool = True  # a part may be written again (not a pipe: its reader has it already)
     temp_path: Optional[str] = None
     proof: Optional[str] = None
     journal_entry: Optional[Dict[str, str]] = None

@@ -42,6 +42,8 @@ class PipeUpload(Upload):
     """Parts written into a pipe in order (see the module docstring). ``stop()`` ends the
     writer wherever it is (the tool exited without opening the pipe, or the job stops)."""
 
+    can_rewrite = False  # the reader has the bytes already: a mismatch can only fail the copy
+
     def __init__(self, loc: Location, size: int, parts: int) -> None:
         self._loc = loc
         self._parts = parts
@@ -189,6 +191,13 @@ class PipeStore(Store):
         up = PipeUpload(loc, size, parts)
         self.open[loc.path or str(loc.fd)] = up
         return up
+
+    def stop(self, path: str) -> None:
+        """The pipe's reader is gone for good (the tool exited): its writer stops, even while
+        it waits for the reader to open the pipe."""
+        up = self.open.pop(path, None)
+        if up is not None:
+            up.stop(ReaderGone(path, up.written))
 
     def _refuse(self, loc: Location) -> GenostageError:
         return UsageError(f"{loc}: a pipe is only written to")

@@ -443,7 +443,7 @@ class Transfer:
     def _repair(self, c: ObjectCopy, b: Batch) -> bool:
         """Fetch every part again; rewrite those whose bytes differ; True once the whole value matches."""
         upload = c.upload
-        if upload is None:
+        if upload is None or not upload.can_rewrite:
             return False
         for _ in range(2):
             changed = 0
