@@ -277,9 +277,10 @@ class BlockCheck:
         self._pending.clear()
 
 
-def copy_checked(fd: int, start: int, end: int, write: Callable[[Any], Any], check: BlockCheck) -> int:
-    """Copy the whole blocks of a local file between byte offsets ``start`` and ``end`` to ``write``,
-    read in pieces of whole blocks, each piece checked; returns the number of blocks."""
+def copy_checked(fd: int, start: int, end: int, write: Optional[Callable[[Any], Any]], check: BlockCheck) -> int:
+    """Read the whole blocks of a local file between byte offsets ``start`` and ``end`` in pieces of
+    whole blocks, hand each piece to ``check`` and to ``write`` (None: check only); returns the
+    number of blocks. Framing errors are raised at once, CRC errors by ``check``."""
     import os
 
     pos = start
@@ -297,7 +298,8 @@ def copy_checked(fd: int, start: int, end: int, write: Callable[[Any], Any], che
                               fmt=check.fmt, offset=pos + nxt)
         whole = memoryview(buf)[:nxt]
         check.blocks(whole, pos)
-        write(whole)
+        if write is not None:
+            write(whole)
         count += n
         pos += nxt
     return count

@@ -153,16 +153,20 @@ def _edge(src: Source, offset: int) -> bytes:
     return inflate_at(block, 0, src, offset)
 
 
-def _copy_local_unchecked(writer: BgzfWriter, out: BinaryIO, out_fd: int, fd: int, start: int, end: int,
-                          src: Source) -> int:
-    """Whole blocks' headers checked with small preads, the blocks copied in the kernel (as ``cp``)."""
-    stop, count, status = K.walk_blocks_fd(fd, start, end)
-    if status == -2:
-        raise src.error("read error", offset=stop)
-    if status < 0:
-        raise src.error("not a BGZF block (expected gzip magic 1f 8b 08 04 with a BC field)", offset=stop)
-    if stop != end:
-        raise src.error("BGZF blocks do not end where expected (file changed?)", offset=stop)
+def _copy_local(writer: BgzfWriter, out: BinaryIO, out_fd: int, fd: int, start: int, end: int, src: Source,
+                check: Optional[BlockCheck]) -> int:
+    """Whole blocks copied in the kernel (as ``cp``), after their framing is checked: with small
+    preads of the block headers, or by ``check``, which reads every block and inflates it."""
+    if check is None:
+        stop, count, status = K.walk_blocks_fd(fd, start, end)
+        if status == -2:
+            raise src.error("read error", offset=stop)
+        if status < 0:
+            raise src.error("not a BGZF block (expected gzip magic 1f 8b 08 04 with a BC field)", offset=stop)
+        if stop != end:
+            raise src.error("BGZF blocks do not end where expected (file changed?)", offset=stop)
+    else:
+        count = copy_checked(fd, start, end, None, check)
     writer.write_raw_block(b"")  # flush and write out what is pending
     out.flush()
     _kernel_copy(fd, out_fd, start, end - start)
@@ -174,8 +178,8 @@ def _copy_local_unchecked(writer: BgzfWriter, out: BinaryIO, out_fd: int, fd: in
 
 def _copy_records_local(writer: BgzfWriter, out: BinaryIO, out_fd: int, start_v: int, end_v: int,
                         src: Source, check: Optional[BlockCheck]) -> Dict[str, int]:
-    """The local-file path: edge blocks read and inflated; whole blocks either checked and written
-    (``check``) or walked with small preads and copied in the kernel (``copy_file_range``)."""
+    """The local-file path: edge blocks read and inflated; whole blocks checked (``check``: every
+    block inflated) and copied in the kernel (``copy_file_range``)."""
     sc, su = split_virtual(start_v)
     ec, eu = split_virtual(end_v)
     stats = {"blocks_copied": 0, "blocks_reencoded": 0}
@@ -194,10 +198,7 @@ def _copy_records_local(writer: BgzfWriter, out: BinaryIO, out_fd: int, start_v:
         raw_start = sc + K.block_size(src.read(sc, 18), 0)
     if sc != ec and raw_start < ec:
         with open(src.loc.path, "rb") as fh:
-            if check is None:
-                stats["blocks_copied"] = _copy_local_unchecked(writer, out, out_fd, fh.fileno(), raw_start, ec, src)
-            else:
-                stats["blocks_copied"] = copy_checked(fh.fileno(), raw_start, ec, writer.write_raw_block, check)
+            stats["blocks_copied"] = _copy_local(writer, out, out_fd, fh.fileno(), raw_start, ec, src, check)
         src.store.counters.add(requests=1, read=ec - raw_start)
     if sc != ec and eu:
         data = _edge(src, ec)
