@@ -499,3 +499,44 @@ def test_full_disk_is_exit_7_and_one_line(tmp_path: Path, small_fs: Path) -> Non
         assert proc.stderr.count("\n") == 1 and "no space left" in proc.stderr and "Traceback" not in proc.stderr
         left = [str(p) for p in small_fs.rglob("*") if p.is_file()]
         assert left == []
+
+
+def test_record_counter_across_any_feed_sizes(sorted_parts: List[str]) -> None:
+    """Records cut anywhere between feeds (in the length field, the fixed fields, the header)."""
+    from genostage.codec import _bgzf as K
+    from genostage.split.bam_check import RecordCounter
+
+    raw = Path(sorted_parts[0]).read_bytes()
+    data = b"".join(K.inflate(raw, o) for o in K.walk_blocks(raw, 0, True)[3] or [])
+    want = (samtools_count(sorted_parts[0]), samtools_count(sorted_parts[0], "0x900"))
+    rng = random.Random(4)
+    for sizes in ([1, 2, 3, 5, 7], [300, 64 << 10], [1 << 20]):
+        counter = RecordCounter("x", header=True)
+        pos = 0
+        while pos < len(data):
+            n = rng.choice(sizes)
+            counter(data[pos:pos + n])
+            pos += n
+        c = counter.close()
+        assert (c.records, c.primary) == want
+    counter = RecordCounter("x", header=True)
+    counter(data[:-10])
+    with pytest.raises(FormatError, match="ends inside a BAM record"):
+        counter.close()
+
+
+def test_gather_to_stdout_and_without_the_check(tmp_path: Path) -> None:
+    parts = split_parts(tmp_path, 3)
+    proc = subprocess.run([*genostage_cmd(), "gather", "bam", *parts, "-o", "-"], capture_output=True, check=True)
+    (tmp_path / "s.bam").write_bytes(proc.stdout)
+    assert view(str(tmp_path / "s.bam")) == view(str(tmp_path / "in.bam"))
+    res = gather("bam=cat", parts, str(tmp_path / "n.bam"), crc=False)
+    assert res.counts is None and view(res.path) == view(str(tmp_path / "in.bam"))
+    with pytest.raises(UsageError, match="needs the CRC check"):
+        gather("bam=cat", parts, str(tmp_path / "x.bam"), crc=False, expect=3)
+
+
+def genostage_cmd() -> List[str]:
+    import sys
+
+    return [sys.executable, "-m", "genostage"]

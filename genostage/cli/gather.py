@@ -39,7 +39,8 @@ def register(subparsers: Any) -> None:
     how.add_argument("--merge", dest="how", action="store_const", const="merge",
                      help="merge per-part sorted BAMs (by coordinate or name, from @HD SO) with samtools merge")
     b.add_argument("--no-crc-check", dest="crc", action="store_false",
-                   help="--cat: copy the parts' blocks without inflating them to check their CRC32")
+                   help="--cat: copy the parts' blocks without inflating them to check their CRC32 (and so "
+                        "without counting the records)")
     b.add_argument("--engine", choices=("auto", "pysam", "binary"), default="auto",
                    help="--merge: pysam's samtools, or the samtools binary (default: pysam when importable)")
     b.add_argument("--level", type=int, default=6, help="deflate level of the blocks written (default 6)")
@@ -125,7 +126,10 @@ def _gather(args: argparse.Namespace) -> int:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
     c = res.counts
-    what = f"{c.records} records ({c.primary} primary)" if args.kind == "bam" else f"{c.records} records"
+    if c is None:
+        what = "records not counted (--no-crc-check)"
+    else:
+        what = f"{c.records} records ({c.primary} primary)" if args.kind == "bam" else f"{c.records} records"
     log.info("gathered %d parts (%s): %s, %s written to %s%s", len(parts), rule, what, format_size(res.bytes_written),
              res.path, f" (index {res.index})" if res.index else "")
     if args.summary:

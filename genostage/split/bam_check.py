@@ -30,7 +30,7 @@ import zlib
 from collections import deque
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Deque, Optional, Tuple, Union
+from typing import Any, Callable, Deque, List, Optional, Tuple, Union
 
 from ..codec import _bgzf as K
 from ..errors import FormatError
@@ -129,32 +129,57 @@ class RecordCounter:
         self._header = header
 
     def __call__(self, data: bytes) -> None:
-        buf = self._carry + data if self._carry else data
-        pos = 0
         if self._header:
-            end = header_end(buf, self.path)
+            data = self._carry + data if self._carry else data
+            self._carry = b""
+            end = header_end(data, self.path)
             if end is None:
-                self._carry = bytes(buf)
+                self._carry = bytes(data)
                 return
             self._header = False
-            pos = end
-        nxt, n, starts = K.walk_records(buf, pos, True)
+            data = data[end:]
+        pos = 0
+        if self._carry:  # finish the record cut at the end of the last feed, joining only it
+            pos = self._finish_carry(data)
+            if pos < 0:
+                return
+        nxt, n, starts = K.walk_records(data, pos, True)
         if not n:
-            self._carry = bytes(buf[pos:])
+            self._carry = bytes(data[pos:])
             return
         assert starts is not None
-        if nxt > len(buf):  # the last record is not all here
+        if nxt > len(data):  # the last record is not all here
             cut = starts.pop()
             n -= 1
         else:
             cut = nxt
-        self._carry = bytes(buf[cut:])
-        if not n:
-            return
+        self._carry = bytes(data[cut:])
+        if n:
+            self._add(data, starts)
+
+    def _finish_carry(self, data: bytes) -> int:
+        """Count the record begun in the carry; where the rest of ``data`` starts, or -1 when
+        ``data`` ends inside that record too."""
+        head = self._carry
+        if len(head) < 4:
+            head += bytes(data[:4 - len(head)])
+            if len(head) < 4:
+                self._carry = head
+                return -1
+        need = 4 + int.from_bytes(head[:4], "little") - len(self._carry)
+        if need > len(data):
+            self._carry += bytes(data)
+            return -1
+        record = self._carry + bytes(data[:need])
+        self._carry = b""
+        self._add(record, [0])
+        return need
+
+    def _add(self, buf: bytes, starts: List[int]) -> None:
         if starts[-1] + 20 > len(buf):
             raise FormatError("corrupt BAM record (shorter than its fixed fields)", path=self.path, fmt="BAM")
-        high = bytes(map(buf.__getitem__, map((19).__add__, starts)))
-        self.records += n
+        high = bytes(map(memoryview(buf)[19:].__getitem__, starts))  # FLAG's high byte of every record
+        self.records += len(starts)
         self.primary += high.translate(_NOT_PRIMARY).count(0)
         if self.first is None:
             self.first = _key(buf, starts[0])

@@ -98,12 +98,13 @@ WILDCARDS = re.compile(r"[*?\[]")
 @dataclass
 class GatherResult:
     """What one gather wrote: ``counts`` of the output, ``part_counts`` of each part (in the order
-    given), the bytes written and, for ``vcf=concat`` with an index, the index's path."""
+    given), the bytes written and, for ``vcf=concat`` with an index, the index's path. ``bam=cat``
+    with ``crc=False`` reads no block, so it counts nothing (``counts`` None, ``part_counts`` empty)."""
 
     rule: str
     path: str
     parts: List[str]
-    counts: Counts
+    counts: Optional[Counts]
     part_counts: List[Counts]
     bytes_written: int
     seconds: float = 0.0
@@ -111,7 +112,8 @@ class GatherResult:
     extra: Dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> Dict[str, Any]:
-        return {"rule": self.rule, "path": self.path, "parts": self.parts, "counts": self.counts.to_json(),
+        return {"rule": self.rule, "path": self.path, "parts": self.parts,
+                "counts": self.counts.to_json() if self.counts else None,
                 "part_counts": [c.to_json() for c in self.part_counts], "bytes_written": self.bytes_written,
                 "seconds": round(self.seconds, 3), "index": self.index, **self.extra}
 
@@ -200,10 +202,12 @@ def _run(kind: str, how: str, parts: Sequence[str], out: BinaryIO, dest: str, st
     threads = max(1, threads)
     with ThreadPoolExecutor(threads) as pool:
         if kind == "bam" and how == "cat":
-            stats = cat_bam(parts, out, stores, cl, Check(crc=crc, count=True, pool=pool), level)
+            if not crc and expect is not None:
+                raise UsageError("counting the records inflates every block: an expected count needs the CRC check")
+            stats = cat_bam(parts, out, stores, cl, Check(crc=crc, count=crc, pool=pool), level)
         elif kind == "bam":
             _local_only(parts, "bam=merge")
-            stats = merge_bam(parts, out, cl, threads, level, crc, engine, part_counts, pool)
+            stats = merge_bam(parts, out, cl, threads, level, engine, part_counts, pool)
         elif kind == "vcf":
             _local_only(parts, "vcf=concat")
             stats = concat_vcf(parts, out, cl, level, pool)
@@ -213,14 +217,14 @@ def _run(kind: str, how: str, parts: Sequence[str], out: BinaryIO, dest: str, st
         else:
             _local_only(parts, "text=cat")
             stats = cat_text(parts, out, header)
-    counts: Counts = stats["counts"]
-    if expect is not None and counts.primary != expect:
+    counts: Optional[Counts] = stats.get("counts")
+    if expect is not None and counts is not None and counts.primary != expect:
         what = "primary records" if kind == "bam" else "records"
         raise RecordsNotConserved(f"{kind}={how} wrote {counts.primary} {what}, {expect} expected "
                                   f"({'lost' if counts.primary < expect else 'doubled'}: "
                                   f"{abs(counts.primary - expect)})")
     extra = {k: v for k, v in stats.items() if k not in ("counts", "part_counts", "bytes_written", "parts")}
-    return GatherResult(f"{kind}={how}", dest, parts, counts, list(stats["part_counts"]), int(stats["bytes_written"]),
+    return GatherResult(f"{kind}={how}", dest, parts, counts, list(stats.get("part_counts", [])), int(stats["bytes_written"]),
                         extra=extra)
 
 
