@@ -9,7 +9,8 @@ this shared machine falls on every tool alike:
 - **merge** (8 per-chunk sorted BAMs of one sample, ``make_bam_data.py --seed i``, 1/8 of the
   reads each, coordinates interleaved): ``genostage gather bam --merge --threads 2`` (samtools
   merge through pysam, or ``--engine binary``; the stream checked and counted, the parts counted
-  first) and ``samtools merge -@2``;
+  first), the same with ``--recompress`` (samtools writes uncompressed blocks, genostage compresses
+  them with ISA-L) and ``samtools merge -@2``;
 - **split** (the CRC check's cost where it matters most): ``genostage split bam --parts 8
   --threads 2`` with and without ``--no-crc-check``.
 
@@ -127,10 +128,14 @@ def main() -> int:
         cases["gather bam --merge --threads 2"] = (GENOSTAGE + ["gather", "bam", "--merge", *merge_parts, "-o", out,
                                                                 "--threads", "2", "--engine", args.engine],
                                                    check_out(m_expected), args.merge_repeat)
+        cases["gather bam --merge --recompress"] = (GENOSTAGE + ["gather", "bam", "--merge", "--recompress", *merge_parts,
+                                                                 "-o", out, "--threads", "2", "--engine", args.engine],
+                                                    check_out(m_expected), args.merge_repeat)
         cases["samtools merge -@2"] = (["samtools", "merge", "-f", "-@2", "-o", out, *merge_parts],
                                        check_out(m_expected), args.merge_repeat)
     walls: Dict[str, List[float]] = {k: [] for k in cases}
     rss: Dict[str, float] = {k: 0.0 for k in cases}
+    sizes: Dict[str, int] = {}
     checked = set()
     for r in range(max(args.repeat, args.merge_repeat)):
         for name, (cmd, check, repeat) in cases.items():
@@ -145,15 +150,17 @@ def main() -> int:
             if name not in checked:
                 check()
                 checked.add(name)
+                sizes[name] = os.path.getsize(out) if os.path.exists(out) else sum(
+                    os.path.getsize(os.path.join(split_out, f)) for f in os.listdir(split_out))
             print(f"  round {r + 1}: {name}: {res.seconds:.2f} s", flush=True)
     med = {k: median(v) for k, v in walls.items()}
     rows = []
     for name in cases:
         data = msize if "merge" in name else size
         rows.append([name, f"{med[name]:.2f}", f"{data / med[name] / 1e6:.0f}", f"{rss[name]:.0f}",
-                     " / ".join(f"{w:.2f}" for w in walls[name])])
+                     f"{sizes[name] / 2**20:.0f}", " / ".join(f"{w:.2f}" for w in walls[name])])
     print()
-    print(format_table(["case", "median s", "MB/s", "peak RSS MiB", "runs"], rows, right=(1, 2, 3)))
+    print(format_table(["case", "median s", "MB/s", "peak RSS MiB", "output MiB", "runs"], rows, right=(1, 2, 3, 4)))
     print()
     cat = med["gather bam (CRC check, counts)"]
     print(f"gather bam (checked) vs samtools cat: {med['samtools cat'] / cat:.2f}x "
@@ -165,7 +172,11 @@ def main() -> int:
     print(f"CRC check cost in split: {s_on / s_off:.2f}x (+{s_on - s_off:.2f} s for {size / 2**30:.2f} GiB)")
     if not args.skip_merge:
         g, s = med["gather bam --merge --threads 2"], med["samtools merge -@2"]
-        print(f"gather bam --merge vs samtools merge -@2: {s / g:.2f}x ({g:.2f} s vs {s:.2f} s)")
+        r = med["gather bam --merge --recompress"]
+        print(f"gather bam --merge vs samtools merge -@2: {s / g:.2f}x ({g:.2f} s vs {s:.2f} s), output "
+              f"{sizes['gather bam --merge --threads 2'] / sizes['samtools merge -@2']:.2f}x samtools'")
+        print(f"gather bam --merge --recompress vs samtools merge -@2: {s / r:.2f}x ({r:.2f} s), output "
+              f"{sizes['gather bam --merge --recompress'] / sizes['samtools merge -@2']:.2f}x samtools'")
     print(load_average())
     shutil.rmtree(out_dir, ignore_errors=True)
     return 0

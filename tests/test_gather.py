@@ -77,9 +77,9 @@ def sorted_parts(tmp_path_factory: pytest.TempPathFactory) -> List[str]:
 
 
 # -- bam=merge ---------------------------------------------------------------------------
-@pytest.mark.parametrize("engine", ["pysam", "binary"])
-def test_merge_equals_samtools_merge(sorted_parts: List[str], tmp_path: Path, engine: str) -> None:
-    res = gather("bam=merge", sorted_parts, str(tmp_path / "m.bam"), engine=engine, threads=2)
+@pytest.mark.parametrize("engine,recompress", [("pysam", False), ("binary", False), ("pysam", True)])
+def test_merge_equals_samtools_merge(sorted_parts: List[str], tmp_path: Path, engine: str, recompress: bool) -> None:
+    res = gather("bam=merge", sorted_parts, str(tmp_path / "m.bam"), engine=engine, threads=2, recompress=recompress)
     ref = str(tmp_path / "ref.bam")
     sh("samtools", "merge", "-c", "-p", "-o", ref, *sorted_parts)
     assert view(res.path) == view(ref)
@@ -540,3 +540,37 @@ def genostage_cmd() -> List[str]:
     import sys
 
     return [sys.executable, "-m", "genostage"]
+
+
+def test_sigterm_stops_a_merge_cleanly(tmp_path: Path) -> None:
+    """SIGTERM mid-merge: exit 143, samtools gone, nothing left in the output's directory."""
+    import signal
+    import sys
+    import time
+
+    parts = chunk_bams(tmp_path / "in", 4, n=60000, seed=13)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "genostage", "gather", "bam", "--merge", "--threads", "1", *parts,
+                             "-o", str(out_dir / "m.bam")], stderr=subprocess.PIPE, text=True)
+
+    def children() -> List[int]:
+        found = []
+        for pid in os.listdir("/proc"):
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if pid.isdigit() and int(pid) != proc.pid and "merge" in cmd and parts[0] in cmd:
+                found.append(int(pid))
+        return found
+
+    deadline = time.monotonic() + 60
+    while not children() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the merge ended before it could be stopped"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    time.sleep(0.2)
+    assert children() == [] and os.listdir(out_dir) == []

@@ -16,10 +16,10 @@ order, as the binary header holds them: the records point into it), or a differe
 check its CRC32 (unless told not to) and counting the records on the way; parts sorted by
 coordinate must follow each other (the first record of a part not before the last of the
 part before it). ``merge`` needs parts sorted by coordinate or by name (``SO:coordinate`` or
-``SO:queryname``): it counts each part, runs ``samtools merge -u`` (uncompressed) writing to a
-pipe, replaces the header in the stream, counts the records and compresses them (ISA-L on a
-thread pool, as every BGZF genostage writes); the output must hold as many records (and
-primary records) as the parts.
+``SO:queryname``): it counts each part, runs ``samtools merge`` writing to a pipe, replaces the
+header in the stream and checks and counts the blocks as they pass (or, with ``recompress``,
+has samtools write uncompressed blocks and compresses them itself with ISA-L); the output must
+hold as many records (and primary records) as the parts.
 """
 from __future__ import annotations
 
@@ -34,11 +34,12 @@ from concurrent.futures import Executor
 from typing import Any, BinaryIO, Dict, List, Optional, Sequence, Tuple, cast
 
 from .. import __version__
+from ..codec import _bgzf as K
 from ..codec.bgzf import EOF_BLOCK, BgzfWriter, make_virtual
 from ..errors import FormatError, GenostageError, RecordsNotConserved, UsageError
 from ..fsutil import AtomicFile
 from ..store import Stores
-from .bam_check import UNPLACED, BlockCheck, Check, Counts, RecordCounter, count_bam, header_end
+from .bam_check import UNPLACED, BlockCheck, Check, Counts, RecordCounter, count_bam, header_end, inflate_checked
 from .bam_copy import copy_records
 from .bam_io import BamHeader, Source, check_eof, read_header
 
@@ -268,11 +269,12 @@ def _stop(proc: "subprocess.Popen[bytes]") -> None:
 
 def merge_bam(parts: Sequence[str], out: BinaryIO, command_line: str, threads: int = 2, level: int = 6,
               engine: str = "auto", part_counts: Optional[Sequence[Counts]] = None,
-              pool: Optional[Executor] = None) -> Dict[str, Any]:
-    """Merge sorted local BAM parts into ``out``: ``samtools merge -u -@ threads`` writes the merged
-    records uncompressed to a pipe; genostage checks that stream (CRC32 of every block), puts the
-    reconciled header in front, counts the records and compresses the blocks on ``pool``
-    (ISA-L when installed: faster than samtools' own deflate at ``level``).
+              pool: Optional[Executor] = None, recompress: bool = False) -> Dict[str, Any]:
+    """Merge sorted local BAM parts into ``out``: ``samtools merge -@ threads -l level`` writes the
+    merged BAM to a pipe; genostage swaps its header for the reconciled one, checks every block
+    (CRC32) and counts the records as they pass. With ``recompress`` samtools writes uncompressed
+    blocks (``-u``) and genostage compresses them on ``pool`` (ISA-L when installed: faster than
+    samtools' deflate, but the output is larger).
 
     ``part_counts`` (the parts' counts when the caller has them) saves counting the parts
     first. Returns ``parts``, ``bytes_written``, ``counts``, ``part_counts`` and ``engine``;
@@ -295,16 +297,29 @@ def merge_bam(parts: Sequence[str], out: BinaryIO, command_line: str, threads: i
         part_counts = [count_bam(s.path, stores, threads) for s in sources]
     elif len(part_counts) != len(parts):
         raise UsageError(f"{len(part_counts)} part counts for {len(parts)} parts")
-    argv = tool_command("samtools", engine) + ["merge", "--no-PG", "-c", "-p", "-u", "-@", str(max(1, threads))]
-    argv += (["-n"] if order == "queryname" else []) + ["-", *[s.path for s in sources]]
-    writer = BgzfWriter(out, level, threads=max(1, threads), executor=pool)
-    restream = _Restream(writer, header_bytes(text, headers[0]))
-    check = BlockCheck(MERGE_OUT, restream, pool)
+    argv = tool_command("samtools", engine) + ["merge", "--no-PG", "-c", "-p", "-@", str(max(1, threads))]
+    argv += (["-u"] if recompress else ["-l", str(level)]) + (["-n"] if order == "queryname" else [])
+    argv += ["-", *[s.path for s in sources]]
+    new_header = header_bytes(text, headers[0])
+    if recompress:
+        writer = BgzfWriter(out, level, threads=max(1, threads), executor=pool)
+        swap = _Restream(writer, new_header)
+        restream: Optional[_Restream] = swap
+        counter = swap.counter
+        check = BlockCheck(MERGE_OUT, swap, pool)
+    else:
+        restream = None
+        counter = RecordCounter(MERGE_OUT)
+        check = BlockCheck(MERGE_OUT, counter, pool)
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
         try:
             assert proc.stdout is not None
-            _pump(cast(BinaryIO, proc.stdout), check)
+            pipe = cast(BinaryIO, proc.stdout)
+            if recompress:
+                _pump(pipe, check)
+            else:
+                written = _rewrite_stream(pipe, out, new_header, check, level)
             proc.stdout.close()
             rc = proc.wait()
         except BaseException:
@@ -315,13 +330,17 @@ def merge_bam(parts: Sequence[str], out: BinaryIO, command_line: str, threads: i
         if rc:
             raise GenostageError(f"samtools merge failed (exit status {rc}): {_last_line(err)}")
     check.finish()
-    counts = restream.close()
-    writer.close()
+    if restream is not None:
+        counts = restream.close()
+        writer.close()
+        written = writer.compressed_bytes
+    else:
+        counts = counter.close()
     expected = sum(part_counts, Counts())
     if counts != expected:
         raise RecordsNotConserved(f"samtools merge wrote {counts.records} records ({counts.primary} primary), "
                                   f"the parts hold {expected.records} ({expected.primary} primary)")
-    return {"parts": len(parts), "bytes_written": writer.compressed_bytes, "counts": counts,
+    return {"parts": len(parts), "bytes_written": written, "counts": counts,
             "part_counts": list(part_counts), "engine": "pysam" if argv[0] == sys.executable else argv[0]}
 
 
@@ -369,6 +388,77 @@ class _Restream:
         if self._head is not None:
             raise FormatError("the stream ends inside its header", path=MERGE_OUT, fmt="BAM")
         return self.counter.close()
+
+
+def _rewrite_stream(pipe: BinaryIO, out: BinaryIO, new_header: bytes, check: BlockCheck, level: int) -> int:
+    """Copy a BAM stream from ``pipe`` to ``out`` with its header replaced by ``new_header``; the
+    blocks after the header pass through ``check`` and unchanged. Returns the bytes written."""
+    buf = b""
+    data = b""
+    rest_data = b""
+    offset = 0  # compressed offset of buf[0] in the stream
+    while True:  # inflate blocks from the start until the whole header is in ``data``
+        more = pipe.read(READ)
+        if not more:
+            raise FormatError("the stream ends inside its header", path=MERGE_OUT, fmt="BAM")
+        buf += more
+        pos = 0
+        end = None
+        while True:
+            size = _block_at(buf, pos)
+            if size is None:
+                break
+            block_data = _inflate(buf, pos, size, offset)
+            data += block_data
+            pos += size
+            end = header_end(data, MERGE_OUT)
+            if end is not None:
+                break
+        if end is not None:
+            rest_data = data[end:]
+            buf, offset = buf[pos:], offset + pos
+            break
+        buf, offset = buf[pos:], offset + pos
+    writer = BgzfWriter(out, level)
+    writer.write(new_header)
+    writer.flush()
+    if rest_data:
+        writer.write(rest_data)
+        writer.flush()
+        check.data(rest_data)
+    tail = b""
+    while True:
+        if buf:
+            check.stream(buf, offset)
+            writer.write_raw_block(buf)
+            tail = buf[-len(EOF_BLOCK):] if len(buf) >= len(EOF_BLOCK) else (tail + buf)[-len(EOF_BLOCK):]
+            offset += len(buf)
+        buf = pipe.read(READ)
+        if not buf:
+            break
+    if tail != EOF_BLOCK:
+        raise FormatError("no BGZF EOF block at the end (cut short?)", path=MERGE_OUT, fmt="BAM", offset=offset)
+    writer.close(write_eof=False)
+    return writer.compressed_bytes
+
+
+def _block_at(buf: bytes, pos: int) -> Optional[int]:
+    if len(buf) - pos < 18:
+        return None
+    size = K.block_size(buf, pos)
+    if size < 0:
+        raise FormatError("not BGZF", path=MERGE_OUT, fmt="BAM", offset=pos)
+    if size == 0 or pos + size > len(buf):
+        return None
+    return size
+
+
+def _inflate(buf: bytes, pos: int, size: int, offset: int) -> bytes:
+    try:
+        return inflate_checked(buf, pos, size)
+    except ValueError as exc:
+        raise FormatError(str(exc), path=MERGE_OUT, fmt="BAM", offset=offset + pos) from None
+
 
 
 __all__ = ["PG_ID", "cat_bam", "check_dictionary", "gather_bam", "gather_to_file", "header_bytes", "merge_bam",
