@@ -195,15 +195,17 @@ def main() -> int:
     print()
     print(f"CRC check cost: --parts 8 {g_wall:.2f} s, with --no-crc-check {off:.2f} s ({g_wall / off:.2f}x, "
           f"+{g_wall - off:.2f} s for {size / 2**30:.2f} GiB)")
+    print("targets for the block copy itself (--parts 8 --no-crc-check; peers check no CRC either), and with the "
+          "default check:")
     ok = True
     for name, target in targets:
         if name in results:
-            ratio = results[name][0] / g_wall
-            e_ratio = results[name][0] / results["genostage --equal-bases 8"][0]
+            ratio = results[name][0] / off
+            c_ratio = results[name][0] / g_wall
             good = ratio >= target
             ok &= good
-            print(f"target vs {name}: >= {target}x -> --parts {ratio:.2f}x, --equal-bases {e_ratio:.2f}x "
-                  f"{'OK' if good else 'MISSED'}")
+            print(f"target vs {name}: >= {target}x -> block copy {ratio:.2f}x {'OK' if good else 'MISSED'}; "
+                  f"with the CRC check {c_ratio:.2f}x")
     rss_ok = max(g_rss, results["genostage --equal-bases 8"][1]) < 200e6
     ok &= rss_ok
     print(f"target peak RSS < 200 MB: {max(g_rss, results['genostage --equal-bases 8'][1]) / 1e6:.0f} MB "

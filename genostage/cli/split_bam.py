@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from typing import Any
 
 from ..units import format_size, parse_size
@@ -32,7 +33,8 @@ def register_bam(subparsers: Any) -> None:
     add_cut_options(p, "part")
     p.add_argument("--by-name", action="store_true", help="never separate records with the same QNAME")
     p.add_argument("--index", help="the .bai/.csi (default: INPUT.bai, INPUT.csi or INPUT without .bam + .bai)")
-    p.add_argument("--threads", type=int, default=1, help="parts written (and blocks inflated) in parallel")
+    p.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 1),
+                   help="parts written (and their blocks checked) in parallel (default: the CPUs, at most 4)")
     p.add_argument("--level", type=int, default=6, help="deflate level of the re-encoded edge blocks")
     p.add_argument("--no-crc-check", dest="crc", action="store_false",
                    help="copy whole blocks without inflating them to check their CRC32 (faster, see the README)")
@@ -43,7 +45,6 @@ def register_bam(subparsers: Any) -> None:
 
 
 def _split_bam(args: argparse.Namespace) -> int:
-    import os
     import shutil
     import tempfile
 
