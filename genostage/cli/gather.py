@@ -14,9 +14,9 @@ import os
 import shutil
 import sys
 import tempfile
-from typing import Any, List
+from typing import Any, Dict, List
 
-from ..errors import UsageError
+from ..errors import FormatError, GenostageError, UsageError
 from ..fsutil import os_error, write_atomic
 from ..location import parse
 from ..units import format_size
@@ -76,6 +76,19 @@ def _kind(kinds: Any, name: str, help_text: str) -> argparse.ArgumentParser:
     return k
 
 
+def _named(exc: GenostageError, names: Dict[str, str]) -> GenostageError:
+    """``exc`` with the downloaded parts' local paths put back as the URIs the user gave."""
+    if not names:
+        return exc
+    if isinstance(exc, FormatError):
+        message = exc.message
+        for path, uri in names.items():
+            message = message.replace(path, uri)
+        return FormatError(message, path=names.get(exc.path or "", exc.path), fmt=exc.fmt, line=exc.line,
+                           record=exc.record, offset=exc.offset)
+    return exc
+
+
 def _command_line(args: argparse.Namespace) -> str:
     words = ["genostage", "gather", args.kind]
     if args.kind == "bam" and args.how == "merge":
@@ -89,8 +102,8 @@ def _gather(args: argparse.Namespace) -> int:
 
     rule = f"{args.kind}={args.how}"
     out = args.output
-    if out != "-" and not out.startswith("s3://") and (out.endswith("/") or os.path.isdir(out)):
-        raise UsageError(f"-o {out}: a directory; give the output file's path")
+    if out != "-" and (out.endswith("/") or (not out.startswith("s3://") and os.path.isdir(out))):
+        raise UsageError(f"-o {out}: a directory or prefix; give the output file's path or key")
     if out == "-" and getattr(args, "index", None):
         raise UsageError("--index needs an output file, not stdout")
     stores = stores_from(args)
@@ -109,17 +122,23 @@ def _gather(args: argparse.Namespace) -> int:
                        command_line=_command_line(args), header=getattr(args, "header", "auto"),
                        engine=getattr(args, "engine", "auto"), level=getattr(args, "level", 6), expect=args.expect,
                        recompress=getattr(args, "recompress", False))
+        names = {}
         with stop_on_signals() as cancel:
             if needs_local:
                 assert tmp is not None
                 os.makedirs(os.path.join(tmp, "parts"))
-                parts = fetch_parts(parts, os.path.join(tmp, "parts"), stores, args.progress, cancel)
-        if out == "-":
-            res = gather_stream(rule, parts, sys.stdout.buffer, **options)  # type: ignore[arg-type]
-            sys.stdout.buffer.flush()
-        else:
-            dest = os.path.join(tmp, parse(out).name) if remote_out and tmp else out
-            res = gather(rule, parts, dest, index=getattr(args, "index", None), **options)  # type: ignore[arg-type]
+                local = fetch_parts(parts, os.path.join(tmp, "parts"), stores, args.progress, cancel)
+                names = {path: uri for path, uri in zip(local, parts) if path != uri}
+                parts = local
+        try:
+            if out == "-":
+                res = gather_stream(rule, parts, sys.stdout.buffer, **options)  # type: ignore[arg-type]
+                sys.stdout.buffer.flush()
+            else:
+                dest = os.path.join(tmp, parse(out).name) if remote_out and tmp else out
+                res = gather(rule, parts, dest, index=getattr(args, "index", None), **options)  # type: ignore[arg-type]
+        except GenostageError as exc:
+            raise _named(exc, names) from None
             if remote_out:
                 files: List[str] = [res.path] + ([res.index] if res.index else [])
                 uris = [out] + ([f"{out}.{args.index}"] if res.index else [])

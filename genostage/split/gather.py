@@ -379,7 +379,7 @@ def read_vcf_part(path: str) -> VcfPart:
         fd = fh.fileno()
         if size < len(EOF_BLOCK) or os.pread(fd, len(EOF_BLOCK), size - len(EOF_BLOCK)) != EOF_BLOCK:
             head = os.pread(fd, 18, 0)
-            if K.block_size(head, 0) <= 0 if len(head) >= 18 else True:
+            if len(head) < 18 or K.block_size(head, 0) <= 0:
                 raise FormatError("not BGZF-compressed (compress it with bgzip)", path=path, fmt="VCF", offset=0)
             raise FormatError("no BGZF EOF block at the end (truncated file?)", path=path, fmt="VCF",
                               offset=max(0, size - len(EOF_BLOCK)))
@@ -694,7 +694,7 @@ def _copy_file(path: str, out: BinaryIO) -> int:
 
 
 # -- text=cat --------------------------------------------------------------------------
-def _header_lines(fh: BinaryIO, mode: str, shared_first: Optional[bytes]) -> List[bytes]:
+def _header_lines(fh: BinaryIO, mode: str) -> List[bytes]:
     """The header lines at the start of ``fh`` (left positioned after them)."""
     lines: List[bytes] = []
     if mode == "none":
@@ -746,7 +746,7 @@ def cat_text(paths: Sequence[str], out: BinaryIO, header: str = "auto") -> Dict[
             part_counts.append(Counts())
             continue
         with open(p, "rb") as fh:
-            lines = _header_lines(fh, "#" if mode == "hash" else mode, None)
+            lines = _header_lines(fh, "#" if mode == "hash" else mode)
             if head is None:
                 head, head_path = lines, p
                 for line in head:
