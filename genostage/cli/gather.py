@@ -139,12 +139,12 @@ def _gather(args: argparse.Namespace) -> int:
                 res = gather(rule, parts, dest, index=getattr(args, "index", None), **options)  # type: ignore[arg-type]
         except GenostageError as exc:
             raise _named(exc, names) from None
-            if remote_out:
-                files: List[str] = [res.path] + ([res.index] if res.index else [])
-                uris = [out] + ([f"{out}.{args.index}"] if res.index else [])
-                with stop_on_signals() as cancel:
-                    publish(files, uris, stores, args.progress, cancel)
-                res.path, res.index = out, (uris[1] if res.index else None)
+        if remote_out:
+            files: List[str] = [res.path] + ([res.index] if res.index else [])
+            uris = [out] + ([f"{out}.{args.index}"] if res.index else [])
+            with stop_on_signals() as cancel:
+                publish(files, uris, stores, args.progress, cancel)
+            res.path, res.index = out, (uris[1] if res.index else None)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

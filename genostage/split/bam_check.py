@@ -41,7 +41,9 @@ try:  # ISA-L's inflate is 2.5x zlib's here; zlib is the fallback
 except ImportError:  # pragma: no cover - exercised where python-isal is not installed
     _inflater = None  # type: ignore[assignment]
 
-CHUNK = 2 << 20  # compressed bytes handed to one check task
+# compressed bytes handed to one check task: under the 1 MiB above which the genostage command has
+# glibc map (and unmap) every allocation on its own, so the buffers come from the heap, reused
+CHUNK = 512 << 10
 _FOOTER = struct.Struct("<II")
 # the high byte of FLAG: 0x01 is 0x100 (secondary), 0x08 is 0x800 (supplementary)
 _NOT_PRIMARY = bytes(1 if b & 0x09 else 0 for b in range(256))
@@ -75,9 +77,9 @@ def inflate_checked(buf: Buffer, off: int, size: int) -> bytes:
     return data
 
 
-def inflate_blocks(buf: Buffer, base: int, path: str, fmt: str = "BAM", keep: bool = True) -> Optional[bytes]:
+def inflate_blocks(buf: Buffer, base: int, path: str, fmt: str = "BAM", keep: bool = True) -> Optional[List[bytes]]:
     """Inflate and check every block of ``buf`` (whole blocks, first at compressed offset ``base``);
-    their data joined when ``keep``."""
+    the blocks' data when ``keep`` (a list: no large joined buffer)."""
     nxt, _count, status, offsets = K.walk_blocks(buf, 0, True)
     if status < 0:
         raise FormatError("not a BGZF block (expected gzip magic 1f 8b 08 04 with a BC field)", path=path,
@@ -90,9 +92,9 @@ def inflate_blocks(buf: Buffer, base: int, path: str, fmt: str = "BAM", keep: bo
             data = inflate_checked(buf, off, K.block_size(buf, off))
         except ValueError as exc:
             raise FormatError(str(exc), path=path, fmt=fmt, offset=base + off) from None
-        if keep:
+        if keep and data:
             out.append(data)
-    return b"".join(out) if keep else None
+    return out if keep else None
 
 
 @dataclass
@@ -232,12 +234,13 @@ def header_end(data: Buffer, path: str) -> Optional[int]:
 class BlockCheck:
     """Checks blocks in stream order, inline or on ``pool``, and hands their data to ``consumer``.
 
-    At most ``depth`` tasks are pending (memory: ``depth`` x (CHUNK + its inflated data)); an
+    At most ``depth`` tasks are pending (memory: ``depth`` x (CHUNK + its inflated data)); the
+    consumer gets the data block by block, in order; an
     error surfaces at the next call or at :meth:`finish`, the first in file order.
     """
 
     def __init__(self, path: str, consumer: Optional[Callable[[bytes], None]] = None,
-                 pool: Optional[Executor] = None, fmt: str = "BAM", depth: int = 4) -> None:
+                 pool: Optional[Executor] = None, fmt: str = "BAM", depth: int = 8) -> None:
         self.path = path
         self.consumer = consumer
         self.fmt = fmt
@@ -286,7 +289,12 @@ class BlockCheck:
         while len(self._pending) > keep:
             item = self._pending.popleft()
             data = item.result() if isinstance(item, Future) else item
-            if data is not None and self.consumer is not None:
+            if data is None or self.consumer is None:
+                continue
+            if isinstance(data, list):
+                for block in data:
+                    self.consumer(block)
+            else:
                 self.consumer(data)
 
     def finish(self) -> None:
