@@ -5,6 +5,8 @@ qualities, NM/MD-free tags; records are written already sorted as SAM text piped
 ``samtools view -b`` (no aligner run: `bwa mem` on 10M reads takes hours on 2 cores).
 
     python benchmarks/make_bam_data.py OUT.bam --reads 18000000 --level 3
+    # parts of one sample, as per-chunk sorted alignments (same header, reads of their own):
+    python benchmarks/make_bam_data.py part-3.bam --reads 2250000 --seed 3
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ BASES = np.frombuffer(b"ACGT", dtype=np.uint8)
 QUALS = np.frombuffer(b"F:,#", dtype=np.uint8)
 
 
-def records(rng: np.random.Generator, name: str, ref: np.ndarray, n_frag: int, start_id: int):
+def records(rng: np.random.Generator, name: str, ref: np.ndarray, n_frag: int, start_id: int, run: int = 1):
     frag_len = rng.normal(350, 40, n_frag).astype(np.int64).clip(READ_LEN, 600)
     p1 = np.sort(rng.integers(0, len(ref) - 700, n_frag))
     p2 = p1 + frag_len - READ_LEN
@@ -45,7 +47,7 @@ def records(rng: np.random.Generator, name: str, ref: np.ndarray, n_frag: int, s
         for k, i in enumerate(sel):
             o = k * READ_LEN
             lines.append(
-                f"SIM:1:HXXX:1:{1101 + ids[i] % 97}:{ids[i]}:{ids[i] % 30011}\t{flag[i]}\t{name}\t{pos[i] + 1}\t60\t150M\t=\t"
+                f"SIM:{run}:HXXX:1:{1101 + ids[i] % 97}:{ids[i]}:{ids[i] % 30011}\t{flag[i]}\t{name}\t{pos[i] + 1}\t60\t150M\t=\t"
                 f"{mate[i] + 1}\t{tlen[i]}\t{seqb[o:o + READ_LEN].decode()}\t{qualb[o:o + READ_LEN].decode()}"
                 f"\tNM:i:{nm[k]}\tAS:i:{150 - 5 * nm[k]}\tRG:Z:s1\n")
         yield "".join(lines)
@@ -59,8 +61,11 @@ def main() -> None:
     ap.add_argument("--genome", type=int, default=200_000_000)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--level", type=int, default=3, help="deflate level of the BAM (3 makes >= 1 GiB from 18M reads)")
+    ap.add_argument("--seed", type=int, help="seed of the reads alone: files made with different seeds share the "
+                                             "genome and header (the parts of one sample)")
     args = ap.parse_args()
     rng = np.random.default_rng(42)
+    reads_rng = rng if args.seed is None else np.random.default_rng(args.seed)
     lens = rng.integers(args.genome // args.contigs // 2, args.genome // args.contigs * 3 // 2, args.contigs)
     names = [f"chr{i + 1}" for i in range(args.contigs)]
     header = "@HD\tVN:1.6\tSO:coordinate\n" + "".join(f"@SQ\tSN:{n}\tLN:{ln}\n" for n, ln in zip(names, lens))
@@ -76,7 +81,7 @@ def main() -> None:
     for name, ln in zip(names, lens):
         n_frag = int(frags_total * ln / lens.sum())
         ref = rng.integers(0, 4, int(ln), dtype=np.uint8)
-        for text in records(rng, name, ref, n_frag, start):
+        for text in records(reads_rng, name, ref, n_frag, start, 1 if args.seed is None else args.seed):
             proc.stdin.write(text)
         start += n_frag
         print(f"{name} done", file=sys.stderr, flush=True)

@@ -59,7 +59,7 @@ def write_bam(path: str, refs: Sequence[Tuple[str, int]], reads: Sequence[Dict],
     """Write ``reads`` with pysam; then, unless ``reblock_seed`` is None, re-cut the BGZF blocks at random
     sizes so that records straddle block edges (htslib starts each record in a new block when it can)."""
     header = {"HD": {"VN": "1.6", "SO": sort}, "SQ": [{"SN": n, "LN": ln} for n, ln in refs],
-              "PG": [{"ID": "test", "PN": "pytest"}]}
+              "RG": [{"ID": "g1", "SM": "sample1"}], "PG": [{"ID": "test", "PN": "pytest"}]}
     with pysam.AlignmentFile(path, "wb", header=header) as out:
         for r in reads:
             a = pysam.AlignedSegment(out.header)
@@ -226,7 +226,7 @@ def test_plan_refused_when_file_changed(bams: Dict[str, str], tmp_path) -> None:
 
 
 def test_gather_refuses_different_headers(bams: Dict[str, str], tmp_path) -> None:
-    with pytest.raises(FormatError, match="header differs"):
+    with pytest.raises(FormatError, match=r"reference dictionary \(@SQ\) differs from .*coord.bam.s: 0 references here, 3"):
         gather_to_file([bams["coordinate"], bams["unmapped"]], str(tmp_path / "g.bam"), Stores())
     assert os.listdir(tmp_path) == []
 
@@ -309,3 +309,81 @@ def test_chunk_to_a_pipe(bams: Dict[str, str], tmp_path) -> None:
         Path(tmp_path / f"p{i}.bam").write_bytes(proc.stdout)
         parts.append(str(tmp_path / f"p{i}.bam"))
     check_parts(bams["coordinate"], parts)
+
+
+# -- corrupt blocks (issue 12): a copied block is inflated and its CRC32/ISIZE checked ------------
+def corrupt_copy(src: str, dest: str, where: str, at: float = 0.25) -> int:
+    """Copy ``src`` with one bit flipped in the block at about ``at`` of the file (a block that is
+    copied whole, not re-encoded); returns that block's offset."""
+    from genostage.codec import _bgzf as K
+
+    data = bytearray(Path(src).read_bytes())
+    offsets = K.walk_blocks(bytes(data), 0, True)[3] or []
+    off = next(o for o in offsets if o >= len(data) * at)
+    size = K.block_size(bytes(data), off)
+    pos = {"payload": off + 18 + (size - 26) // 2, "crc": off + size - 8, "isize": off + size - 4}[where]
+    data[pos] ^= 0x01
+    Path(dest).write_bytes(data)
+    return off
+
+
+CORRUPT_MESSAGES = {"payload": r"corrupt BGZF block \((it does not inflate|CRC32 mismatch)",
+                    "crc": r"corrupt BGZF block \(CRC32 mismatch: the block says [0-9a-f]{8}, its data has [0-9a-f]{8}\)",
+                    "isize": r"corrupt BGZF block \(ISIZE mismatch: the block says \d+ bytes, it inflates to \d+\)"}
+
+
+def _one_line(err: str, path: str, offset: int, where: str) -> None:
+    import re
+
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"genostage: Error in BAM file {path} at offset {offset}: "), lines[0]
+    assert re.search(CORRUPT_MESSAGES[where], lines[0]), lines[0]
+
+
+@pytest.mark.parametrize("where", ["payload", "crc", "isize"])
+def test_split_refuses_a_corrupt_block(bams: Dict[str, str], tmp_path, capsys, where: str) -> None:
+    bad = str(tmp_path / "bad.bam")
+    off = corrupt_copy(bams["coordinate"], bad, where)
+    capsys.readouterr()
+    for threads in ("1", "2"):
+        assert main(["split", "bam", bad, "--out-dir", str(tmp_path / "o"), "--parts", "2", "--threads", threads]) == 1
+        _one_line(capsys.readouterr().err, bad, off, where)
+        assert os.listdir(tmp_path / "o") == []
+    # the opt-out copies the block unread (what every split did before the check)
+    assert main(["split", "bam", bad, "--out-dir", str(tmp_path / "o"), "--parts", "2", "--no-crc-check"]) == 0
+
+
+@pytest.mark.parametrize("where", ["payload", "crc", "isize"])
+def test_plan_chunk_refuses_a_corrupt_block(bams: Dict[str, str], tmp_path, capsys, where: str) -> None:
+    bad = str(tmp_path / "bad.bam")
+    plan = str(tmp_path / "plan.json")
+    Path(bad).write_bytes(Path(bams["coordinate"]).read_bytes())
+    assert main(["plan", "bam", bad, "--parts", "2", "-o", plan]) == 0
+    off = corrupt_copy(bams["coordinate"], bad, where)  # same size: the plan still matches
+    os.utime(bad, (os.stat(plan).st_mtime, json_mtime(plan)))
+    capsys.readouterr()
+    assert main(["chunk", plan, "--index", "0", "-o", str(tmp_path / "c0.bam")]) == 1
+    _one_line(capsys.readouterr().err, bad, off, where)
+    assert sorted(os.listdir(tmp_path)) == ["bad.bam", "plan.json"]
+    assert main(["chunk", plan, "--index", "1", "-o", str(tmp_path / "c1.bam")]) == 0  # the other half is sound
+
+
+def json_mtime(plan: str) -> float:
+    import json
+
+    return float(json.loads(Path(plan).read_text())["sources"][0]["mtime"])
+
+
+@pytest.mark.parametrize("where", ["payload", "crc", "isize"])
+def test_gather_refuses_a_corrupt_block(bams: Dict[str, str], tmp_path, capsys, where: str) -> None:
+    report = split_bam(bams["coordinate"], str(tmp_path / "p"), Stores(), parts=2)
+    parts = [p["path"] for p in report["parts"]]
+    bad = str(tmp_path / "bad.bam")
+    off = corrupt_copy(parts[1], bad, where, at=0.5)
+    capsys.readouterr()
+    for how in ([], ["--merge"]):
+        assert main(["gather", "bam", *how, parts[0], bad, "-o", str(tmp_path / "g.bam")]) == 1
+        _one_line(capsys.readouterr().err, bad, off, where)
+        assert not (tmp_path / "g.bam").exists()
+    assert sorted(os.listdir(tmp_path)) == ["bad.bam", "p"]

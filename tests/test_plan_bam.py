@@ -117,3 +117,57 @@ def test_split_s3_source(big_bam: str, stores, bucket: str, tmp_path) -> None:  
     assert report["bytes_read"] == stores.s3.counters.snapshot()["bytes_read"] - before
     assert report["bytes_read"] <= 1.01 * os.path.getsize(big_bam) + 5 * 256 * KiB
     check_parts(big_bam, [p["path"] for p in report["parts"]])
+
+
+# -- corrupt blocks through ranged reads (the streamed copy path) -----------------------------
+def test_corrupt_block_on_s3_is_refused(big_bam: str, stores, bucket: str, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from .test_bam import _one_line, corrupt_copy
+
+    from genostage.split.bam import split_bam
+
+    good = _upload(stores, bucket, big_bam, "good.bam")
+    plan = make_plan(good, stores, parts=2)
+    bad_local = str(tmp_path / "bad.bam")
+    off = corrupt_copy(big_bam, bad_local, "crc")
+    bad = _upload(stores, bucket, bad_local, "bad.bam")
+    capsys.readouterr()
+    assert main(["split", "bam", bad, "--out-dir", str(tmp_path / "o"), "--parts", "2"]) == 1
+    _one_line(capsys.readouterr().err, bad, off, "crc")
+    assert os.listdir(tmp_path / "o") == []
+    # a plan of the bad object: chunk 0 holds the block
+    plan = make_plan(bad, stores, parts=2)
+    save(plan, str(tmp_path / "plan.json"), stores)
+    assert main(["chunk", str(tmp_path / "plan.json"), "--index", "0", "-o", str(tmp_path / "c0.bam")]) == 1
+    _one_line(capsys.readouterr().err, bad, off, "crc")
+    # gather streams S3 parts by ranged reads
+    report = split_bam(good, str(tmp_path / "p"), stores, parts=2)
+    part1 = str(tmp_path / "bad-part.bam")
+    poff = corrupt_copy(report["parts"][1]["path"], part1, "payload", at=0.5)
+    uris = [_upload(stores, bucket, report["parts"][0]["path"], "parts/p0.bam"), _upload(stores, bucket, part1, "parts/p1.bam")]
+    assert main(["gather", "bam", *uris, "-o", str(tmp_path / "g.bam")]) == 1
+    _one_line(capsys.readouterr().err, uris[1], poff, "payload")
+    # --merge downloads the parts first (verified): the error still names the part as given
+    assert main(["gather", "bam", "--merge", *uris, "-o", str(tmp_path / "g.bam"), "--tmp-dir", str(tmp_path)]) == 1
+    _one_line(capsys.readouterr().err, uris[1], poff, "payload")
+    assert not (tmp_path / "g.bam").exists() and not [p for p in os.listdir(tmp_path) if p.startswith("genostage-")]
+
+
+@pytest.mark.parametrize("s3", ["moto", "rclone"], indirect=True)
+def test_split_bam_to_an_s3_prefix(big_bam: str, stores, s3_client, bucket: str, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The parts are uploaded (verified) under the prefix; no local directory named s3: appears."""
+    from .helpers import keys
+
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("GENOSTAGE_SCRATCH", str(tmp_path))  # where the parts are split first
+    assert main(["split", "bam", big_bam, "--out-dir", f"s3://{bucket}/chunks/S1", "--parts", "3"]) == 0
+    assert os.listdir(work) == [] and not [p for p in os.listdir(tmp_path) if p.startswith("genostage-")]
+    names = keys(s3_client, bucket, "chunks/")
+    assert names == [f"chunks/S1/big.part{i:03d}.bam" for i in range(3)]
+    got = []
+    for i, key in enumerate(names):
+        path = tmp_path / f"g{i}.bam"
+        path.write_bytes(s3_client.get_object(Bucket=bucket, Key=key)["Body"].read())
+        got.append(str(path))
+    check_parts(big_bam, got)

@@ -5,7 +5,9 @@ the first BGZF block, then the first offset where a chain of valid BAM records
 begins (as Disq and spark-bam do). A chunk is the header, the records between
 two virtual offsets (whole blocks copied byte for byte, the edge blocks
 re-encoded) and the EOF block. The same code serves a local file and an
-``s3://`` object.
+``s3://`` object. Every block copied is inflated and its CRC32 and ISIZE
+checked unless the caller passes ``check=Check(crc=False)``
+(``genostage.split.bam_check``; the cost is in the README's BAM section).
 """
 from __future__ import annotations
 
@@ -17,7 +19,9 @@ from typing import Any, BinaryIO, Dict, List, Optional, Tuple
 from ..codec import _bgzf as K
 from ..codec.bgzf import BgzfWriter, make_virtual, split_virtual
 from ..errors import FormatError, UsageError
+from ..fsutil import os_error, temp_name
 from ..store import Stores
+from .bam_check import Check
 from .bam_copy import copy_records, run_bytes
 from .bam_io import BamHeader, Source, Window, check_eof, header_from_bytes, read_header, record_name, window_from
 from .plan import Plan, source_entry
@@ -181,8 +185,10 @@ def _plan_header(plan: Plan, src: Source) -> BamHeader:
         raise FormatError("BAM plan without a valid header entry", path=src.path) from None
 
 
-def write_plan_chunk(plan: Plan, index: int, out: BinaryIO, stores: Stores, level: int = 6) -> Dict[str, Any]:
-    """Write chunk ``index`` of a BAM plan as a whole BAM file to ``out``; returns what it did."""
+def write_plan_chunk(plan: Plan, index: int, out: BinaryIO, stores: Stores, level: int = 6,
+                     check: Optional[Check] = None) -> Dict[str, Any]:
+    """Write chunk ``index`` of a BAM plan as a whole BAM file to ``out``; returns what it did.
+    ``check`` (default: CRC32 of every block) as for :func:`write_bam`."""
     from .plan import check_unchanged
 
     chunk = plan.chunk(index)
@@ -195,7 +201,7 @@ def write_plan_chunk(plan: Plan, index: int, out: BinaryIO, stores: Stores, leve
         first, last = chunk["bytes"]
     except (KeyError, TypeError, ValueError):
         raise FormatError(f"BAM plan chunk {index} lacks start/end/bytes", path=src.path) from None
-    stats = write_bam(out, header, src, start, end, src.iter(first, last - first), level)
+    stats = write_bam(out, header, src, start, end, src.iter(first, last - first), level, check)
     after = src.store.counters.snapshot()
     stats.update(index=index, bytes_read=after["bytes_read"] - before["bytes_read"],
                  requests=after["requests"] - before["requests"])
@@ -203,11 +209,15 @@ def write_plan_chunk(plan: Plan, index: int, out: BinaryIO, stores: Stores, leve
 
 
 def write_bam(out: BinaryIO, header: BamHeader, src: Source, start: int, end: int, pieces: Any,
-              level: int = 6) -> Dict[str, Any]:
+              level: int = 6, check: Optional[Check] = None) -> Dict[str, Any]:
+    """The header, the records from virtual offset ``start`` to ``end`` and the EOF block.
+    ``check``: what is checked on the way (default ``Check()``: every block's CRC32 and ISIZE;
+    ``Check(crc=False)`` copies the inner blocks unread; ``Check(count=True)`` adds the counts)."""
     writer = BgzfWriter(out, level)
     writer.write(header.data)
     writer.flush()
-    stats: Dict[str, Any] = copy_records(writer, pieces, start, end, src, out)
+    check = Check() if check is None else check
+    stats: Dict[str, Any] = copy_records(writer, pieces, start, end, src, out, check if check.active else None)
     writer.close()
     stats["bytes_written"] = writer.compressed_bytes
     return stats
@@ -223,19 +233,27 @@ def part_names(src: Source, n: int) -> List[str]:
 
 
 def split_to_dir(src: Source, header: BamHeader, runs: List[Tuple[Cut, Cut]], out_dir: str, threads: int = 1,
-                 level: int = 6) -> List[Dict[str, Any]]:
-    """Write one BAM per run into ``out_dir``; all appear, or none."""
-    os.makedirs(out_dir, exist_ok=True)
+                 level: int = 6, check: Optional[Check] = None) -> List[Dict[str, Any]]:
+    """Write one BAM per run into ``out_dir``; all appear, or none. Parts are written on ``threads``
+    threads, each checking its own blocks (``check``, as for :func:`write_bam`)."""
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as exc:
+        raise os_error(exc, out_dir) from None
     chunks = chunks_from_runs(runs)
     names = part_names(src, len(chunks))
-    temps = [os.path.join(out_dir, f".{name}.genostage-{os.getpid()}.tmp") for name in names]
+    paths = [os.path.join(out_dir, name) for name in names]
+    temps = [temp_name(path) for path in paths]
 
     def one(i: int) -> Dict[str, Any]:
         c = chunks[i]
         first, last = c["bytes"]
-        with open(temps[i], "wb") as fh:
-            stats = write_bam(fh, header, src, c["start"], c["end"], src.iter(first, last - first), level)
-        stats.update(path=os.path.join(out_dir, names[i]), start=c["start"], end=c["end"])
+        try:
+            with open(temps[i], "wb") as fh:
+                stats = write_bam(fh, header, src, c["start"], c["end"], src.iter(first, last - first), level, check)
+        except OSError as exc:
+            raise os_error(exc, paths[i]) from None
+        stats.update(path=paths[i], start=c["start"], end=c["end"])
         return stats
 
     try:
@@ -244,28 +262,32 @@ def split_to_dir(src: Source, header: BamHeader, runs: List[Tuple[Cut, Cut]], ou
                 results = list(pool.map(one, range(len(chunks))))
         else:
             results = [one(i) for i in range(len(chunks))]
-    except BaseException:
+        for tmp, res in zip(temps, results):
+            os.replace(tmp, res["path"])
+    except BaseException as exc:
         for tmp in temps:
             try:
                 os.unlink(tmp)
             except FileNotFoundError:
                 pass
+        if isinstance(exc, OSError):
+            raise os_error(exc, out_dir) from None
         raise
-    for tmp, res in zip(temps, results):
-        os.replace(tmp, res["path"])
     return results
 
 
 def split_bam(uri: str, out_dir: str, stores: Stores, parts: Optional[int] = None, records: Optional[int] = None,
               size: Optional[int] = None, by_name: bool = False, threads: int = 1, level: int = 6,
-              runs: Optional[List[Tuple[Cut, Cut]]] = None) -> Dict[str, Any]:
+              runs: Optional[List[Tuple[Cut, Cut]]] = None, check: Optional[Check] = None) -> Dict[str, Any]:
     """Split ``uri`` into BAM files in ``out_dir``; returns a report (parts, bytes read and written).
 
     ``runs`` (from :func:`genostage.split.bam_index.index_runs`) replaces the
-    parts/records/size cuts.
+    parts/records/size cuts. ``check`` (default: every block's CRC32 and ISIZE) as for
+    :func:`write_bam`; with ``Check(count=True)`` each part's report holds its ``records`` and
+    ``primary`` counts.
     """
     src, before, header, runs = _open_and_cut(uri, stores, parts, records, size, by_name, threads, runs)
-    results = split_to_dir(src, header, runs, out_dir, threads, level)
+    results = split_to_dir(src, header, runs, out_dir, threads, level, check)
     return {"source": src.path, "parts": results,
             "bytes_read": src.store.counters.snapshot()["bytes_read"] - before,
             "bytes_written": sum(r["bytes_written"] for r in results)}

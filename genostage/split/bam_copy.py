@@ -2,17 +2,21 @@
 
 A run goes from a start to an end virtual offset. The bytes from the start
 block to the end block arrive as pieces of one ranged read; whole blocks in
-between pass through unchanged (their framing is checked on the way).
+between pass through unchanged (their framing is checked on the way). With a
+:class:`~genostage.split.bam_check.Check` (the default of every caller) each
+whole block is also inflated and its CRC32 and ISIZE compared, and the records
+can be counted on the way (``genostage.split.bam_check``).
 """
 from __future__ import annotations
 
 import errno
 import io
 import os
-from typing import BinaryIO, Dict, Iterator, Optional
+from typing import Any, BinaryIO, Dict, Iterator, Optional
 
 from ..codec import _bgzf as K
 from ..codec.bgzf import BgzfWriter, split_virtual
+from .bam_check import BlockCheck, Check, RecordCounter, copy_checked
 from .bam_io import Source, inflate_at
 
 
@@ -65,8 +69,9 @@ def _take_block(pieces: _Pieces, src: Source) -> bytes:
     return block
 
 
-def _copy_raw(pieces: _Pieces, until: int, writer: BgzfWriter, src: Source) -> int:
-    """Copy whole blocks unchanged up to compressed offset ``until``; returns the number of blocks."""
+def _copy_raw(pieces: _Pieces, until: int, writer: BgzfWriter, src: Source, check: Optional[BlockCheck] = None) -> int:
+    """Copy whole blocks unchanged up to compressed offset ``until``; returns the number of blocks.
+    ``check`` sees every byte copied."""
     nxt_block = pieces.offset  # where the next block header starts
     tail = b""  # a block header split across two pieces
     blocks = 0
@@ -77,6 +82,8 @@ def _copy_raw(pieces: _Pieces, until: int, writer: BgzfWriter, src: Source) -> i
         if part is None:
             raise src.error("truncated BAM: the byte range ended early", offset=base)
         writer.write_raw_block(part)  # type: ignore[arg-type]
+        if check is not None:
+            check.stream(part, base)
         end = base + len(part)
         if tail:
             head = tail + bytes(part[:18 - len(tail)])
@@ -137,63 +144,101 @@ def _kernel_copy(in_fd: int, out_fd: int, offset: int, count: int) -> None:
         count -= n
 
 
+def _edge(src: Source, offset: int) -> bytes:
+    """The data of the block at ``offset`` (a virtual offset's block), CRC-checked."""
+    block = src.read(offset, 65536)
+    size = K.block_size(block, 0) if block else 0
+    if size <= 0:
+        raise src.error("not a BGZF block where a virtual offset points", offset=offset)
+    return inflate_at(block, 0, src, offset)
+
+
+def _copy_local(writer: BgzfWriter, out: BinaryIO, out_fd: int, fd: int, start: int, end: int, src: Source,
+                check: Optional[BlockCheck]) -> int:
+    """Whole blocks copied in the kernel (as ``cp``), after their framing is checked: with small
+    preads of the block headers, or by ``check``, which reads every block and inflates it."""
+    if check is None:
+        stop, count, status = K.walk_blocks_fd(fd, start, end)
+        if status == -2:
+            raise src.error("read error", offset=stop)
+        if status < 0:
+            raise src.error("not a BGZF block (expected gzip magic 1f 8b 08 04 with a BC field)", offset=stop)
+        if stop != end:
+            raise src.error("BGZF blocks do not end where expected (file changed?)", offset=stop)
+    else:
+        count = copy_checked(fd, start, end, None, check)
+    writer.write_raw_block(b"")  # flush and write out what is pending
+    out.flush()
+    _kernel_copy(fd, out_fd, start, end - start)
+    if out.seekable():
+        out.seek(0, os.SEEK_END)
+    writer.compressed_bytes += end - start
+    return count
+
+
 def _copy_records_local(writer: BgzfWriter, out: BinaryIO, out_fd: int, start_v: int, end_v: int,
-                        src: Source) -> Dict[str, int]:
-    """The local-file path: edge blocks read and inflated, whole blocks' headers checked with small
-    preads and the blocks copied in the kernel (``copy_file_range``, as ``cp`` does)."""
+                        src: Source, check: Optional[BlockCheck]) -> Dict[str, int]:
+    """The local-file path: edge blocks read and inflated; whole blocks checked (``check``: every
+    block inflated) and copied in the kernel (``copy_file_range``)."""
     sc, su = split_virtual(start_v)
     ec, eu = split_virtual(end_v)
     stats = {"blocks_copied": 0, "blocks_reencoded": 0}
 
-    def edge(offset: int) -> bytes:
-        block = src.read(offset, 65536)
-        size = K.block_size(block, 0) if block else 0
-        if size <= 0:
-            raise src.error("not a BGZF block where a virtual offset points", offset=offset)
-        return inflate_at(block, 0, src, offset)
+    def edge_data(data: bytes) -> None:
+        writer.write(data)
+        writer.flush()
+        stats["blocks_reencoded"] += 1
+        if check is not None:
+            check.data(data)
 
     raw_start = sc
     if su or sc == ec:
-        data = edge(sc)
-        writer.write(data[su:eu] if sc == ec else data[su:])
-        writer.flush()
-        stats["blocks_reencoded"] += 1
+        data = _edge(src, sc)
+        edge_data(data[su:eu] if sc == ec else data[su:])
         raw_start = sc + K.block_size(src.read(sc, 18), 0)
     if sc != ec and raw_start < ec:
         with open(src.loc.path, "rb") as fh:
-            stop, count, status = K.walk_blocks_fd(fh.fileno(), raw_start, ec)
-            if status == -2:
-                raise src.error("read error", offset=stop)
-            if status < 0:
-                raise src.error("not a BGZF block (expected gzip magic 1f 8b 08 04 with a BC field)", offset=stop)
-            if stop != ec:
-                raise src.error("BGZF blocks do not end where expected (file changed?)", offset=stop)
-            writer.write_raw_block(b"")  # flush and write out what is pending
-            out.flush()
-            _kernel_copy(fh.fileno(), out_fd, raw_start, ec - raw_start)
-        if out.seekable():
-            out.seek(0, os.SEEK_END)
-        writer.compressed_bytes += ec - raw_start
+            stats["blocks_copied"] = _copy_local(writer, out, out_fd, fh.fileno(), raw_start, ec, src, check)
         src.store.counters.add(requests=1, read=ec - raw_start)
-        stats["blocks_copied"] = count
     if sc != ec and eu:
-        data = edge(ec)
+        data = _edge(src, ec)
         if eu > len(data):
             raise src.error("virtual offset beyond its block's data", offset=end_v)
-        writer.write(data[:eu])
-        writer.flush()
-        stats["blocks_reencoded"] += 1
+        edge_data(data[:eu])
     return stats
 
 
 def copy_records(writer: BgzfWriter, pieces_iter: Iterator[bytes], start_v: int, end_v: int,
-                 src: Source, out: Optional[BinaryIO] = None) -> Dict[str, int]:
+                 src: Source, out: Optional[BinaryIO] = None, check: Optional[Check] = None) -> Dict[str, Any]:
     """Write the records between two virtual offsets; ``pieces_iter`` yields the bytes from the start block
     through the end block (the end block only when the end offset is inside it).
 
     When the source is a local file and ``out`` (the file ``writer`` writes to) has a
-    file descriptor, whole blocks are copied in the kernel and ``pieces_iter`` is not used.
+    file descriptor, whole blocks are copied from the file and ``pieces_iter`` is not used
+    (in the kernel when nothing is checked). ``check`` (see :class:`~genostage.split.bam_check.Check`)
+    inflates every whole block copied and compares its CRC32 and ISIZE (the edge blocks are
+    inflated anyway); with ``check.count`` the stats also hold ``records``, ``primary`` and the
+    sort keys ``first``/``last`` of the first and last record (None when there are none).
     """
+    counter = RecordCounter(src.path) if check is not None and check.count else None
+    blocks = BlockCheck(src.path, counter, check.pool) if check is not None and check.active else None
+    try:
+        stats: Dict[str, Any] = dict(_copy_records(writer, pieces_iter, start_v, end_v, src, out, blocks))
+        if blocks is not None:
+            blocks.finish()
+    except BaseException:
+        if blocks is not None:
+            blocks.abort()
+        raise
+    if counter is not None:
+        counts = counter.close()
+        stats.update(records=counts.records, primary=counts.primary)
+        stats["first"], stats["last"] = counter.first, counter.last
+    return stats
+
+
+def _copy_records(writer: BgzfWriter, pieces_iter: Iterator[bytes], start_v: int, end_v: int,
+                  src: Source, out: Optional[BinaryIO], check: Optional[BlockCheck]) -> Dict[str, int]:
     sc, su = split_virtual(start_v)
     ec, eu = split_virtual(end_v)
     stats = {"blocks_copied": 0, "blocks_reencoded": 0}
@@ -201,27 +246,29 @@ def copy_records(writer: BgzfWriter, pieces_iter: Iterator[bytes], start_v: int,
         return stats
     out_fd = _fileno(out)
     if out_fd >= 0 and out is not None and not src.loc.is_s3:
-        return _copy_records_local(writer, out, out_fd, start_v, end_v, src)
+        return _copy_records_local(writer, out, out_fd, start_v, end_v, src, check)
     pieces = _Pieces(pieces_iter, sc)
+
+    def edge_data(data: bytes) -> None:
+        writer.write(data)
+        writer.flush()
+        stats["blocks_reencoded"] += 1
+        if check is not None:
+            check.data(data)
+
     if sc == ec:
         data = inflate_at(_take_block(pieces, src), 0, src, sc)
-        writer.write(data[su:eu])
-        writer.flush()
-        stats["blocks_reencoded"] = 1
+        edge_data(data[su:eu])
         return stats
     if su:
         data = inflate_at(_take_block(pieces, src), 0, src, sc)
-        writer.write(data[su:])
-        writer.flush()
-        stats["blocks_reencoded"] += 1
-    stats["blocks_copied"] = _copy_raw(pieces, ec, writer, src)
+        edge_data(data[su:])
+    stats["blocks_copied"] = _copy_raw(pieces, ec, writer, src, check)
     if eu:
         data = inflate_at(_take_block(pieces, src), 0, src, ec)
         if eu > len(data):
             raise src.error("virtual offset beyond its block's data", offset=end_v)
-        writer.write(data[:eu])
-        writer.flush()
-        stats["blocks_reencoded"] += 1
+        edge_data(data[:eu])
     return stats
 
 
