@@ -20,7 +20,8 @@ from ..errors import FormatError, GenostageError, UsageError
 from ..fsutil import os_error, write_atomic
 from ..location import parse
 from ..units import format_size
-from .common import add_transfer_options, stop_on_signals, stores_from
+from ..cancel import stop_on_signals
+from .common import add_transfer_options, stores_from
 
 log = logging.getLogger("genostage.cli.gather")
 

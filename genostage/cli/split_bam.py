@@ -7,7 +7,8 @@ import os
 from typing import Any
 
 from ..units import format_size, parse_size
-from .common import add_transfer_options, stop_on_signals, stores_from
+from ..cancel import stop_on_signals
+from .common import add_transfer_options, stores_from
 
 log = logging.getLogger("genostage.cli.split_bam")
 

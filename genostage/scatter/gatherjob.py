@@ -41,17 +41,23 @@ def _refuse_failures(spec: ScatterSpec, states: List[ChildState]) -> List[ChildS
 
 def run_gather(spec: ScatterSpec, stores: Stores, config: TransferConfig, show_progress: bool = True,
                threads: Optional[int] = None) -> Dict[str, Any]:
-    """Gather ``spec``'s outputs (see the module docstring); returns the final manifest."""
+    """Gather ``spec``'s outputs (see the module docstring); returns the final manifest, which
+    is written (saying why) when the gather refuses too."""
     from ..split.gather import gather
 
-    states = scatter_state(spec, stores)
-    failed = _refuse_failures(spec, states)
-    done = [s for s in states if s.done]
-    proof = check_children(spec, done)
     threads = threads or available()
     job = Job(scratch_root=spec.job.scratch, config=config, stores=stores, manifest=spec.manifest,
               show_progress=show_progress, index=None)
     with job:
+        states = scatter_state(spec, stores)
+        info: Dict[str, Any] = {"id": spec.id, "spec": spec.uri, "children": [s.to_json() for s in states],
+                                "summary": summary(states)}
+        job.extra["scatter"] = info
+        failed = _refuse_failures(spec, states)
+        info["failed"] = [s.index for s in failed]
+        done = [s for s in states if s.done]
+        proof = check_children(spec, done)
+        info["conservation"] = proof
         outputs = {g.name: job.output(g.output, g.name) for g in spec.gather}
         for g in spec.gather:
             parts = [spec.part(g, s.index) for s in done]
@@ -63,8 +69,5 @@ def run_gather(spec: ScatterSpec, stores: Stores, config: TransferConfig, show_p
             log.info("gathering %s: %s of %d parts (%s records)", g.output, g.rule, len(parts), f"{expect:,}")
             result = gather(g.rule, paths, str(outputs[g.name]), threads=threads, expect=expect,
                             command_line=f"genostage scatter gather {spec.uri}")
-            proof.setdefault("gathered", {})[g.name] = result.counts.to_json()
-        job.extra["scatter"] = {
-            "id": spec.id, "spec": spec.uri, "children": [s.to_json() for s in states],
-            "summary": summary(states), "failed": [s.index for s in failed], "conservation": proof}
+            proof.setdefault("gathered", {})[g.name] = result.counts.to_json() if result.counts else None
     return job.manifest
