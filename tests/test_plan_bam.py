@@ -164,7 +164,7 @@ def test_split_bam_to_an_s3_prefix(big_bam: str, stores, s3_client, bucket: str,
     assert main(["split", "bam", big_bam, "--out-dir", f"s3://{bucket}/chunks/S1", "--parts", "3"]) == 0
     assert os.listdir(work) == [] and not [p for p in os.listdir(tmp_path) if p.startswith("genostage-")]
     names = keys(s3_client, bucket, "chunks/")
-    assert names == [f"chunks/S1/big.part{i:03d}.bam" for i in range(3)]
+    assert names == [f"chunks/S1/big.part-{i:04d}.bam" for i in range(3)]
     got = []
     for i, key in enumerate(names):
         path = tmp_path / f"g{i}.bam"

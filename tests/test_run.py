@@ -277,7 +277,7 @@ def test_plan_chunk_as_a_staged_input(s3, s3_client, bucket, tmp_path):
         assert r.returncode == 0, r.stderr
         counts.append(int(get(s3_client, bucket, f"counts/{i}.txt")))
         manifest = json.loads(get(s3_client, bucket, f"counts/{i}.txt.manifest.json"))
-        assert manifest["inputs"][0]["kind"] == "chunk" and manifest["inputs"][0]["path"].endswith(f"sample.chunk-{i:04d}.bam")
+        assert manifest["inputs"][0]["kind"] == "chunk" and manifest["inputs"][0]["path"].endswith(f"sample.part-{i:04d}.bam")
     assert sum(counts) == 3000 and all(c > 0 for c in counts)
     r = genostage(["run", "--scratch", str(tmp_path / "s"), "-i", f"bam=s3://{bucket}/sample.plan.json#7", "--", "true"])
     assert r.returncode == 2 and "out of range" in r.stderr
@@ -297,11 +297,11 @@ def test_paired_fastq_plan_chunk_as_a_staged_input(s3, s3_client, bucket, tmp_pa
     for i in range(3):
         r = genostage(["run", "--scratch", str(tmp_path / "s"), "-i", f"reads=s3://{bucket}/s.plan.json#{i}",
                        "-o", f"n=s3://{bucket}/n/{i}.txt", "--stdout", "n", "--shell", "--",
-                       f"ls {{reads}} && cat {{reads}}/s_R1.chunk-000{i}.fastq | wc -l && "
-                       f"cat {{reads}}/s_R2.chunk-000{i}.fastq | wc -l"])
+                       f"ls {{reads}} && cat {{reads}}/s.part-000{i}.R1.fastq | wc -l && "
+                       f"cat {{reads}}/s.part-000{i}.R2.fastq | wc -l"])
         assert r.returncode == 0, r.stderr
         listing_r1, listing_r2, n1, n2 = get(s3_client, bucket, f"n/{i}.txt").decode().split()
-        assert (listing_r1, listing_r2) == (f"s_R1.chunk-000{i}.fastq", f"s_R2.chunk-000{i}.fastq")
+        assert (listing_r1, listing_r2) == (f"s.part-000{i}.R1.fastq", f"s.part-000{i}.R2.fastq")
         assert int(n1) == int(n2) > 0
         total += int(n1) // 4
     assert total == 3000

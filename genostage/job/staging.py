@@ -97,7 +97,7 @@ def plan_chunk_input(stores: Stores, name: str, uri: str, in_dir: Path, taken: S
     except NotFound as exc:
         raise NotFound(f"input {name!r}: {exc}") from None
     chunk = plan.chunk(index)
-    names = [_chunk_name(src["uri"], index) for src in plan.sources]
+    names = chunk_names(plan, index)
     if len(names) == 1:
         path = _unique_path(in_dir, name, names[0], taken)
         staged = Staged(name, uri, path, False, chunk=(plan, index))
@@ -109,9 +109,28 @@ def plan_chunk_input(stores: Stores, name: str, uri: str, in_dir: Path, taken: S
     return staged
 
 
-def _chunk_name(source_uri: str, index: int) -> str:
-    stem, dot, suffix = parse(source_uri).name.partition(".")
-    return f"{stem}.chunk-{index:04d}{dot}{suffix}"
+def chunk_names(plan: Any, index: int) -> List[str]:
+    """The file names chunk ``index`` of a plan is staged as (genostage.split.naming's scheme,
+    as the splitters write them): ``sample.part-0003.bam``; ``S1.part-0003.R1.fastq.gz`` and
+    ``.R2`` for a paired plan."""
+    from ..split.fastq import default_prefix
+    from ..split.naming import part_name
+
+    n = len(plan.chunks)
+    if len(plan.sources) == 2:
+        prefix = default_prefix(plan.sources[0]["uri"], True)
+        return [part_name(prefix, index, n, _suffix(src["uri"]), mate) for mate, src in enumerate(plan.sources, 1)]
+    name = parse(plan.sources[0]["uri"]).name
+    stem, dot, suffix = name.partition(".")
+    return [part_name(stem, index, n, dot + suffix)]
+
+
+def _suffix(uri: str) -> str:
+    name = parse(uri).name
+    for ext in (".fastq.gz", ".fq.gz", ".fastq.bgz", ".fastq", ".fq"):
+        if name.endswith(ext):
+            return ext
+    return "." + name.partition(".")[2] if "." in name else ""
 
 
 def _chunk_size(plan: Any, chunk: Dict[str, Any]) -> int:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import logging
 import os
 import tempfile
@@ -29,7 +30,7 @@ from typing import Any, Dict, List, Mapping, Optional
 
 from ..cancel import Cancel
 from ..config import TransferConfig
-from ..errors import UsageError
+from ..errors import FormatError, NotFound, UsageError
 from ..job.manifest import default_location
 from ..job.spec import JobSpec
 from ..location import parse
@@ -129,10 +130,39 @@ class Scatter:
             raise UsageError("a scatter needs an output (-o NAME=URI), or --work URI for its spec and parts")
         return first.rstrip("/").replace("{index}", "").replace("{id}", "") + ".scatter/"
 
+    def _request(self, split: str) -> str:
+        """What the children do: the same request finds the same spec (a rerun resumes)."""
+        text = json.dumps({"job": self.job.to_json(), "split": split, "sheet": self.sheet,
+                           "cut": self.options.__dict__, "gather": self.gather}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+    def _existing(self, work: str, request: str) -> Optional[ScatterSpec]:
+        try:
+            spec = load(work + "spec.json", self.stores)
+        except (NotFound, FormatError):
+            return None
+        if spec.extra.get("request") != request:
+            log.info("%sspec.json is another scatter's: planning this one anew", work)
+            return None
+        spec.conserve, spec.allow_failed, spec.attempts = not self.drops_reads, self.allow_failed, self.attempts
+        spec.reads = {**spec.reads, "dropped": True} if self.drops_reads else \
+            {k: v for k, v in spec.reads.items() if k != "dropped"}
+        if self.manifest:
+            spec.manifest = self.manifest
+        save(spec, self.stores)
+        log.info("scatter %s: the same scatter was planned before (%s): resuming it", spec.id, spec.uri)
+        return spec
+
     def plan(self) -> ScatterSpec:
-        """Cut the input, write the plan and the spec; the spec (on S3 or local) is returned."""
+        """Cut the input, write the plan and the spec; the spec (on S3 or local) is returned.
+        The same request again (same job, cut and rules) reuses the spec it wrote, so a rerun
+        runs only the children that have not succeeded."""
         split = self._check()
         work = self._work()
+        request = self._request(split)
+        existing = self._existing(work, request)
+        if existing is not None:
+            return existing
         started = time.time()
         if self.sheet:
             cut = read_sheet(self.stores, self.sheet)
@@ -143,6 +173,7 @@ class Scatter:
                 raise UsageError(f"input {split!r}: cut one FASTQ or BAM, or a FASTQ pair, not {len(uris)} files")
             cut = cut_input(self.stores, self.config, split, uris, self.options, work, self.job.scratch)
         spec = self._spec(work, cut, split)
+        spec.extra["request"] = request
         save(spec, self.stores)
         log.info("scatter %s: %d children (%s), spec %s, planned in %.1f s", spec.id, spec.children,
                  cut.kind, spec.uri, time.time() - started)

@@ -146,7 +146,11 @@ def _cut_fastq_gzip(stores: Stores, config: TransferConfig, name: str, uris: Lis
     """Split once, streamed from the store, into chunk objects under ``<work>/chunks/``."""
     from ..split.fastq import split_fastq
 
-    tmp = tempfile.mkdtemp(prefix="genostage-scatter-chunks-", dir=scratch)
+    from ..job.scratch import default_root
+
+    root = scratch or default_root()
+    os.makedirs(root, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".genostage-scatter-chunks-", dir=root)
     try:
         log.info("%s is plain gzip: splitting it once into chunk objects under %schunks/", uris[0], work)
         summary = split_fastq(uris, tmp, parts=options.parts, records=options.records, nbytes=options.nbytes,

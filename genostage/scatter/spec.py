@@ -41,7 +41,7 @@ FORMAT = "genostage-scatter/1"
 TRANSFER_SETTINGS = ("concurrency", "part_size", "multipart_threshold", "download_part_size", "sse",
                      "sse_kms_key_id", "requester_pays", "verify", "sign")
 KINDS = ("bam", "vcf", "fastq", "text")
-EXTRA = ("plan", "cut", "planning_bytes_read", "transfer")  # informational fields kept as they are
+EXTRA = ("plan", "cut", "planning_bytes_read", "transfer", "request")  # kept as they are
 
 
 def kind_of(uri: str) -> str:
@@ -98,7 +98,7 @@ class ScatterSpec:
         return self.work + "spec.json"
 
     def child_manifest(self, index: int) -> str:
-        return f"{self.work}children/{index:05d}.manifest.json"
+        return f"{self.work}children/{self.id}/{index:05d}.manifest.json"
 
     def child(self, index: int) -> JobSpec:
         """The job child ``index`` runs: the template with its index (and row) filled in."""

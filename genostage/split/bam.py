@@ -24,6 +24,7 @@ from ..store import Stores
 from .bam_check import Check
 from .bam_copy import copy_records, run_bytes
 from .bam_io import BamHeader, Source, Window, check_eof, header_from_bytes, read_header, record_name, window_from
+from .naming import part_name
 from .plan import Plan, source_entry
 
 log = logging.getLogger("genostage.split.bam")
@@ -228,8 +229,7 @@ def part_names(src: Source, n: int) -> List[str]:
     stem = src.loc.name
     if stem.endswith(".bam"):
         stem = stem[:-4]
-    width = max(3, len(str(n - 1)))
-    return [f"{stem}.part{i:0{width}d}.bam" for i in range(n)]
+    return [part_name(stem, i, n, ".bam") for i in range(n)]
 
 
 def split_to_dir(src: Source, header: BamHeader, runs: List[Tuple[Cut, Cut]], out_dir: str, threads: int = 1,

@@ -7,7 +7,7 @@ python-isal is installed, zlib otherwise; both release the GIL, so a thread pool
 parallel) and compares the data with the block's CRC32 and ISIZE. A mismatch is a
 :class:`~genostage.errors.FormatError` naming the file and the block's compressed offset::
 
-    Error in BAM file parts/x.part003.bam at offset 5242880: corrupt BGZF block (CRC32 mismatch: ...)
+    Error in BAM file parts/x.part-0003.bam at offset 5242880: corrupt BGZF block (CRC32 mismatch: ...)
 
 The inflated data can go on, in stream order, to a consumer such as :class:`RecordCounter`, which
 counts BAM records (all, and primary: neither secondary 0x100 nor supplementary 0x800, as
