@@ -54,7 +54,7 @@ class TransferConfig:
     max_attempts: int = 10
     retry_budget: float = 60.0
     low_speed_limit: int = 1024
-    low_speed_time: float = 30.0
+    low_speed_time: float = 10.0
     sign: bool = True
     connect_timeout: float = 10.0
     read_timeout: float = 60.0

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from ..config import TransferConfig
 from ..location import Location
-from .base import Counters, ObjectInfo, Pending, Store, Upload
+from .base import Counters, ObjectInfo, Pending, Store, Upload, UploadLost
 from .local import LocalStore
 from .pipe import PipeStore
 
@@ -56,7 +56,7 @@ class Stores:
             self._s3.close()
 
 
-__all__ = ["Counters", "LocalStore", "ObjectInfo", "Pending", "S3Store", "Store", "Stores", "Upload"]
+__all__ = ["Counters", "LocalStore", "ObjectInfo", "Pending", "S3Store", "Store", "Stores", "Upload", "UploadLost"]
 
 
 def __getattr__(name: str) -> Any:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, Dict, Iterator, List, Optional, Tuple
 
 from ..cancel import error_of
+from ..errors import TransferFailed
 from ..location import Location
 
 Consume = Callable[[memoryview], None]
@@ -83,6 +84,11 @@ class Counters:
         with self._lock:
             return {"requests": self.requests, "bytes_read": self.bytes_read,
                     "bytes_written": self.bytes_written}
+
+
+class UploadLost(TransferFailed):
+    """The destination dropped an upload while its parts were written (some stores do when a
+    part arrives corrupted): the object has to be written again from its first byte."""
 
 
 class Pending:

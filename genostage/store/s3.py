@@ -26,6 +26,7 @@ import hashlib
 import logging
 import os
 import threading
+import time
 import xml.etree.ElementTree as ET
 from datetime import datetime
 from email.utils import parsedate_to_datetime
@@ -37,7 +38,7 @@ from ..config import TransferConfig
 from ..errors import (AccessDenied, ChecksumMismatch, GenostageError, NotFound, ObjectChanged, TransferFailed,
                       UsageError)
 from ..location import Location
-from .base import Consume, Done, ObjectInfo, Pending, Store, Upload
+from .base import Consume, Done, ObjectInfo, Pending, Store, Upload, UploadLost
 from .wire import Call, Creds, Response, Wire, WireError, error_of
 
 log = logging.getLogger("genostage.s3")
@@ -53,6 +54,7 @@ _CHANGED = {"PreconditionFailed", "412"}
 _NO_CHECKSUMS = {"InvalidArgument", "InvalidRequest", "NotImplemented", "501", "UnsupportedOperation"}
 
 _S3_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
+REFUSALS = 3  # requests refused with a checksum header before none is sent any more
 
 
 def _classify(code: str, status: Optional[int], message: str, what: str) -> GenostageError:
@@ -83,11 +85,10 @@ def _xml_escape(text: str) -> str:
 
 
 def _raise_embedded_error(resp: Response) -> None:
-    """S3 may answer 200 to a long request and put the error in the body (CompleteMultipartUpload)."""
+    """S3 may answer 200 to a long request and put the error in the body (CompleteMultipartUpload);
+    an InternalError, SlowDown and the like there may be tried again, as S3 says."""
     if b"<Error>" in resp.body[:512]:
-        err = error_of(500, resp.headers, resp.body)
-        err.retryable = False
-        raise err
+        raise error_of(500, resp.headers, resp.body)
 
 
 def _ns(root: ET.Element) -> str:
@@ -252,8 +253,8 @@ class S3PutUpload(Upload):
 
         def finished(resp: Optional[Response], err: Optional[BaseException]) -> None:
             if err is not None:
-                if sums and store.refuses_checksums(err):  # a server without the checksum headers
-                    store.full_object_ok = False
+                if sums and store.refuses_checksums(err):  # a server without the checksum headers?
+                    store.refused()
                     send(False)
                     return
                 done(translate(err, what))
@@ -323,6 +324,10 @@ class S3Upload(Upload):
 
         def finished(resp: Optional[Response], err: Optional[BaseException]) -> None:
             if err is not None:
+                if isinstance(err, WireError) and err.code == "NoSuchUpload":
+                    # some stores (rclone) drop the whole upload when a part arrives corrupted
+                    done(UploadLost(f"{self._loc}: the store dropped the multipart upload (part {number})"))
+                    return
                 done(translate(err, what))
                 return
             assert resp is not None
@@ -380,17 +385,28 @@ class S3Upload(Upload):
             headers["x-amz-checksum-type"] = "FULL_OBJECT"
         body = "".join(f"<Part><PartNumber>{n}</PartNumber><ETag>{_xml_escape(self._parts[n])}</ETag></Part>"
                        for n in numbers)
-        try:
-            resp = store.wire.call("POST", self._loc.bucket, self._loc.key, query={"uploadId": self.upload_id},
-                                   headers=headers, body=f'<CompleteMultipartUpload xmlns="{_S3_NS}">'
-                                   f"{body}</CompleteMultipartUpload>".encode())
-            _raise_embedded_error(resp)
-            etag, version_id = _completed_etag(resp.body), resp.headers.get("x-amz-version-id")
-            fields = _completed_checksums(resp.body)
-        except WireError as exc:
-            if exc.code != "NoSuchUpload":
-                raise translate(exc, str(self._loc)) from None
-            etag, version_id, fields = self._completed_before(), None, {}
+        payload = f'<CompleteMultipartUpload xmlns="{_S3_NS}">{body}</CompleteMultipartUpload>'.encode()
+        retry, first, tries = store.config.retry_policy(), time.monotonic(), 0
+        while True:
+            tries += 1
+            try:
+                resp = store.wire.call("POST", self._loc.bucket, self._loc.key, query={"uploadId": self.upload_id},
+                                       headers=headers, body=payload)
+                _raise_embedded_error(resp)
+                etag, version_id = _completed_etag(resp.body), resp.headers.get("x-amz-version-id")
+                fields = _completed_checksums(resp.body)
+                break
+            except WireError as exc:
+                if exc.code == "NoSuchUpload":  # an earlier try (its answer lost) may have completed it
+                    found = self._completed_before()
+                    if found.etag and self._proven(found.etag):
+                        self.proof = "md5 (multipart ETag)"
+                    return found
+                delay = retry.delay(tries, time.monotonic() - first) if exc.retryable else None
+                if delay is None:
+                    raise translate(exc, str(self._loc)) from None
+                log.warning("%s: CompleteMultipartUpload: %s; again in %.1f s", self._loc, exc, delay)
+                time.sleep(delay)
         store.counters.add(requests=1)
         if not self._proven(etag):
             return store.stat(self._loc)
@@ -400,20 +416,21 @@ class S3Upload(Upload):
         fields.update(ETag=etag, VersionId=version_id, ContentLength=sum(self._sizes.values()))
         return store.info_from(self._loc, fields, "")
 
-    def _completed_before(self) -> str:
-        """After NoSuchUpload: the object is there when its ETag is the one our parts make (the
-        first CompleteMultipartUpload succeeded and its answer was lost); otherwise the upload
-        is truly gone."""
+    def _completed_before(self) -> ObjectInfo:
+        """After NoSuchUpload: an earlier try completed the upload and its answer was lost, if
+        the object is there with our size. Its ETag proves it when it is the one our parts make;
+        a store that reports another (a whole-object MD5: rclone) leaves the proof to the caller
+        (a read back). No object, or another size: the upload is truly gone."""
         try:
-            info = self._store.stat(self._loc, checksums=False)
+            info = self._store.stat(self._loc)
         except NotFound:
             info = None
-        expected = self._expected_etag()
-        if info is None or info.etag != expected:
+        size = sum(self._sizes.values())
+        if info is None or info.size != size:
             raise TransferFailed(f"{self._loc}: the multipart upload is gone (NoSuchUpload) and the object "
-                                 f"there is not ours (ETag {info.etag if info else 'none'}, expected {expected})")
+                                 f"there is not ours ({info.size if info else 'no'} bytes, {size} were sent)")
         log.info("%s: completed by an earlier try whose answer was lost", self._loc)
-        return expected
+        return info
 
     def abort(self) -> None:
         self._store.abort_upload(self.entry)
@@ -429,6 +446,8 @@ class S3Store(Store):
         self.config = config or TransferConfig()
         # Whether the server honours full-object checksums on uploads; None until tried.
         self.full_object_ok: Optional[bool] = None
+        self._refusals = 0
+        self._refusal_lock = threading.Lock()
         self.md5s = MD5Batcher()
         c = self.config
         self.wire = Wire(c.endpoint_url, _region(c, client), _Credentials(client), concurrency=c.concurrency,
@@ -464,6 +483,17 @@ class S3Store(Store):
             loc.key.encode("utf-8")
         except UnicodeEncodeError:
             raise UsageError(f"{loc!s}: not a valid S3 key (the file name is not valid UTF-8)") from None
+
+    def refused(self) -> None:
+        """A request was refused with its checksum header (and is sent again without). After a
+        few such refusals the store is taken not to take them at all: one refusal (a proxy's
+        hiccup, say) must not make the rest of the run upload without CRC64NVME."""
+        with self._refusal_lock:
+            self._refusals += 1
+            if self._refusals >= REFUSALS and self.full_object_ok is not False:
+                log.info("%s refused checksum headers %d times: sending none from now on",
+                         self.config.endpoint_url or "the store", self._refusals)
+                self.full_object_ok = False
 
     @staticmethod
     def refuses_checksums(err: BaseException) -> bool:
@@ -642,6 +672,7 @@ class S3Store(Store):
     # -- writes --------------------------------------------------------------
     def _create_upload(self, loc: Location, algorithm: Optional[str]) -> Tuple[str, bool]:
         """CreateMultipartUpload: (upload id, whether the server took the checksum algorithm)."""
+        started = time.time()
         headers = self.write_headers()
         if algorithm:
             headers["x-amz-checksum-algorithm"] = WIRE[algorithm]
@@ -652,7 +683,27 @@ class S3Store(Store):
         if not upload_id:
             raise TransferFailed(f"{loc}: the server started no multipart upload (no UploadId in its answer)")
         self.counters.add(requests=1)
+        if resp.attempts > 1:  # an earlier try may have started an upload whose answer was lost
+            self._abort_orphans(loc, upload_id, started)
         return upload_id, bool(resp.headers.get("x-amz-checksum-algorithm"))
+
+    def _abort_orphans(self, loc: Location, ours: str, since: float) -> None:
+        """Abort the uploads of ``loc`` begun since ``since`` other than ``ours`` (the lost
+        answers of our own retried CreateMultipartUpload). Another writer of the same key at
+        the same moment would lose its upload: two writers of one key lose anyway."""
+        try:
+            resp = self.wire.call("GET", loc.bucket, query={"uploads": None, "prefix": loc.key},
+                                  headers=self.payer_header())
+            root = _xml(resp.body, str(loc))
+        except (WireError, TransferFailed):
+            return
+        ns = _ns(root)
+        for item in root.iter(f"{ns}Upload"):
+            key, upload_id = item.findtext(f"{ns}Key"), item.findtext(f"{ns}UploadId")
+            initiated = _parse_time(item.findtext(f"{ns}Initiated") or "")
+            if key == loc.key and upload_id and upload_id != ours and (initiated is None or initiated >= since - 60):
+                log.info("%s: aborting upload %s, begun by a try whose answer was lost", loc, upload_id)
+                self.abort_upload({"bucket": loc.bucket, "key": loc.key, "upload_id": upload_id})
 
     def begin_upload(self, loc: Location, size: int, parts: int = 1,
                      resume_path: Optional[str] = None) -> Upload:
@@ -667,7 +718,7 @@ class S3Store(Store):
                 except WireError as exc:
                     if not self.refuses_checksums(exc):
                         raise
-                    self.full_object_ok = False
+                    self.refused()
                 else:
                     if not honoured:
                         # Accepted but not honoured (the answer names no algorithm): a server without

@@ -83,6 +83,7 @@ class Response:
     status: int
     headers: Dict[str, str]  # lower-case names
     body: bytes
+    attempts: int = 1  # tries it took (a retried request may have acted more than once)
 
 
 def error_of(status: int, headers: Mapping[str, str], body: bytes) -> WireError:
@@ -255,7 +256,7 @@ class Wire:
     def __init__(self, endpoint_url: Optional[str], region: str, credentials: Callable[[], Optional[Creds]],
                  concurrency: int = 10, connect_timeout: float = 10.0, read_timeout: float = 60.0,
                  retry: Optional[RetryPolicy] = None, ca_bundle: Optional[str] = None,
-                 low_speed_limit: int = 1024, low_speed_time: float = 30.0, sign: bool = True) -> None:
+                 low_speed_limit: int = 1024, low_speed_time: float = 10.0, sign: bool = True) -> None:
         self.endpoint = Endpoint(endpoint_url)
         self.region = region
         self.signer = Signer(credentials, required=sign)
@@ -427,12 +428,14 @@ class Wire:
             self._dispatch()
 
     def _too_slow(self, conn: _Conn, now: float) -> bool:
-        """The speed rule: checked once per ``low_speed_time`` window of a request."""
+        """The speed rule, checked once per ``low_speed_time`` window while a request's body is
+        sent or an answer's body received (before an answer starts, ``read_timeout`` governs:
+        a server may think a while before it answers)."""
         start, moved = conn.mark
         if now - start < self.low_speed_time:
             return False
-        if conn.state in ("connect", "handshake"):
-            conn.mark = (now, conn.moved)  # the connect timeout governs until then
+        if conn.state not in ("send", "body"):
+            conn.mark = (now, conn.moved)
             return False
         if conn.moved - moved < self.low_speed_limit * self.low_speed_time:
             return True
@@ -808,7 +811,7 @@ class Wire:
             self._retry_or_finish(call, err)
             return
         body = bytes(conn.error_body) if call.on_piece is None else b""
-        self._finish(call, Response(conn.status, conn.headers, body), None)
+        self._finish(call, Response(conn.status, conn.headers, body, call.attempt), None)
 
     def _redirect(self, call: Call, headers: Mapping[str, str]) -> bool:
         """A bucket in another region: address it there and send again (once)."""

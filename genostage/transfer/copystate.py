@@ -58,6 +58,7 @@ class ObjectCopy:
         self.together = False  # published with the rest of its batch, or not at all
         self.published = False  # the destination shows this copy's bytes
         self.sent = False  # a write that publishes (a PUT) was sent: the object may be there
+        self.lost = False  # the destination dropped the upload: the object is written again at the end
 
     @property
     def single(self) -> bool:

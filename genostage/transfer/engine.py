@@ -40,7 +40,7 @@ from ..errors import ChecksumMismatch, TransferFailed
 from ..fsutil import no_space
 from ..location import Location
 from ..progress import Progress
-from ..store import ObjectInfo, Store, Stores
+from ..store import ObjectInfo, Store, Stores, UploadLost
 from .attempt import Attempt
 from .copystate import ALWAYS, ObjectCopy, Part
 from .journal import UploadJournal
@@ -314,6 +314,10 @@ class Transfer:
 
         def written(err: Optional[BaseException]) -> None:
             b.untrack(key)
+            if isinstance(err, UploadLost) and self.resend:
+                c.lost = True  # the rest of its parts go on (and fail the same way); sent again at the end
+                log.warning("%s; the object will be sent again", err)
+                err = None
             if err is not None:
                 self._part_failed(b, err, released)
                 return
@@ -373,15 +377,26 @@ class Transfer:
     # -- finishing ---------------------------------------------------------------
     def _finish_task(self, b: Batch, c: ObjectCopy) -> None:
         try:
-            values, verified = self._verified(c, b)
-            if c.together:
-                with b.cond:
-                    b.held.append((c, values, verified))
+            if c.lost:
+                if self.uploads is not None and c.upload is not None:
+                    self.uploads.ended(c.upload.journal_entry)
+                b.results[c.n] = self._resend(c)
+                b.progress.file_done()
+                c.published = True
             else:
-                b.results[c.n] = self._publish(c, values, verified, b)
+                self._verify_and_publish(b, c)
         except BaseException as exc:
             b.fail(exc)
         b.end()
+
+    def _verify_and_publish(self, b: Batch, c: ObjectCopy) -> None:
+        """Check the copy against its source; publish it now, or with its batch (``together``)."""
+        values, verified = self._verified(c, b)
+        if c.together:
+            with b.cond:
+                b.held.append((c, values, verified))
+        else:
+            b.results[c.n] = self._publish(c, values, verified, b)
 
     def _verified(self, c: ObjectCopy, b: Batch) -> Tuple[Dict[str, str], Optional[str]]:
         """The copy's values, checked against the source's (repaired when they differ)."""
