@@ -363,26 +363,21 @@ def count_bam(uri: str, stores: Optional[Stores] = None, threads: int = 2) -> Co
     src = Source(uri, stores or Stores())
     check_eof(src)
     counter = RecordCounter(src.path, header=True)
-    with ThreadPoolExecutor(max(1, threads)) if threads > 1 else _no_pool() as pool:
-        check = BlockCheck(src.path, counter, pool, depth=2 * max(1, threads))
-        try:
-            offset = 0
-            for piece in src.iter(0, src.size, chunk=CHUNK):
-                check.stream(piece, offset)
-                offset += len(piece)
-            check.finish()
-        except BaseException:
-            check.abort()
-            raise
+    pool = ThreadPoolExecutor(threads) if threads > 1 else None
+    check = BlockCheck(src.path, counter, pool, depth=4 * max(1, threads))
+    try:
+        offset = 0
+        for piece in src.iter(0, src.size, chunk=CHUNK):
+            check.stream(piece, offset)
+            offset += len(piece)
+        check.finish()
+    except BaseException:
+        check.abort()
+        raise
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     return counter.close()
-
-
-class _no_pool:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 __all__ = ["BlockCheck", "Check", "Counts", "RecordCounter", "backend", "copy_checked", "count_bam", "header_end",

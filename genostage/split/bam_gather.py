@@ -46,7 +46,8 @@ from .bam_io import BamHeader, Source, check_eof, read_header
 PG_ID = "genostage-gather"
 MERGE_OUT = "samtools merge output"
 SORT_ORDERS = ("coordinate", "queryname")
-READ = 2 << 20  # bytes read from the merge's pipe at a time
+READ = 512 << 10  # bytes read from the merge's pipe at a time
+PIPE_SIZE = 1 << 20  # the merge's pipe buffer (Linux's default 64 KiB stalls samtools while we check)
 # Runs ``pysam.<command>`` (or ``pysam.bcftools.<command>``) as a program: argv is MODULE COMMAND ARG...
 PYSAM_RUNNER = ("import importlib, sys\n"
                 "mod = importlib.import_module(sys.argv[1])\n"
@@ -315,6 +316,7 @@ def merge_bam(parts: Sequence[str], out: BinaryIO, command_line: str, threads: i
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
         try:
             assert proc.stdout is not None
+            _grow_pipe(proc.stdout.fileno())
             pipe = cast(BinaryIO, proc.stdout)
             if recompress:
                 _pump(pipe, check)
@@ -342,6 +344,16 @@ def merge_bam(parts: Sequence[str], out: BinaryIO, command_line: str, threads: i
                                   f"the parts hold {expected.records} ({expected.primary} primary)")
     return {"parts": len(parts), "bytes_written": written, "counts": counts,
             "part_counts": list(part_counts), "engine": "pysam" if argv[0] == sys.executable else argv[0]}
+
+
+def _grow_pipe(fd: int) -> None:
+    """Ask for a larger pipe buffer (best effort: the system's limit may be lower)."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_SIZE)
+    except (OSError, ImportError):
+        pass
 
 
 def _pump(pipe: BinaryIO, check: BlockCheck) -> None:

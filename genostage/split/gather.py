@@ -879,6 +879,6 @@ def iter_rules() -> Iterator[str]:
             yield f"{kind}={how}"
 
 
-__all__ = ["GatherResult", "RULES", "VcfPart", "cat_fastq", "cat_text", "concat_vcf", "count", "count_fastq",
+__all__ = ["Counts", "GatherResult", "RULES", "VcfPart", "cat_fastq", "cat_text", "concat_vcf", "count", "count_fastq",
            "count_lines", "count_vcf", "default_command", "expand_parts", "fetch_parts", "gather", "gather_stream",
            "iter_rules", "natural_key", "parse_rule", "publish", "read_vcf_part"]
