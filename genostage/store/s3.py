@@ -251,9 +251,15 @@ class S3PutUpload(Upload):
         sums = {k: v for k, v in checksums.items() if k in WIRE}
         what = str(self._loc)
 
+        refusals = [0]
+
         def finished(resp: Optional[Response], err: Optional[BaseException]) -> None:
             if err is not None:
                 if sums and store.refuses_checksums(err):  # a server without the checksum headers?
+                    refusals[0] += 1
+                    if refusals[0] == 1:  # once more as it was: one refusal may be a hiccup
+                        send(True)
+                        return
                     store.refused()
                     send(False)
                     return
@@ -484,6 +490,17 @@ class S3Store(Store):
         except UnicodeEncodeError:
             raise UsageError(f"{loc!s}: not a valid S3 key (the file name is not valid UTF-8)") from None
 
+    def _with_checksums(self, request: Any) -> Any:
+        """``request()``, tried once more when refused for its checksum header: a server that
+        does not take them refuses twice; one refusal may be a proxy's hiccup."""
+        try:
+            return request()
+        except WireError as exc:
+            if not self.refuses_checksums(exc):
+                raise
+            log.info("a request with a checksum header was refused (%s); trying it once more", exc)
+            return request()
+
     def refused(self) -> None:
         """A request was refused with its checksum header (and is sent again without). After a
         few such refusals the store is taken not to take them at all: one refusal (a proxy's
@@ -683,7 +700,7 @@ class S3Store(Store):
         if not upload_id:
             raise TransferFailed(f"{loc}: the server started no multipart upload (no UploadId in its answer)")
         self.counters.add(requests=1)
-        if resp.attempts > 1:  # an earlier try may have started an upload whose answer was lost
+        if resp.sent > 1:  # an earlier try reached the server: it may have begun an upload whose answer was lost
             self._abort_orphans(loc, upload_id, started)
         return upload_id, bool(resp.headers.get("x-amz-checksum-algorithm"))
 
@@ -714,7 +731,7 @@ class S3Store(Store):
         try:
             if algorithm and self.full_object_ok is not False:
                 try:
-                    upload_id, honoured = self._create_upload(loc, algorithm)
+                    upload_id, honoured = self._with_checksums(lambda: self._create_upload(loc, algorithm))
                 except WireError as exc:
                     if not self.refuses_checksums(exc):
                         raise

@@ -83,7 +83,8 @@ class Response:
     status: int
     headers: Dict[str, str]  # lower-case names
     body: bytes
-    attempts: int = 1  # tries it took (a retried request may have acted more than once)
+    attempts: int = 1  # tries it took
+    sent: int = 1  # tries the server received whole (more than one: it may have acted more than once)
 
 
 def error_of(status: int, headers: Mapping[str, str], body: bytes) -> WireError:
@@ -207,6 +208,7 @@ class Call:
     on_done: Optional[Callable[[Optional[Response], Optional[BaseException]], None]] = None
     attempt: int = 0
     first_try: float = 0.0
+    sent: int = 0  # tries whose request reached the server whole
     delivered: int = 0
     finished: bool = False
     canceled: Optional[BaseException] = None
@@ -248,6 +250,7 @@ class _Conn:
         self.connect_error = ""  # why the connection could not even be attempted (DNS)
         self.moved = 0  # bytes sent and received for the current request
         self.mark = (0.0, 0)  # (time, moved) at the start of the current speed window
+        self.early = False  # the answer came before the request's body was all sent
 
 
 class Wire:
@@ -547,6 +550,7 @@ class Wire:
         call.conn = conn
         conn.call = call
         conn.moved = 0
+        conn.early = False
         conn.mark = (time.monotonic(), 0)
         conn.out = memoryview(head + bytes(body) if body is not None and len(body) <= 65536 else head)
         conn.pending_body = body if body is not None and len(body) > 65536 else None
@@ -583,7 +587,10 @@ class Wire:
             elif conn.state == "handshake":
                 self._handshake(conn)
             elif conn.state == "send":
-                self._send(conn)
+                if mask & selectors.EVENT_READ and not conn.key[1]:
+                    self._early_answer(conn)
+                else:
+                    self._send(conn)
             else:
                 self._recv(conn)
         except ssl.SSLError as exc:
@@ -639,11 +646,22 @@ class Wire:
         conn.deadline = time.monotonic() + self.read_timeout
         self._send(conn)
 
+    def _early_answer(self, conn: _Conn) -> None:
+        """The server answered before the body was all sent (a 404 for an upload it no longer
+        has, a 403): stop sending and read the answer; the connection is not reused."""
+        conn.out, conn.pending_body = memoryview(b""), None
+        conn.early = True
+        conn.state = "head"
+        self._want(conn, selectors.EVENT_READ)
+        self._recv(conn)
+
     def _send(self, conn: _Conn) -> None:
         while True:
             if not conn.out:
                 if conn.pending_body is None:
                     conn.state = "head"
+                    if conn.call is not None:
+                        conn.call.sent += 1  # the server has all of it: it may act on it
                     self._want(conn, selectors.EVENT_READ)
                     conn.deadline = time.monotonic() + self.read_timeout
                     return
@@ -651,7 +669,8 @@ class Wire:
             try:
                 n = conn.sock.send(conn.out[:1 << 20])
             except (BlockingIOError, ssl.SSLWantWriteError):
-                self._want(conn, selectors.EVENT_WRITE)
+                # plain TCP: watch for an answer that comes before the body is all sent
+                self._want(conn, selectors.EVENT_WRITE | (0 if conn.key[1] else selectors.EVENT_READ))
                 return
             except ssl.SSLWantReadError:
                 self._want(conn, selectors.EVENT_READ)
@@ -713,7 +732,7 @@ class Wire:
             name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()
         conn.status, conn.headers = status, headers
-        conn.keep = headers.get("connection", "").lower() != "close" and parts[0] != "HTTP/1.0"
+        conn.keep = headers.get("connection", "").lower() != "close" and parts[0] != "HTTP/1.0" and not conn.early
         call = conn.call
         assert call is not None
         conn.chunked = "chunked" in headers.get("transfer-encoding", "").lower()
@@ -811,7 +830,7 @@ class Wire:
             self._retry_or_finish(call, err)
             return
         body = bytes(conn.error_body) if call.on_piece is None else b""
-        self._finish(call, Response(conn.status, conn.headers, body, call.attempt), None)
+        self._finish(call, Response(conn.status, conn.headers, body, call.attempt, max(1, call.sent)), None)
 
     def _redirect(self, call: Call, headers: Mapping[str, str]) -> bool:
         """A bucket in another region: address it there and send again (once)."""
