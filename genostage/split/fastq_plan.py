@@ -162,7 +162,23 @@ def _source(uri: str, stores: Stores) -> _Source:
     if fmt == "gzip":
         raise UsageError(f"{uri} is gzip but not BGZF: it cannot be cut without reading it whole; "
                          "recompress it with `bgzip` or use `genostage split fastq`")
+    if fmt == "bgzf":
+        _check_eof(src, uri)
     return src
+
+
+def _check_eof(src: _Source, uri: str) -> None:
+    """A BGZF file ends with its empty EOF block; without it the file was cut short (at a block
+    boundary, every block whole: the chunks would be valid FASTQ, and records would be lost)."""
+    n = len(bgzf.EOF_BLOCK)
+    tail = src.read(max(0, src.size - n), n)
+    try:
+        whole = len(tail) == n and bgzf.block_size(tail, 0, uri, "FASTQ") == n and bgzf.is_eof_block(tail)
+    except FormatError:
+        whole = False
+    if not whole:
+        raise FormatError("truncated BGZF stream: no EOF marker block at the end; the file was cut short",
+                          path=uri, fmt="FASTQ")
 
 
 def make_plan(uris: List[str], parts: int, stores: Optional[Stores] = None) -> Plan:
