@@ -314,7 +314,7 @@ def fetch_chunk(plan: Union[str, Plan], index: int, dest_path: str, stores: Opti
         outs.append(AtomicFile(dest))
     published: List[str] = []
     try:
-        handles = [out.open() for out in outs]
+        handles: List[BinaryIO] = [out.open() for out in outs]  # type: ignore[misc]
         stats = write_chunk(plan, index, handles[0], stores, handles[1] if len(handles) > 1 else None)
         for out in outs:
             published.append(out.path)
