@@ -36,6 +36,7 @@ Python API::
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -518,6 +519,8 @@ class _MemorySink(Sink):
 
 
 _COPY_FILE_RANGE = hasattr(os, "copy_file_range")
+# errors that say copy_file_range cannot do this copy (pread/pwrite can)
+_NO_COPY_FILE_RANGE = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF, errno.EPERM}
 
 
 def _copy_range(src: int, dst: int, offset: int, length: int, dst_offset: int) -> None:
@@ -527,7 +530,9 @@ def _copy_range(src: int, dst: int, offset: int, length: int, dst_offset: int) -
     while length > 0 and _COPY_FILE_RANGE:
         try:
             n = os.copy_file_range(src, dst, min(length, 1 << 30), offset, dst_offset)
-        except OSError:
+        except OSError as exc:
+            if exc.errno not in _NO_COPY_FILE_RANGE:
+                raise  # ENOSPC, EIO: the copy failed, not the system call
             _COPY_FILE_RANGE = False  # e.g. EXDEV on old kernels: fall back to pread/pwrite
             break
         if n == 0:
