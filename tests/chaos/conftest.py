@@ -55,11 +55,22 @@ def chaos(request: pytest.FixtureRequest) -> Recorder:
     return Recorder(request.node.nodeid)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item]) -> None:
+    """The chaos cases are `slow` (the suite takes minutes): `make test` runs them, `make test-fast` not."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    for item in items:
+        if str(item.fspath).startswith(here + os.sep):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Iterator[None]:
     outcome = yield
     report = outcome.get_result()
     recorder = getattr(item, "funcargs", {}).get("chaos")
+    if report.when == "setup" and report.skipped and "tmpfs" in getattr(item, "fixturenames", ()):
+        recorder = recorder or Recorder(item.nodeid)
+        recorder.tried("full-disk", "(not run: no tmpfs could be mounted)")
     if recorder is None:
         return
     if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):

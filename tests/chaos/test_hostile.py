@@ -40,9 +40,9 @@ def test_dot_dot_single_object_key(lab, key, chaos):
 @BOTH
 @pytest.mark.parametrize("key", ["../escape.txt", "a/../../escape.txt", "a//b.txt", "./c.txt"])
 def test_unsafe_keys_under_a_prefix(lab, key, chaos):
-    chaos.tried("hostile-name", f"run -i x=s3://bucket/pre/ holding {key!r}, {lab.kind}")
     if lab.kind == "rclone" and (".." in key or "//" in key or key.startswith("./")):
         pytest.skip("rclone refuses to store such keys")
+    chaos.tried("hostile-name", f"run -i x=s3://bucket/pre/ holding {key!r}, {lab.kind}")
     lab.put("pre/ok.txt", b"fine")
     lab.put("pre/" + key, b"evil")
     r = cli(run_args(lab, "-i", f"x={lab.uri('pre/')}", "--", "ls", "{x}"), lab.env)
@@ -73,9 +73,9 @@ def test_keys_that_look_like_commands(lab, name, quoting, chaos, request):
 @BOTH
 @pytest.mark.parametrize("name", ["it's \"quoted\".txt", "tab\tname.txt", "new\nline.txt", "sp ace/ü-ñ.txt"])
 def test_odd_names_round_trip(lab, name, chaos):
-    chaos.tried("hostile-name", f"cp up and down, name {name!r}, {lab.kind}")
     if lab.kind == "moto" and "\n" in name:
         pytest.skip("moto's server cannot store a key with a newline")
+    chaos.tried("hostile-name", f"cp up and down, name {name!r}, {lab.kind}")
     data = seeded_bytes(5000, 71)
     src = lab.tmp / "src"
     (src / os.path.dirname(name)).mkdir(parents=True, exist_ok=True)
@@ -133,10 +133,10 @@ def test_an_upload_of_a_name_with_invalid_utf8(lab, chaos):
 @MOTO
 @xfail("a non-ASCII --sse-kms-key-id kills the wire thread with UnicodeEncodeError and the job hangs")
 def test_a_non_ascii_kms_key_id(lab, chaos):
-    chaos.tried("hostile-name", "cp upload with --sse aws:kms --sse-kms-key-id 'clé'")
+    chaos.tried("hostile-name", "cp upload with --sse aws:kms --sse-kms-key-id 'clé-ключ'")
     src = lab.tmp / "f.bin"
     src.write_bytes(b"x" * 1000)
-    r = cli(["-q", "cp", "--sse", "aws:kms", "--sse-kms-key-id", "clé", str(src), lab.uri("kms/f.bin")], lab.env,
+    r = cli(["-q", "cp", "--sse", "aws:kms", "--sse-kms-key-id", "clé-ключ", str(src), lab.uri("kms/f.bin")], lab.env,
             timeout=10)
     one_line_error(r, 2)
     assert lab.keys("kms/") == []

@@ -176,6 +176,7 @@ def test_signal_during_stage_out_of_a_directory(lab, chaos):
                        "for i in $(seq 1 40); do echo $i > {d}/f$i; done"), lab.env) as child:
         wait_held(lab, child)
         child.signal(signal.SIGTERM)
+        release_soon(lab)
         r = child.finish(30)
     interrupted(r, signal.SIGTERM)
     nothing_left(lab, "sd/out/")
@@ -244,10 +245,11 @@ def _journal_parts(root: Path) -> int:
 
 
 def _killed_download(lab: Lab, data: bytes, env: Dict[str, str]) -> List[str]:
-    lab.put("rs/in.bin", data)
-    args = run_cmd(lab, "--concurrency", "1", "-i", f"x={lab.uri('rs/in.bin')}",
+    lab.upload("rs/in.bin", data)  # a full-object CRC64NVME on moto: verified from the parts' values
+    # 4 in flight: the object comes in 4 ranged GETs of 6 MiB, the last one held, then SIGKILL
+    args = run_cmd(lab, "--concurrency", "4", "-i", f"x={lab.uri('rs/in.bin')}",
                    "-o", f"sum={lab.uri('rs/out/sum.txt')}", "--stdout", "sum", "--", "md5sum", "{x}")
-    hold(lab, op="GetObject", nth=[3])
+    hold(lab, op="GetObject", nth=[4])
     with Child(args, env) as child:
         wait_held(lab, child)
         child.wait_for(lambda: _journal_parts(lab.tmp / "scratch") >= 2, 10, "two parts journaled")
