@@ -437,6 +437,7 @@ def test_the_stop_handler_removes_files_at_once(tmp_path: Path) -> None:
         F.FileSink.end = real_end  # type: ignore[method-assign]
     assert len(seen[0]) >= 2 and stop.signum == 15
     assert not (tmp_path / "out").exists()
+    assert stop.watchdog is not None and stop.watchdog.finished.is_set()  # unwound: no forced exit later
     done = F.Stop()
     F.split_fastq([src], str(tmp_path / "out2"), records=100, stop=done)
     done.signal(15)  # after the split completed: nothing happens, nothing is removed

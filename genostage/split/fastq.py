@@ -957,6 +957,7 @@ class Stop:
         self.done = False
         self.signum: Optional[int] = None
         self.grace = grace
+        self.watchdog: Optional[threading.Timer] = None
 
     def signal(self, signum: int, frame: Any = None) -> None:
         if self.signum is not None or self.done:
@@ -966,10 +967,15 @@ class Stop:
         sink = self.sink
         if sink is not None:
             sink.remove_files()
-        watchdog = threading.Timer(self.grace, self._give_up, (signum, sink))
-        watchdog.daemon = True
-        watchdog.start()
+        self.watchdog = threading.Timer(self.grace, self._give_up, (signum, sink))
+        self.watchdog.daemon = True
+        self.watchdog.start()
         raise Interrupted(signum)
+
+    def settled(self) -> None:
+        """The split has unwound (its clean-up is done): the watchdog is not needed any more."""
+        if self.watchdog is not None:
+            self.watchdog.cancel()
 
     def _give_up(self, signum: int, sink: "Optional[FileSink]") -> None:
         if sink is not None:
@@ -1014,9 +1020,13 @@ def split_fastq(inputs: List[str], out_dir: str, *, parts: Optional[int] = None,
     splitter = Splitter(inputs, parts=parts, records=records, bases=bases, nbytes=nbytes,
                         interleaved=interleaved, stores=stores, progress=progress)
     stop = stop or Stop()
-    if parse(out_dir).is_s3:
-        return _split_to_store(splitter, out_dir, compress, level, threads, prefix, summary_path, stop)
-    summary = _split_to_dir(splitter, out_dir, compress, level, threads, prefix, summary_path, stop)
+    try:
+        if parse(out_dir).is_s3:
+            return _split_to_store(splitter, out_dir, compress, level, threads, prefix, summary_path, stop)
+        summary = _split_to_dir(splitter, out_dir, compress, level, threads, prefix, summary_path, stop)
+    except BaseException:
+        stop.settled()
+        raise
     stop.done = True
     return summary
 

@@ -2,6 +2,10 @@
 
     GENOSTAGE_CHAOS_REPORT=docs/chaos.md .venv/bin/python -m pytest tests/chaos -q
 
+writes docs/chaos.md and, beside it, docs/chaos.json (every case and its outcome);
+``python -m tests.chaos.report docs/chaos.json docs/chaos.md`` renders the table again from
+that file (after a change to the wording here, without running the suite).
+
 Each case a test tries is tallied under its fault class with the test's outcome: the right
 outcome (the test passed), a known failure (an ``xfail`` case naming its issue 12 finding:
 it fails today for the stated reason), fixed (an ``xfail`` case that passed: the finding is
@@ -11,8 +15,10 @@ from __future__ import annotations
 
 import collections
 import datetime
+import json
 import os
 import re
+import sys
 from typing import Any, Dict, List, Tuple
 
 # class -> (what is done, the one acceptable outcome)
@@ -24,7 +30,8 @@ CLASSES: Dict[str, Tuple[str, str]] = {
     "truncate": ("body cut short under a correct Content-Length", "the right bytes (retried)"),
     "stall": ("server stalls before answering; body at 1 byte/s", "the right bytes, or one line, exit 5, "
               "within the time limit; never a hang"),
-    "throttle": ("5xx and SlowDown bursts (every request for 2 s; every 4th request)", "the right bytes"),
+    "throttle": ("5xx and SlowDown: every request for 2-3 s, every 4th request, one 500 on each upload call, "
+                 "a 400 on the first create", "the right bytes, uploaded with their checksums"),
     "error200": ("200 with an error body (CompleteMultipartUpload)", "the right bytes, no open multipart upload"),
     "lost-answer": ("the server acted, the answer was dropped", "the right bytes, no open multipart upload"),
     "signal": ("SIGTERM/SIGINT at each phase of run (stage-in, tool, stage-out, manifest), cp, split; "
@@ -129,7 +136,24 @@ class Tally:
 
     def write(self, target: str) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
-        tmp = target + ".tmp"
-        with open(tmp, "w") as fh:
-            fh.write(self.markdown())
-        os.replace(tmp, target)
+        cases = os.path.splitext(target)[0] + ".json"
+        for path, text in ((cases, json.dumps(self.results, indent=1) + "\n"), (target, self.markdown())):
+            tmp = path + ".tmp"
+            with open(tmp, "w") as fh:
+                fh.write(text)
+            os.replace(tmp, path)
+
+
+def main(argv: List[str]) -> int:
+    if len(argv) != 2:
+        print("usage: python -m tests.chaos.report CASES.json OUT.md", file=sys.stderr)
+        return 2
+    tally = Tally()
+    with open(argv[0]) as fh:
+        tally.results = json.load(fh)
+    tally.write(argv[1])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
