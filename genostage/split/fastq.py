@@ -1034,16 +1034,12 @@ def split_fastq(inputs: List[str], out_dir: str, *, parts: Optional[int] = None,
 def _split_to_dir(splitter: "Splitter", out_dir: str, compress: str, level: int, threads: int,
                   prefix: Optional[str], summary_path: Optional[str], stop: Stop) -> Summary:
     inputs = splitter.inputs
-    created = _make_dir(out_dir)
-    try:
-        if compress == "auto":
-            compress = _auto_compress(inputs[0], splitter.stores)
-        width = max(4, len(str(splitter.parts - 1))) if splitter.parts else 4
-        sink = FileSink(out_dir, prefix or default_prefix(inputs[0], len(inputs) == 2), len(inputs), compress,
-                        level, threads, width)
-    except BaseException:
-        _remove_dir(out_dir, created)
-        raise
+    _make_dir(out_dir)
+    if compress == "auto":
+        compress = _auto_compress(inputs[0], splitter.stores)
+    width = max(4, len(str(splitter.parts - 1))) if splitter.parts else 4
+    sink = FileSink(out_dir, prefix or default_prefix(inputs[0], len(inputs) == 2), len(inputs), compress,
+                    level, threads, width)
     stop.sink = sink
     try:
         summary = splitter.run(sink)
@@ -1053,7 +1049,6 @@ def _split_to_dir(splitter: "Splitter", out_dir: str, compress: str, level: int,
         sink.shutdown()
     except BaseException:
         sink.abort()  # shuts the pools down too
-        _remove_dir(out_dir, created)
         raise
     return summary
 
@@ -1066,25 +1061,12 @@ def _write_summary(sink: FileSink, summary: Summary, path: str) -> None:
         sink.done.append(path)
 
 
-def _make_dir(path: str) -> bool:
-    """Create ``path`` if needed; True when this call created it."""
-    if os.path.isdir(path):
-        return False
+def _make_dir(path: str) -> None:
+    """Create the output directory if needed (it stays, empty, when the split fails)."""
     try:
-        os.makedirs(path)
-    except FileExistsError:
-        return False
+        os.makedirs(path, exist_ok=True)
     except OSError as exc:
         raise os_error(exc, path) from None
-    return True
-
-
-def _remove_dir(path: str, created: bool) -> None:
-    if created:
-        try:
-            os.rmdir(path)
-        except OSError:
-            pass
 
 
 def _split_to_store(splitter: "Splitter", out_uri: str, compress: str, level: int, threads: int,
