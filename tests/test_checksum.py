@@ -409,14 +409,23 @@ def test_file_crcs_mapped_and_read(tmp_path, monkeypatch: pytest.MonkeyPatch, us
 
 
 @pytest.mark.parametrize("lanes", [True, False])
-def test_md5_many_equals_hashlib(lanes: bool) -> None:
+def test_md5_many_equals_hashlib(lanes: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     import random
 
     from genostage.codec import _checksum as K
 
-    was = K.md5_lanes()
-    K.md5_lanes(lanes)
+    calls: list = []
+    lanes_md5 = K.md5_many
+
+    def spy(bufs):  # type: ignore[no-untyped-def]
+        calls.append(len(bufs))
+        return lanes_md5(bufs)
+
+    monkeypatch.setattr(K, "md5_many", spy)
+    was = C.md5_lanes()
+    on = C.md5_lanes(lanes)
     try:
+        assert C.md5_lanes() == on  # asking does not change it (it used to turn the lanes back on)
         rng = random.Random(7)
         for _ in range(200):
             bufs = [os.urandom(rng.choice([0, 1, 55, 56, 63, 64, 65, 119, 120, 127, 128, rng.randint(0, 9000)]))
@@ -426,7 +435,11 @@ def test_md5_many_equals_hashlib(lanes: bool) -> None:
         views = [memoryview(b)[5:] for b in big]
         assert C.md5_many(views) == [hashlib.md5(v).digest() for v in views]
     finally:
-        K.md5_lanes(was)
+        C.md5_lanes(was)
+    if not lanes:
+        assert calls == []  # the hashlib path ran, not the lanes
+    elif on:
+        assert calls and calls[-1] == 8  # the kernel's lanes ran
 
 
 def test_md5_batcher_from_many_threads() -> None:

@@ -227,3 +227,48 @@ def test_check_multipart_etag_guesses_the_part_size(tmp_path: Path) -> None:
     assert ok.stdout == "big.bin: OK\n"
     (tmp_path / "list.txt").write_text(f"ETAG (big.bin) = {etag[:-1]}3\n")  # 3 parts of 3 MiB: another value
     assert run_cli(["-c", "list.txt"], cwd=tmp_path).returncode == EXIT_CHECKSUM
+
+
+# -- issue 12: a full disk under the output, bad sizes; issue 17: verification in the library ----
+@pytest.mark.parametrize("check", [False, True])
+def test_output_onto_a_full_disk_is_one_line(tmp_path: Path, check: bool) -> None:
+    """stdout on a full file system (/dev/full): exit 7, one line (was: a traceback)."""
+    (tmp_path / "f.txt").write_bytes(b"hello")
+    args = ["-a", "md5", str(tmp_path / "f.txt")]
+    if check:
+        (tmp_path / "f.md5").write_text(hashlib.md5(b"hello").hexdigest() + "  f.txt\n")
+        args = ["--check", str(tmp_path / "f.md5")]
+    with open("/dev/full", "w") as full:
+        r = subprocess.run([sys.executable, "-m", "genostage", "checksum", *args], stdout=full,
+                           stderr=subprocess.PIPE, text=True, cwd=tmp_path, timeout=60)
+    assert r.returncode == 7, r.stderr
+    assert r.stderr.count("\n") == 1 and "no space left" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("args", [["-a", "etag", "--part-size", "-5MiB"], ["-a", "etag", "--part-size", "0"],
+                                  ["--threads", "-2"], ["-a", "crc99"]])
+def test_bad_options_are_one_usage_line(tmp_path: Path, args: List[str]) -> None:
+    (tmp_path / "f.txt").write_bytes(b"hello")
+    r = subprocess.run([sys.executable, "-m", "genostage", "checksum", *args, str(tmp_path / "f.txt")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+
+
+def test_verify_object_is_library_code(s3, s3_client, bucket: str) -> None:  # type: ignore[no-untyped-def]
+    """The remote verification `checksum --verify` prints lives in genostage.codec.checksum."""
+    from genostage.errors import ChecksumMismatch
+    from genostage.location import parse
+    from genostage.store import Stores
+
+    data = os.urandom(100_000)
+    s3_client.put_object(Bucket=bucket, Key="v.bin", Body=data, ChecksumAlgorithm="CRC32C")
+    stores = Stores()
+    loc = parse(f"s3://{bucket}/v.bin")
+    store = stores.for_location(loc)
+    info = store.stat(loc)
+    got = C.verify_object(store, info, ["crc32c", "md5"])
+    assert got["md5"] == hashlib.md5(data).hexdigest()
+    assert C.reported_checksums(store, info, ["md5"]) == {"md5": hashlib.md5(data).hexdigest()}
+    info.checksums["crc32c"] = C.to_wire("crc32c", 1234)
+    with pytest.raises(ChecksumMismatch, match="crc32c mismatch"):
+        C.verify_object(store, info, ["crc32c"])

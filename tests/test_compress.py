@@ -9,7 +9,7 @@ from typing import List
 
 import pytest
 
-from genostage.codec import bgzf
+from genostage.codec import accel, bgzf
 from genostage.codec import compress as C
 from genostage.errors import FormatError
 
@@ -94,14 +94,13 @@ def test_empty_gzip_output_is_valid() -> None:
     assert gzip.decompress(out.getvalue()) == b""
 
 
-def test_without_accelerators(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(C, "_isal", None)
-    monkeypatch.setattr(C, "_zng", None)
-    assert C.backend() == "zlib"
-    member = C.gzip_member(DATA, 6)
-    assert zlib.decompress(member, 31) == DATA
-    assert b"".join(p.data for p in pieces(gzip.compress(DATA), "gzip")) == DATA
-    assert b"".join(p.data for p in pieces(bgzf_bytes(DATA), "bgzf")) == DATA
+def test_without_accelerators() -> None:
+    with accel.use("zlib"):
+        assert C.backend() == "zlib"
+        member = C.gzip_member(DATA, 6)
+        assert zlib.decompress(member, 31) == DATA
+        assert b"".join(p.data for p in pieces(gzip.compress(DATA), "gzip")) == DATA
+        assert b"".join(p.data for p in pieces(bgzf_bytes(DATA), "bgzf")) == DATA
 
 
 def test_prefetch_propagates_errors() -> None:
@@ -124,3 +123,46 @@ def test_zlib_gzip_reader_path(monkeypatch: pytest.MonkeyPatch) -> None:
         list(C._zlib_gzip_pieces(io.BytesIO(raw + b"garbage"), "x.gz", b""))
     with pytest.raises(FormatError, match="truncated gzip"):
         list(C._zlib_gzip_pieces(io.BytesIO(raw[:-20]), "x.gz", b""))
+
+
+# -- genostage.codec.accel: the accelerators in one place (issue 17) ---------------------------
+def test_accelerators_in_their_documented_order() -> None:
+    names = [b.name for b in accel.available()]
+    assert names[-1] == "zlib" and names == [n for n in accel.ORDER if n in names]
+    assert accel.backend() == names[0]
+
+
+@pytest.mark.parametrize("name", [b.name for b in accel.available()])
+def test_every_backend_round_trips(name: str) -> None:
+    with accel.use(name) as b:
+        assert accel.backend() == name and C.backend() == name
+        for level in (0, 1, 6, 9):
+            assert gzip.decompress(accel.gzip_member(DATA, level)) == DATA
+            raw = accel.deflate_raw(DATA[:60000], level)
+            assert accel.inflate_raw(raw, 60000) == DATA[:60000]
+            block = bgzf.compress_block(DATA[:60000], level)
+            assert bgzf.inflate_block(block) == DATA[:60000]
+        assert accel.crc32(DATA) == zlib.crc32(DATA)
+        with pytest.raises(ValueError):
+            accel.inflate_raw(b"\xff" * 100, 10)
+        assert b.level(6) == (2 if name == "isal" else 6) and b.level(1) == (0 if name == "isal" else 1)
+        assert b.level(9) == (3 if name == "isal" else 9)
+    with pytest.raises(ValueError, match="not installed"):
+        with accel.use("brotli"):
+            pass
+
+
+def test_one_bgzf_inflate() -> None:
+    """compress.py and fastq_plan.py inflate BGZF blocks through bgzf.inflate_block (issue 17)."""
+    import inspect
+
+    from genostage.split import fastq_plan
+
+    for module in (C, fastq_plan):
+        src = inspect.getsource(module)
+        assert "bgzf.inflate_block(" in src and "RAW_WBITS" not in src and "-15" not in src
+    assert not hasattr(C, "_inflate_block") and not hasattr(C, "_isal")
+    bad = bytearray(bgzf.compress_block(DATA[:5000]))
+    bad[-8] ^= 1
+    with pytest.raises(FormatError, match=r"x.fq.gz: corrupt BGZF block at offset 77 \(CRC32"):
+        bgzf.inflate_block(bytes(bad), "x.fq.gz", 77, "FASTQ")

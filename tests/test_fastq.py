@@ -5,7 +5,7 @@ import gzip
 import json
 import os
 from pathlib import Path
-from typing import List
+from typing import Callable, List
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -39,6 +39,9 @@ def read_any(path: str) -> bytes:
 
 
 def chunks_of(out: Path) -> List[str]:
+    """The chunk files in ``out`` (none when a failed split removed the directory it created)."""
+    if not out.exists():
+        return []
     return sorted(str(p) for p in out.iterdir() if not p.name.startswith("."))
 
 
@@ -318,3 +321,226 @@ def test_plain_to_plain_copies_by_range(tmp_path: Path, monkeypatch: pytest.Monk
     bad = write(tmp_path / "q_2.fq", r2.replace(b"@read30/2", b"@read31/2"))
     with pytest.raises(FormatError, match="record 31"):
         F.split_fastq([write(tmp_path / "q_1.fq", r1), bad], str(tmp_path / "out2"), records=7, compress="none")
+
+
+# -- issue 12: truncated BGZF, interrupts at any step, a full disk, bad counts, S3 output ------
+def _bgzf_by_records(data: bytes, per_block: int = 50) -> bytes:
+    """BGZF whose blocks end at record boundaries, so a cut between blocks leaves whole records."""
+    recs = [r + b"\n" for r in data.split(b"\n@")]
+    recs = [recs[0]] + [b"@" + r for r in recs[1:]]
+    recs[-1] = recs[-1][:-1]
+    return b"".join(bgzf.compress_block(b"".join(recs[i:i + per_block]), 1)
+                    for i in range(0, len(recs), per_block)) + bgzf.EOF_BLOCK
+
+
+@pytest.mark.parametrize("where", ["split", "count", "chunks"])
+def test_bgzf_cut_at_a_block_boundary_is_truncated(tmp_path: Path, where: str) -> None:
+    """Every block whole but the EOF marker missing: the file was cut short (was: half the records, exit 0)."""
+    whole = _bgzf_by_records(fastq(1000, seed=61))
+    offsets = [off for off, _ in bgzf.iter_blocks(__import__("io").BytesIO(whole))]
+    src = tmp_path / "cut.fq.gz"
+    src.write_bytes(whole[:offsets[len(offsets) // 2]])
+    with pytest.raises(FormatError, match=r"cut\.fq\.gz at line \d+: truncated BGZF stream: no EOF marker") as info:
+        if where == "split":
+            F.split_fastq([str(src)], str(tmp_path / "out"), parts=2)
+        elif where == "count":
+            F.count_records(str(src))
+        else:
+            list(F.iter_chunks([str(src)], records=100))
+    assert info.value.line is not None and info.value.line % 4 == 0
+    assert chunks_of(tmp_path / "out") == []
+    full = tmp_path / "whole.fq.gz"
+    full.write_bytes(whole)
+    assert F.count_records(str(full)) == 1000
+
+
+def _line_events(run: "Callable[[], object]", stop_at: int) -> int:
+    """Run ``run`` with a trace that raises Interrupted at the ``stop_at``-th line executed in the
+    splitter's modules (as a signal handler raises between two steps); the lines counted."""
+    import sys
+
+    from genostage.errors import Interrupted
+
+    watched = {F.__file__, C.__file__, bgzf.__file__}
+    seen = [0]
+
+    def local(frame, event, arg):  # type: ignore[no-untyped-def]
+        if event == "line":
+            seen[0] += 1
+            if seen[0] == stop_at:
+                raise Interrupted(15)
+        return local
+
+    def tracer(frame, event, arg):  # type: ignore[no-untyped-def]
+        return local if frame.f_code.co_filename in watched else None
+
+    sys.settrace(tracer)
+    try:
+        run()
+    except Interrupted:
+        pass
+    finally:
+        sys.settrace(None)
+    return seen[0]
+
+
+@pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.parametrize("compress", ["none", "gzip", "bgzf"])
+def test_an_interrupt_at_any_step_leaves_nothing(tmp_path: Path, compress: str) -> None:
+    """SIGTERM raises Interrupted wherever the main thread is: whatever step of the split it
+    lands on, the run leaves nothing, or (the exception came after the split was done) all of
+    its chunks; never a temporary or a part of the set (was: either, sometimes)."""
+    import random
+
+    src = write(tmp_path / "r.fq", fastq(600, seed=62))
+
+    def split(out: Path) -> "Callable[[], object]":
+        return lambda: F.split_fastq([src], str(out), records=150, compress=compress, threads=2,
+                                     summary_path=str(out / "summary.json"))
+
+    total = _line_events(split(tmp_path / "clean"), 0)
+    complete = sorted(p.name for p in (tmp_path / "clean").iterdir())
+    assert len(complete) == 5  # 4 chunks and the summary
+    rng = random.Random(63)
+    stops = sorted(set(range(1, total, max(1, total // 60))) | {rng.randrange(1, total) for _ in range(40)})
+    for n in stops:
+        out = tmp_path / f"o{n}"
+        _line_events(split(out), n)
+        left = sorted(p.name for p in out.iterdir()) if out.exists() else []
+        assert left in ([], complete), f"an interrupt at line event {n} of {total} left {left}"
+        if left:
+            for name in complete:
+                assert (out / name).read_bytes() == (tmp_path / "clean" / name).read_bytes() or name == "summary.json"
+
+
+def test_the_stop_handler_removes_files_at_once(tmp_path: Path) -> None:
+    """The handler `split fastq` installs removes what the run wrote before raising, so a wait
+    during the unwinding cannot leave files behind for AWS Batch's SIGKILL."""
+    from genostage.errors import Interrupted
+
+    src = write(tmp_path / "r.fq", fastq(400, seed=64))
+    stop = F.Stop()
+    seen: List[List[str]] = []
+    real_end = F.FileSink.end
+
+    def end_then_signal(self, stats):  # type: ignore[no-untyped-def]
+        real_end(self, stats)
+        if stats.index == 1:
+            seen.append(sorted(os.listdir(self.out_dir)))
+            stop.signal(15)
+
+    F.FileSink.end = end_then_signal  # type: ignore[method-assign]
+    try:
+        with pytest.raises(Interrupted):
+            F.split_fastq([src], str(tmp_path / "out"), records=100, compress="gzip", stop=stop)
+    finally:
+        F.FileSink.end = real_end  # type: ignore[method-assign]
+    assert len(seen[0]) >= 2 and stop.signum == 15
+    assert list((tmp_path / "out").iterdir()) == []
+    assert stop.watchdog is not None and stop.watchdog.finished.is_set()  # unwound: no forced exit later
+    done = F.Stop()
+    F.split_fastq([src], str(tmp_path / "out2"), records=100, stop=done)
+    done.signal(15)  # after the split completed: nothing happens, nothing is removed
+    assert len(chunks_of(tmp_path / "out2")) == 4
+
+
+@pytest.mark.parametrize("compress", ["none", "gzip", "bgzf"])
+def test_a_full_disk_is_insufficient_space(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compress: str) -> None:
+    """ENOSPC while writing chunks: InsufficientSpace (exit 7), nothing left (was: a traceback)."""
+    import errno
+
+    from genostage.errors import InsufficientSpace
+
+    src = write(tmp_path / "r.fq", fastq(3000, seed=65))
+    real_open = open
+    budget = [20000]
+
+    class Full:
+        def __init__(self, fh):  # type: ignore[no-untyped-def]
+            self.fh = fh
+
+        def write(self, data):  # type: ignore[no-untyped-def]
+            budget[0] -= len(data)
+            if budget[0] < 0:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.fh.write(data)
+
+        def __getattr__(self, name):  # type: ignore[no-untyped-def]
+            return getattr(self.fh, name)
+
+    def small_disk_open(path, mode="r", *args, **kw):  # type: ignore[no-untyped-def]
+        fh = real_open(path, mode, *args, **kw)
+        return Full(fh) if "x" in mode else fh
+
+    def full_pwrite(fd, data, offset):  # type: ignore[no-untyped-def]
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(F, "open", small_disk_open, raising=False)
+    monkeypatch.setattr(F.os, "pwrite", full_pwrite)
+    monkeypatch.setattr(F, "_COPY_FILE_RANGE", False)
+    with pytest.raises(InsufficientSpace, match="no space left"):
+        F.split_fastq([src], str(tmp_path / "out"), parts=3, compress=compress, level=1)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--parts", "-3"], "--parts: expected a whole number"), (["--parts", "0"], "at least 1"),
+    (["--records", "1X"], "--records"), (["--bases", "12.5"], "--bases"), (["--bytes", "abc"], "--bytes"),
+    (["--parts", "2", "--threads", "0"], "--threads"), (["--parts", "2", "--level", "12"], "--level"),
+    (["--parts", "1000000"], "at most 100000"), (["--parts", "2", "--compress", "zip"], "invalid choice"),
+])
+def test_bad_counts_are_one_usage_line(tmp_path: Path, capsys: pytest.CaptureFixture, args: List[str],
+                                       message: str) -> None:
+    src = write(tmp_path / "r.fq", fastq(5, seed=66))
+    try:
+        code = main(["split", "fastq", src, "-O", str(tmp_path / "o"), *args])
+    except SystemExit as exc:  # argparse's own errors (one line too)
+        code = int(exc.code or 0)
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err and not (tmp_path / "o").exists()
+
+
+def test_library_checks_counts(tmp_path: Path) -> None:
+    src = write(tmp_path / "r.fq", fastq(5, seed=66))
+    for kw in ({"parts": -1}, {"records": 0}, {"parts": 2, "records": 2}, {"parts": 2, "threads": 0},
+               {"bases": 1.5}, {"parts": F.MAX_PARTS + 1}):
+        with pytest.raises(UsageError):
+            F.split_fastq([src], str(tmp_path / "o"), **kw)  # type: ignore[arg-type]
+    assert not (tmp_path / "o").exists()
+
+
+def test_split_to_s3_uploads_the_chunks(s3, s3_client, bucket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`-O s3://...` uploads the chunks, verified; never a local directory named `s3:` (was: one)."""
+    monkeypatch.chdir(tmp_path)
+    data = fastq(900, seed=67)
+    src = write(tmp_path / "r.fq", data)
+    summary = F.split_fastq([src], f"s3://{bucket}/chunks/", parts=3, summary_path=str(tmp_path / "s.json"))
+    keys = sorted(o["Key"] for o in s3_client.list_objects_v2(Bucket=bucket, Prefix="chunks/")["Contents"])
+    assert keys == [f"chunks/r.part-000{i}.fastq" for i in range(3)]
+    assert b"".join(s3_client.get_object(Bucket=bucket, Key=k)["Body"].read() for k in keys) == data
+    assert summary.chunks[0].files == [f"s3://{bucket}/chunks/r.part-0000.fastq"]
+    assert json.loads((tmp_path / "s.json").read_text())["chunks"][2]["files"][0].startswith("s3://")
+    assert not (tmp_path / "s3:").exists()
+    with pytest.raises(Exception):
+        F.split_fastq([src], "s3://no-such-bucket-genostage/chunks/", parts=3)
+    assert not (tmp_path / "s3:").exists()
+
+
+def test_a_failed_upload_leaves_no_chunk_objects(s3, s3_client, bucket, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from genostage import transfer
+    from genostage.errors import TransferFailed
+
+    src = write(tmp_path / "r.fq", fastq(900, seed=68))
+    real = transfer.copy
+
+    def half_then_fail(source, dest, stores=None, config=None):  # type: ignore[no-untyped-def]
+        names = sorted(os.listdir(source))
+        real(os.path.join(source, names[0]), dest + names[0], stores=stores)
+        raise TransferFailed("the network went away")
+
+    monkeypatch.setattr(transfer, "copy", half_then_fail)
+    with pytest.raises(TransferFailed):
+        F.split_fastq([src], f"s3://{bucket}/chunks/", parts=3)
+    assert s3_client.list_objects_v2(Bucket=bucket, Prefix="chunks/").get("Contents", []) == []

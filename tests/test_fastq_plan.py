@@ -162,3 +162,132 @@ def test_split_streams_from_s3(tmp_path: Path, s3_client, bucket: str, stores: S
     files = sorted(os.listdir(tmp_path / "out"))
     assert files[0] == "s.part-0000.R1.fastq.gz"
     assert b"".join(un((tmp_path / "out" / f).read_bytes()) for f in files if ".R2." in f) == r2
+
+
+# -- issue 12: truncated BGZF, hostile plans, full disks; issue 17: no import cycle ------------
+def test_a_bgzf_source_without_its_eof_block_is_refused(tmp_path: Path) -> None:
+    """Cut at a block boundary: every block whole, but records lost (was: a plan, exit 0)."""
+    data = fastq(3000, seed=51)
+    whole = to_bgzf(data)
+    path = tmp_path / "cut.fq.gz"
+    path.write_bytes(whole[:-len(bgzf.EOF_BLOCK)])
+    with pytest.raises(FormatError, match="cut.fq.gz: truncated BGZF stream: no EOF marker"):
+        P.make_plan([str(path)], 2, Stores())
+    path.write_bytes(whole)
+    assert P.make_plan([str(path)], 2, Stores()).chunks[1]["records"] == 1500
+
+
+def _good_plan(tmp_path: Path, paired: bool = False) -> dict:
+    import json
+
+    if paired:
+        r1, r2 = pair(400, seed=52)
+        paths = [tmp_path / "a_1.fq", tmp_path / "a_2.fq"]
+        paths[0].write_bytes(r1)
+        paths[1].write_bytes(r2)
+    else:
+        paths = [tmp_path / "a.fq"]
+        paths[0].write_bytes(fastq(400, seed=52))
+    save(P.make_plan([str(p) for p in paths], 3, Stores()), str(tmp_path / "good.json"))
+    return json.loads((tmp_path / "good.json").read_text())
+
+
+@pytest.mark.parametrize("field, change, message", [
+    ("chunks[1].ranges[0]", lambda p: p["chunks"][1]["ranges"][0].update(
+        start=p["chunks"][1]["ranges"][0]["end"], end=p["chunks"][1]["ranges"][0]["start"]), "start .* is after end"),
+    ("chunks[0]", lambda p: p["chunks"][0].pop("ranges"), "missing 'ranges'"),
+    ("chunks[0].ranges[0].start[0]", lambda p: p["chunks"][0]["ranges"][0].update(start=["0", 0]), "expected int"),
+    ("chunks[2].ranges[0].end", lambda p: p["chunks"][2]["ranges"][0].update(end=[10 ** 9, 0]), "past the end"),
+    ("chunks[1].ranges[0].start", lambda p: p["chunks"][1]["ranges"][0].update(start=[5, 0]), "gap or an overlap"),
+    ("sources[0].size", lambda p: p["sources"][0].update(size=True), "expected int, got true/false"),
+    ("sources[0]", lambda p: p["sources"][0].pop("uri"), "missing 'uri'"),
+    ("sources[0].format", lambda p: p["sources"][0].update(format="cram"), "plain"),
+    ("chunks[0].records", lambda p: p["chunks"][0].update(records=-2), "negative"),
+    ("chunks[0].index", lambda p: p["chunks"][0].update(index=2), "in order"),
+    ("chunks[1]", lambda p: p["chunks"].__setitem__(1, [1, 2]), "expected dict, got a list"),
+    ("header", lambda p: p.update(header=[1]), "expected dict"),
+])
+def test_hostile_plans_name_the_field(tmp_path: Path, field: str, change, message: str) -> None:  # type: ignore[no-untyped-def]
+    """Wrong types, missing keys, ranges backwards or out of the source: one FormatError naming the
+    plan and the field (was: tracebacks, or an empty chunk for start > end)."""
+    plan = _good_plan(tmp_path)
+    change(plan)
+    with pytest.raises(FormatError) as info:
+        from_json(plan, "bad.json")
+    assert str(info.value).startswith(f"Error in bad.json: {field}: "), str(info.value)
+    import re
+
+    assert re.search(message, str(info.value)), str(info.value)
+
+
+def test_deeply_nested_plans_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(FormatError, match="deep.json: plan is nested too deeply"):
+        load(str(path))
+    path.write_text('{"format": "genostage-plan/1", "kind": "fastq", "sources": 3, "chunks": [1]}')
+    with pytest.raises(FormatError, match="plan has no sources"):
+        load(str(path))
+
+
+def test_paired_plans_check_both_sources(tmp_path: Path) -> None:
+    plan = _good_plan(tmp_path, paired=True)
+    assert from_json(plan, "p.json").kind == "fastq"
+    plan["chunks"][0]["ranges"].pop()
+    with pytest.raises(FormatError, match=r"p.json: chunks\[0\].ranges: 1 ranges for 2 sources"):
+        from_json(plan, "p.json")
+
+
+def test_fetch_chunk_on_a_full_disk_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from genostage.errors import InsufficientSpace
+    from genostage.split.plan import fetch_chunk
+
+    plan = from_json(_good_plan(tmp_path), "good.json")
+    real = P.write_chunk
+
+    def full(*args, **kw):  # type: ignore[no-untyped-def]
+        args[2].write(b"@partial\n")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(P, "write_chunk", full)
+    with pytest.raises(InsufficientSpace, match="no space left"):
+        fetch_chunk(plan, 1, str(tmp_path / "out" / "c1.fq"), Stores())
+    assert os.listdir(tmp_path / "out") == []
+    monkeypatch.setattr(P, "write_chunk", real)
+    stats = fetch_chunk(plan, 1, str(tmp_path / "out" / "c1.fq"), Stores())
+    assert stats["records"] == plan.chunks[1]["records"] and os.listdir(tmp_path / "out") == ["c1.fq"]
+
+
+def test_save_on_a_full_disk_is_insufficient_space(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from genostage.errors import InsufficientSpace
+    from genostage.store.local import LocalStore
+
+    plan = from_json(_good_plan(tmp_path), "good.json")
+
+    def full(self, loc, data, checksums=None):  # type: ignore[no-untyped-def]
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(LocalStore, "put_bytes", full)
+    with pytest.raises(InsufficientSpace):
+        save(plan, str(tmp_path / "p.json"))
+
+
+def test_the_plan_format_imports_no_kind_module() -> None:
+    """split/plan.py and split/bam.py imported each other (issue 17): the format module now
+    names the kinds' modules only, and imports them when a chunk is written."""
+    import subprocess
+    import sys
+
+    code = ("import sys, genostage.split.plan as p; "
+            "print(sorted(m for m in sys.modules if m.startswith('genostage.split.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "genostage.split.bam" not in out and "genostage.split.fastq_plan" not in out
+    import ast
+
+    tree = ast.parse(Path(__import__("genostage.split.plan", fromlist=["x"]).__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert not any(m and ("bam" in m or "fastq" in m) for m in imported)

@@ -18,7 +18,9 @@ from ..codec import checksum as C
 from ..config import TransferConfig
 from ..errors import AccessDenied, ChecksumMismatch, FormatError, NotFound, UsageError
 from ..location import Location, parse
+from ..fsutil import os_error
 from ..units import parse_size
+from .split import one_line_errors
 
 log = logging.getLogger("genostage.checksum")
 
@@ -54,6 +56,7 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
                    help="read files with pread instead of mapping them (for files that may shrink meanwhile)")
     p.add_argument("--endpoint-url", help="S3-compatible endpoint (default: AWS_ENDPOINT_URL)")
     p.set_defaults(func=run)
+    one_line_errors(p)
 
 
 @dataclass
@@ -94,30 +97,27 @@ def run(args: argparse.Namespace) -> int:
     for text in args.paths:
         for name, values in ctx.checksums(text):
             for algo in opts.algorithms:
-                print(format_line(algo, display(algo, values[algo]), name, tagged), flush=True)
+                emit(format_line(algo, display(algo, values[algo]), name, tagged))
     return 0
 
 
 # -- formatting ---------------------------------------------------------------
+
+def emit(line: str) -> None:
+    """One line on standard output, flushed; a full disk under it is InsufficientSpace (exit 7)."""
+    try:
+        print(line, flush=True)
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise os_error(exc, "standard output") from None
+
 
 def display(algo: str, wire: str) -> str:
     """What is printed: hex for md5/sha256 (as md5sum/sha256sum), the wire form otherwise."""
     if algo == "sha256" and "-" not in wire:
         return C.wire_to_bytes("sha256", wire).hex()
     return wire
-
-
-def same_value(algo: str, expected: str, actual_wire: str) -> bool:
-    """Compare an expected value (hex or base64, as listed) with a computed wire value."""
-    expected = expected.strip().strip('"')
-    if algo in ("etag", "md5") and "-" in expected + actual_wire:
-        return expected.lower() == actual_wire.lower()
-    if "-" in actual_wire:  # COMPOSITE: some servers leave out the -N
-        return expected == actual_wire or ("-" not in expected and expected == actual_wire.rsplit("-", 1)[0])
-    try:
-        return C.wire_to_bytes(algo, expected) == C.wire_to_bytes(algo, actual_wire)
-    except FormatError:
-        return False
 
 
 def _escape(name: str) -> Tuple[str, str]:
@@ -185,64 +185,10 @@ class Context:
         return [a for a in algos if a != "etag"] + (["etag"] if "etag" in algos else [])
 
     def remote(self, store, info, algos: Sequence[str]) -> Dict[str, str]:  # type: ignore[no-untyped-def]
-        """What the store reports, or (``--verify``, or nothing reported) what the bytes give."""
-        reported = {a: v for a in algos if (v := reported_value(info, a)) is not None}
-        if not self.opts.verify:
-            missing = [a for a in algos if a not in reported]
-            if missing:
-                log.info("%s: the store reports no %s; computing from the bytes", info.location, ", ".join(missing))
-                reported.update(C.object_checksums(store, info, missing, self.opts.part_size, self.opts.threads))
-            return reported
-        return self.verify_remote(store, info, algos, reported)
-
-    def verify_remote(self, store, info, algos: Sequence[str], reported: Dict[str, str]) -> Dict[str, str]:  # type: ignore[no-untyped-def]
-        """Recompute from the bytes; compare with every value the store reports that can be compared."""
-        checks: List[Tuple[str, str, List[str]]] = []  # (algorithm, expected, names computed for it)
-        for algo in algos:
-            full = C.full_object_value(info, algo) if algo in C.CRCS or algo == "sha256" else None
-            if full:
-                checks.append((algo, full, [algo]))
-            elif algo in reported:
-                checks.append(self._parted_check(info, algo, reported[algo]))
-        if not checks:
-            best = C.expected_for(info)
-            if best is not None:
-                checks.append((best[0], best[1], [best[0]]) if best[0] != "etag"
-                              else self._parted_check(info, "etag", best[1]))
-        names = [a for a in algos if a != "etag"]
-        if "etag" in algos and self.opts.part_size:
-            names.append(f"etag:{self.opts.part_size}")
-        for _, _, candidates in checks:
-            names.extend(candidates)
-        computed = C.object_checksums(store, info, list(dict.fromkeys(names)), None, self.opts.threads)
-        if not checks:
-            log.warning("%s: the store reports no checksum or md5 ETag; nothing to verify against", info.location)
-        for algo, expected, candidates in checks:
-            got = [computed[n] for n in candidates]
-            if not any(same_value(algo, expected, g) for g in got):
-                raise ChecksumMismatch(str(info.location), algo, expected,
-                                       got[0] if got else "(no common part size gives that many parts)")
-            log.info("%s: %s verified", info.location, algo)
-            if algo == "etag":
-                computed["etag"] = expected.strip('"').lower()
-        if "etag" in algos and "etag" not in computed:
-            computed["etag"] = computed[f"etag:{self.opts.part_size}"]
-        return {a: computed[a] for a in algos}
-
-    def _parted_check(self, info, algo: str, value: str) -> Tuple[str, str, List[str]]:  # type: ignore[no-untyped-def]
-        """A multipart ETag or COMPOSITE value: recompute it for each plausible part size."""
-        n = _parts_of(value) or C.parts_in_etag(info.etag or "") or info.parts_count or 1
-        sizes = [self.opts.part_size] if self.opts.part_size else C.etag_part_sizes(info.size, n)
-        if algo in ("etag", "md5"):
-            if algo == "md5" or "-" not in value:
-                return ("md5", value, ["md5"])
-            return ("etag", value, [f"etag:{ps}" for ps in sizes])
-        return (algo, value, [f"composite:{algo}:{ps}" for ps in sizes])
-
-
-def _parts_of(value: str) -> Optional[int]:
-    m = re.search(r"-([0-9]+)$", value.strip('"'))
-    return int(m.group(1)) if m else None
+        """What the store reports, or (``--verify``) what the bytes give, checked against it."""
+        if self.opts.verify:
+            return C.verify_object(store, info, algos, self.opts.part_size, self.opts.threads)
+        return C.reported_checksums(store, info, algos, self.opts.part_size, self.opts.threads)
 
 
 def stdin_checksums(algos: Sequence[str], part_size: Optional[int]) -> Dict[str, str]:
@@ -257,16 +203,6 @@ def stdin_checksums(algos: Sequence[str], part_size: Optional[int]) -> Dict[str,
             break
         multi.update(view[:n])
     return multi.wire()
-
-
-def reported_value(info, algo: str) -> Optional[str]:  # type: ignore[no-untyped-def]
-    """The value a store reports for ``algo`` (md5 from a single-part ETag)."""
-    if algo == "md5":
-        return info.etag.strip('"').lower() if C.is_md5_etag(info.etag) else None
-    if algo == "etag":
-        return info.etag.strip('"').lower() if info.etag else None
-    value = info.checksums.get(algo)
-    return str(value) if value else None
 
 
 # -- --check ------------------------------------------------------------------
@@ -382,7 +318,7 @@ def check(ctx: Context, check_file: str) -> None:
             try:
                 results[e.name] = compute_for_check(ctx, _resolve(e.name, check_file), wanted[e.name], e)
             except NotFound as exc:
-                print(f"{e.name}: FAILED open or read", flush=True)
+                emit(f"{e.name}: FAILED open or read")
                 log.error("%s", exc)
                 missing.append(e.name)
                 results[e.name] = {}
@@ -391,8 +327,8 @@ def check(ctx: Context, check_file: str) -> None:
         if not got:
             continue
         actual = _actual_for(e, got)
-        ok = actual is not None and same_value(e.algo, e.value, actual)
-        print(f"{e.name}: {'OK' if ok else 'FAILED'}", flush=True)
+        ok = actual is not None and C.same_value(e.algo, e.value, actual)
+        emit(f"{e.name}: {'OK' if ok else 'FAILED'}")
         if not ok:
             failures.append((e, actual or "(none)"))
     if failures:

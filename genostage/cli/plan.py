@@ -12,6 +12,7 @@ from ..errors import UsageError
 from ..location import parse
 from ..store import Stores
 from ..units import format_size
+from .split import OneLineParser, count, one_line_errors
 from .split_bam import add_cut_options
 
 log = logging.getLogger("genostage.cli.plan")
@@ -19,7 +20,7 @@ log = logging.getLogger("genostage.cli.plan")
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("plan", help="make a chunk plan for a BAM or FASTQ (local or s3://) from a few ranged reads")
-    kinds = p.add_subparsers(dest="kind", metavar="KIND")
+    kinds = p.add_subparsers(dest="kind", metavar="KIND", parser_class=OneLineParser)
     kinds.required = True
     b = kinds.add_parser("bam", help="plan BAM chunks")
     b.add_argument("uri", help="BAM file or s3:// object")
@@ -31,7 +32,7 @@ def register(subparsers: Any) -> None:
     b.set_defaults(func=_plan_bam)
     f = kinds.add_parser("fastq", help="plan (BGZF) FASTQ chunks, paired when given two files")
     f.add_argument("uris", nargs="+", metavar="URI", help="FASTQ file(s) or s3:// object(s); two for pairs")
-    f.add_argument("--parts", type=int, required=True, help="number of chunks")
+    f.add_argument("--parts", required=True, metavar="N", help="number of chunks")
     f.add_argument("-o", "--output", required=True, help="plan file (local or s3://)")
     f.set_defaults(func=_plan_fastq)
     register_chunk(subparsers)
@@ -39,8 +40,9 @@ def register(subparsers: Any) -> None:
 
 def register_chunk(subparsers: Any) -> None:
     c = subparsers.add_parser("chunk", help="write chunk I of a plan as a whole BAM/FASTQ file (ranged reads only)")
+    one_line_errors(c)
     c.add_argument("plan", help="plan file (local or s3://)")
-    c.add_argument("--index", type=int, default=None,
+    c.add_argument("--index", default=None, metavar="I",
                    help="chunk index (default: $AWS_BATCH_JOB_ARRAY_INDEX)")
     c.add_argument("-o", "--output", default="-", help="output file, or - for stdout (default)")
     c.add_argument("-2", "--output2", metavar="FILE", help="R2 output of a paired FASTQ plan")
@@ -74,22 +76,29 @@ def _plan_bam(args: argparse.Namespace) -> int:
 
 
 def _plan_fastq(args: argparse.Namespace) -> int:
-    from ..split.plan import _kind_module
+    from ..split.plan import kind_module
 
     if len(args.uris) > 2:
         raise UsageError("plan fastq takes one FASTQ, or two for paired reads")
+    parts = count(args.parts, "--parts", sizes=False)
     stores = Stores()
-    plan = _kind_module("fastq").make_plan(args.uris, args.parts, stores)
+    plan = kind_module("fastq").make_plan(args.uris, parts, stores)
     return _save(plan, args, stores)
 
 
-def chunk_index(value: "int | None") -> int:
-    if value is not None:
-        return value
-    env = os.environ.get("AWS_BATCH_JOB_ARRAY_INDEX")
-    if env is None or not env.strip().isdigit():
-        raise UsageError("no --index given and AWS_BATCH_JOB_ARRAY_INDEX is not set")
-    return int(env)
+def chunk_index(value: "str | int | None") -> int:
+    """``--index``, else ``$AWS_BATCH_JOB_ARRAY_INDEX``: a whole number from 0."""
+    if value is None:
+        value = os.environ.get("AWS_BATCH_JOB_ARRAY_INDEX")
+        if value is None:
+            raise UsageError("no --index given and AWS_BATCH_JOB_ARRAY_INDEX is not set")
+        what = "AWS_BATCH_JOB_ARRAY_INDEX"
+    else:
+        what = "--index"
+    text = str(value).strip()
+    if not text.isdigit():
+        raise UsageError(f"{what}: expected a chunk index (0, 1, 2...), got {value!r}")
+    return int(text)
 
 
 def _chunk(args: argparse.Namespace) -> int:

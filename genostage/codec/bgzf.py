@@ -1,31 +1,21 @@
 """BGZF framing (SAMv1 section 4.1): blocks of at most 64 KiB, each a gzip member
 carrying its own size in a ``BC`` extra field, and a 28-byte empty EOF block.
 
-Pure-Python framing around a fast deflate (ISA-L when installed, else zlib);
-compression of independent blocks runs on a thread pool (the deflate libraries
-release the GIL). The block-walking and record-finding hot loops live in the
-``genostage.codec._bgzf`` kernel.
+Pure-Python framing around the fastest deflate installed (:mod:`genostage.codec.accel`:
+ISA-L, zlib-ng or zlib); compression of independent blocks runs on a thread pool (the
+deflate libraries release the GIL). :func:`inflate_block` is the one BGZF block inflate of
+genostage's codecs. The block-walking and record-finding hot loops of the BAM splitter live
+in the ``genostage.codec._bgzf`` kernel.
 """
 from __future__ import annotations
 
 import struct
-import zlib
+from collections import deque
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import BinaryIO, Deque, Iterator, Optional, Tuple
 
-from collections import deque
-
+from . import accel
 from ..errors import FormatError
-
-try:  # the compiled kernel (absent only before `make build`)
-    from . import _bgzf as _kernel
-except ImportError:  # pragma: no cover
-    _kernel = None  # type: ignore[assignment]
-
-try:  # optional accelerator: degrade gracefully to zlib
-    from isal import isal_zlib as _fast_zlib  # type: ignore[import-not-found]
-except ImportError:  # pragma: no cover - exercised by the no-isal test run
-    _fast_zlib = None  # type: ignore[assignment]
 
 MAGIC = b"\x1f\x8b\x08\x04"
 EOF_BLOCK = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
@@ -34,15 +24,12 @@ FOOTER_SIZE = 8  # CRC32 + ISIZE
 MAX_BLOCK_SIZE = 65536
 BLOCK_DATA_MAX = 0xFF00  # as htslib: leaves room so the compressed block always fits
 _HEADER = struct.Struct("<4sIBBHBBHH")  # magic, mtime, xfl, os, xlen, si1, si2, slen, bsize
+_FOOTER = struct.Struct("<II")  # crc32, isize
 
 
 def deflate_raw(data: "bytes | memoryview", level: int = 6) -> bytes:
-    """Raw deflate of ``data``; ISA-L levels 0-3 map from zlib 1-9 when ISA-L is used."""
-    if _fast_zlib is not None:
-        obj = _fast_zlib.compressobj(min(3, max(0, level // 3)), _fast_zlib.DEFLATED, -15)
-    else:
-        obj = zlib.compressobj(level, zlib.DEFLATED, -15)
-    return obj.compress(data) + obj.flush()
+    """Raw deflate of ``data`` (``level`` on zlib's scale; see :mod:`genostage.codec.accel`)."""
+    return accel.deflate_raw(data, level)
 
 
 def compress_block(data: "bytes | memoryview", level: int = 6) -> bytes:
@@ -51,44 +38,55 @@ def compress_block(data: "bytes | memoryview", level: int = 6) -> bytes:
         raise ValueError(f"BGZF block data too large: {len(data)} bytes")
     payload = deflate_raw(data, level)
     if len(payload) + HEADER_SIZE + FOOTER_SIZE > MAX_BLOCK_SIZE:
-        payload = deflate_raw(data, 0) if _fast_zlib is None else zlib.compress(data, 0)[2:-4]
+        payload = accel.stored_raw(data)
     bsize = len(payload) + HEADER_SIZE + FOOTER_SIZE - 1
     header = _HEADER.pack(MAGIC, 0, 0, 0xFF, 6, 66, 67, 2, bsize)
-    return header + payload + struct.pack("<II", zlib.crc32(data) & 0xFFFFFFFF, len(data))
+    return header + payload + _FOOTER.pack(accel.crc32(data), len(data))
 
 
-def block_size(buf: "bytes | memoryview", offset: int = 0, path: Optional[str] = None) -> int:
+def block_size(buf: "bytes | memoryview", offset: int = 0, path: Optional[str] = None, fmt: str = "BGZF") -> int:
     """Total size of the BGZF block starting at ``offset`` of ``buf`` (header must be complete)."""
     if len(buf) - offset < HEADER_SIZE:
-        raise FormatError("truncated BGZF block header", path=path, fmt="BGZF", offset=offset)
+        raise FormatError("truncated BGZF block header", path=path, fmt=fmt, offset=offset)
     magic, _mtime, _xfl, _os, xlen, si1, si2, slen, bsize = _HEADER.unpack_from(buf, offset)
     if magic != MAGIC:
-        raise FormatError("not a BGZF block (expected gzip magic 1f 8b 08 04)", path=path, fmt="BGZF", offset=offset)
+        raise FormatError("not a BGZF block (expected gzip magic 1f 8b 08 04)", path=path, fmt=fmt, offset=offset)
     if (si1, si2, slen) != (66, 67, 2) or xlen < 6:
-        raise FormatError("gzip block without the BGZF 'BC' extra field", path=path, fmt="BGZF", offset=offset)
+        raise FormatError("gzip block without the BGZF 'BC' extra field", path=path, fmt=fmt, offset=offset)
     return bsize + 1
 
 
-def inflate_block(block: "bytes | memoryview", path: Optional[str] = None, offset: int = 0) -> bytes:
-    """Decompress one whole BGZF block, checking its CRC32 and length."""
-    if _kernel is not None:
-        try:
-            return _kernel.inflate(block, 0)
-        except ValueError as exc:
-            raise FormatError(str(exc), path=path, fmt="BGZF", offset=offset) from None
-    size = block_size(block, 0, path)
+def _corrupt(why: str, path: Optional[str], offset: int, fmt: str) -> FormatError:
+    if fmt == "BGZF":
+        return FormatError(f"corrupt BGZF block ({why})", path=path, fmt=fmt, offset=offset)
+    return FormatError(f"corrupt BGZF block at offset {offset} ({why})", path=path, fmt=fmt)
+
+
+def inflate_block(block: "bytes | memoryview", path: Optional[str] = None, offset: int = 0,
+                  fmt: str = "BGZF") -> bytes:
+    """Decompress one whole BGZF block (``block`` starts with it), checking its CRC32 and length.
+
+    Errors name ``path`` and the block's ``offset`` in the file; ``fmt`` is the format the
+    error reports (``BGZF``, or ``FASTQ`` for a BGZF FASTQ)."""
+    size = block_size(block, 0, path, fmt)
     if len(block) < size:
-        raise FormatError("truncated BGZF block", path=path, fmt="BGZF", offset=offset)
+        raise FormatError("truncated BGZF block", path=path, fmt=fmt, offset=offset)
     xlen = struct.unpack_from("<H", block, 10)[0]
-    start = 12 + xlen
-    crc, isize = struct.unpack_from("<II", block, size - FOOTER_SIZE)
+    crc, isize = _FOOTER.unpack_from(block, size - FOOTER_SIZE)
+    if isize > MAX_BLOCK_SIZE:
+        raise _corrupt("ISIZE above 64 KiB", path, offset, fmt)
     try:
-        data = zlib.decompress(bytes(block[start:size - FOOTER_SIZE]), -15)
-    except zlib.error as exc:
-        raise FormatError(f"corrupt BGZF block ({exc})", path=path, fmt="BGZF", offset=offset) from None
-    if len(data) != isize or (zlib.crc32(data) & 0xFFFFFFFF) != crc:
-        raise FormatError("corrupt BGZF block (CRC32 or length mismatch)", path=path, fmt="BGZF", offset=offset)
+        data = accel.inflate_raw(memoryview(block)[12 + xlen:size - FOOTER_SIZE], isize)
+    except ValueError as exc:
+        raise _corrupt(str(exc), path, offset, fmt) from None
+    if len(data) != isize or accel.crc32(data) != crc:
+        raise _corrupt("CRC32 or length mismatch", path, offset, fmt)
     return data
+
+
+def is_eof_block(block: "bytes | memoryview") -> bool:
+    """True for an empty block (ISIZE 0): the end-of-file marker of a complete BGZF file."""
+    return len(block) >= HEADER_SIZE + FOOTER_SIZE and _FOOTER.unpack_from(block, len(block) - FOOTER_SIZE)[1] == 0
 
 
 def iter_blocks(fh: BinaryIO, path: Optional[str] = None, start: int = 0) -> Iterator[Tuple[int, bytes]]:
@@ -98,7 +96,7 @@ def iter_blocks(fh: BinaryIO, path: Optional[str] = None, start: int = 0) -> Ite
         head = fh.read(HEADER_SIZE)
         if not head:
             return
-        size = block_size(head, 0, path) if len(head) == HEADER_SIZE else block_size(head, 0, path)
+        size = block_size(head, 0, path)
         rest = fh.read(size - HEADER_SIZE)
         if len(rest) != size - HEADER_SIZE:
             raise FormatError("truncated BGZF block", path=path, fmt="BGZF", offset=offset)

@@ -18,6 +18,7 @@ import base64
 import binascii
 import hashlib
 import itertools
+import logging
 import mmap
 import os
 import re
@@ -26,7 +27,9 @@ import threading
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from . import _checksum as _k
-from ..errors import FormatError, ObjectChanged, UsageError
+from ..errors import ChecksumMismatch, FormatError, ObjectChanged, UsageError
+
+log = logging.getLogger("genostage.checksum")
 
 ALGORITHMS = ("crc64nvme", "crc32c", "crc32", "md5", "sha256")
 CRCS = ("crc64nvme", "crc32c", "crc32")
@@ -334,10 +337,23 @@ def composite_wire(name: str, part_values: Sequence[Union[int, bytes]]) -> str:
     return f"{total.wire()}-{len(part_values)}"
 
 
+# Whether md5_many hashes in the AVX2 lanes: the setting lives here, because asking the kernel
+# (``_checksum.md5_lanes()`` with no argument) turns the lanes back on where the CPU has them.
+_LANES = [bool(_k.md5_lanes(True))]
+
+
+def md5_lanes(on: Optional[bool] = None) -> bool:
+    """Whether :func:`md5_many` hashes eight buffers at once in AVX2 lanes; ``on`` turns that off
+    (hashlib, one at a time) or back on (where the CPU has AVX2). Returns the setting in force."""
+    if on is not None:
+        _LANES[0] = bool(_k.md5_lanes(bool(on)))
+    return _LANES[0]
+
+
 def md5_many(bufs: Sequence[Buffer]) -> List[bytes]:
     """MD5 digests of several buffers, eight at a time on AVX2 (~4.5x one stream's speed:
     an MD5 is one chain of dependent steps, so only independent streams go faster)."""
-    if len(bufs) == 1 or not _k.md5_lanes():
+    if len(bufs) == 1 or not _LANES[0]:
         return [hashlib.md5(b).digest() for b in bufs]
     return _k.md5_many(bufs)
 
@@ -682,6 +698,101 @@ def object_checksums(store: Any, info: Any, algorithms: Iterable[str] = ("crc64n
     return multi.wire()
 
 
+# -- what a store reports, and checking it against the bytes ---------------------------------
+def reported_value(info: Any, algo: str) -> Optional[str]:
+    """The value a store reports for ``algo`` (``md5`` from a single-part ETag, ``etag`` the ETag)."""
+    etag = getattr(info, "etag", None)
+    if algo == "md5":
+        return str(etag).strip('"').lower() if is_md5_etag(etag) else None
+    if algo == "etag":
+        return str(etag).strip('"').lower() if etag else None
+    value = (getattr(info, "checksums", None) or {}).get(algo)
+    return str(value) if value else None
+
+
+def same_value(algo: str, expected: str, actual_wire: str) -> bool:
+    """Compare an expected value (hex or base64, as listed or reported) with a computed wire value."""
+    expected = expected.strip().strip('"')
+    if algo in ("etag", "md5") and "-" in expected + actual_wire:
+        return expected.lower() == actual_wire.lower()
+    if "-" in actual_wire:  # COMPOSITE: some servers leave out the -N
+        return expected == actual_wire or ("-" not in expected and expected == actual_wire.rsplit("-", 1)[0])
+    try:
+        return wire_to_bytes(algo, expected) == wire_to_bytes(algo, actual_wire)
+    except FormatError:
+        return False
+
+
+def parts_of(value: str) -> Optional[int]:
+    """The ``N`` of a ``VALUE-N`` multipart ETag or COMPOSITE checksum."""
+    m = re.search(r"-([0-9]+)$", value.strip('"'))
+    return int(m.group(1)) if m else None
+
+
+def reported_checksums(store: Any, info: Any, algorithms: Sequence[str], part_size: Optional[int] = None,
+                       threads: Optional[int] = None) -> Dict[str, str]:
+    """What the store reports for each of ``algorithms``; those it reports nothing for are
+    computed from the object's bytes (:func:`object_checksums`)."""
+    reported = {a: v for a in algorithms if (v := reported_value(info, a)) is not None}
+    missing = [a for a in algorithms if a not in reported]
+    if missing:
+        log.info("%s: the store reports no %s; computing from the bytes", info.location, ", ".join(missing))
+        reported.update(object_checksums(store, info, missing, part_size, threads))
+    return reported
+
+
+def _parted_check(info: Any, algo: str, value: str, part_size: Optional[int]) -> Tuple[str, str, List[str]]:
+    """A multipart ETag or COMPOSITE value: the checksum names to compute, one per plausible part size."""
+    n = parts_of(value) or parts_in_etag(info.etag or "") or info.parts_count or 1
+    sizes = [part_size] if part_size else etag_part_sizes(info.size, n)
+    if algo in ("etag", "md5"):
+        if algo == "md5" or "-" not in value:
+            return ("md5", value, ["md5"])
+        return ("etag", value, [f"etag:{ps}" for ps in sizes])
+    return (algo, value, [f"composite:{algo}:{ps}" for ps in sizes])
+
+
+def verify_object(store: Any, info: Any, algorithms: Sequence[str], part_size: Optional[int] = None,
+                  threads: Optional[int] = None) -> Dict[str, str]:
+    """Recompute a stored object's checksums from its bytes (ranged reads) and compare them with
+    every value the store reports that can be compared: full-object CRCs and sha256 directly,
+    multipart ETags and COMPOSITE values for each plausible part size, else the best value
+    :func:`expected_for` finds. Raises :class:`~genostage.errors.ChecksumMismatch`; returns the
+    wire values of ``algorithms`` (``etag`` needs ``part_size`` unless the store reports it)."""
+    reported = {a: v for a in algorithms if (v := reported_value(info, a)) is not None}
+    checks: List[Tuple[str, str, List[str]]] = []  # (algorithm, expected, names computed for it)
+    for algo in algorithms:
+        full = full_object_value(info, algo) if algo in CRCS or algo == "sha256" else None
+        if full:
+            checks.append((algo, full, [algo]))
+        elif algo in reported:
+            checks.append(_parted_check(info, algo, reported[algo], part_size))
+    if not checks:
+        best = expected_for(info)
+        if best is not None:
+            checks.append((best[0], best[1], [best[0]]) if best[0] != "etag"
+                          else _parted_check(info, "etag", best[1], part_size))
+    names = [a for a in algorithms if a != "etag"]
+    if "etag" in algorithms and part_size:
+        names.append(f"etag:{part_size}")
+    for _, _, candidates in checks:
+        names.extend(candidates)
+    computed = object_checksums(store, info, list(dict.fromkeys(names)), None, threads)
+    if not checks:
+        log.warning("%s: the store reports no checksum or md5 ETag; nothing to verify against", info.location)
+    for algo, expected, candidates in checks:
+        got = [computed[n] for n in candidates]
+        if not any(same_value(algo, expected, g) for g in got):
+            raise ChecksumMismatch(str(info.location), algo, expected,
+                                   got[0] if got else "(no common part size gives that many parts)")
+        log.info("%s: %s verified", info.location, algo)
+        if algo == "etag":
+            computed["etag"] = expected.strip('"').lower()
+    if "etag" in algorithms and "etag" not in computed:
+        computed["etag"] = computed[f"etag:{part_size}"]
+    return {a: computed[a] for a in algorithms}
+
+
 def file_checksums(path: "str | os.PathLike[str]", algorithms: Iterable[str] = ("crc64nvme",),
                    part_size: Optional[int] = None, threads: Optional[int] = None,
                    use_mmap: bool = True) -> Dict[str, str]:
@@ -717,5 +828,6 @@ __all__ = [
     "ALGORITHMS", "CRCS", "Checksum", "ETag", "Composite", "MultiChecksum", "new", "crc", "combine", "to_wire",
     "from_wire", "wire_to_bytes", "composite_wire", "etag_of_parts", "expected_for",
     "guess_etag_part_size", "etag_part_sizes", "parts_in_etag", "file_checksums", "file_crcs",
-    "is_md5_etag", "md5_many", "MD5Batcher", "default_threads", "object_checksums", "full_object_value",
+    "is_md5_etag", "md5_lanes", "md5_many", "MD5Batcher", "default_threads", "object_checksums",
+    "full_object_value", "reported_value", "reported_checksums", "same_value", "parts_of", "verify_object",
 ]

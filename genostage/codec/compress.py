@@ -4,37 +4,25 @@ BGZF detected from the bytes; write none, gzip or BGZF with threaded deflate.
 Reading yields :class:`Piece` objects: a run of decompressed bytes, the
 compressed offset where it ends (what progress and ``--parts`` on gzip input
 estimate from), and for BGZF the raw blocks it came from, so that a splitter
-writing BGZF can copy whole blocks without recompressing them.
+writing BGZF can copy whole blocks without recompressing them. A BGZF stream
+must end with its EOF marker block: one that stops at a block boundary without
+it was cut short, and is refused.
 
-Deflate goes through ISA-L (python-isal) when installed, else zlib-ng, else
-zlib (measured on Illumina-like FASTQ, 1 MiB blocks, one core: ISA-L level 2
-~400 MB/s at 1.10x zlib-6's size; zlib-ng level 3 ~130 MB/s at 1.05x; zlib
-level 6 ~10-30 MB/s). The compressors release the GIL, so blocks compress in
-parallel on a thread pool. Decompression uses ISA-L's inflate (about twice
-zlib's speed) with a zlib fallback.
+Deflate and inflate go through :mod:`genostage.codec.accel` (ISA-L, else zlib-ng,
+else zlib, with their level rule); the compressors release the GIL, so blocks
+compress in parallel on a thread pool.
 """
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 from collections import deque
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable, Deque, Iterator, List, Optional, Tuple
 
-from . import bgzf
+from . import accel, bgzf
 from .. import background
 from ..errors import FormatError, UsageError
-
-try:  # optional accelerator: degrade gracefully
-    from isal import isal_zlib as _isal  # type: ignore[import-not-found]
-except ImportError:  # pragma: no cover - exercised by the no-isal test run
-    _isal = None  # type: ignore[assignment]
-try:
-    from zlib_ng import zlib_ng as _zng  # type: ignore[import-not-found]
-except ImportError:  # pragma: no cover
-    _zng = None  # type: ignore[assignment]
 
 FORMATS = ("plain", "gzip", "bgzf")
 OUTPUTS = ("none", "gzip", "bgzf")
@@ -46,26 +34,17 @@ BGZF_GROUP = 64  # BGZF blocks inflated per piece
 
 
 def backend() -> str:
-    """The deflate library in use: ``isal``, ``zlib-ng`` or ``zlib``."""
-    return "isal" if _isal is not None else ("zlib-ng" if _zng is not None else "zlib")
-
-
-def _inflate_mod() -> Any:
-    return _isal if _isal is not None else (_zng if _zng is not None else zlib)
+    """The deflate library in use: ``isal``, ``zlib-ng`` or ``zlib`` (:mod:`genostage.codec.accel`)."""
+    return accel.backend()
 
 
 def gzip_member(data: "bytes | memoryview", level: int = DEFAULT_LEVEL) -> bytes:
     """``data`` as one complete gzip member (``level`` on zlib's 1-9 scale)."""
-    if _isal is not None:
-        return _isal.compress(data, min(3, max(0, level // 3)), 31)
-    if _zng is not None:
-        return _zng.compress(data, level, 31)
-    obj = zlib.compressobj(level, zlib.DEFLATED, 31)
-    return obj.compress(data) + obj.flush()
+    return accel.gzip_member(data, level)
 
 
 def crc32(data: "bytes | memoryview", value: int = 0) -> int:
-    return (_isal.crc32(data, value) if _isal is not None else zlib.crc32(data, value)) & 0xFFFFFFFF
+    return accel.crc32(data, value)
 
 
 def detect(head: bytes) -> str:
@@ -165,15 +144,16 @@ class _Chain(io.RawIOBase):
 
 
 def _gzip_pieces(fh: BinaryIO, path: str, head: bytes) -> Iterator[Piece]:
-    if _isal is not None and hasattr(_isal, "_GzipReader"):
-        return _isal_gzip_pieces(fh, path, head)
+    reader = accel.gzip_reader()
+    if reader is not None:
+        return _isal_gzip_pieces(fh, path, head, reader)
     return _zlib_gzip_pieces(fh, path, head)
 
 
-def _isal_gzip_pieces(fh: BinaryIO, path: str, head: bytes) -> Iterator[Piece]:
+def _isal_gzip_pieces(fh: BinaryIO, path: str, head: bytes, make_reader: Callable[..., Any]) -> Iterator[Piece]:
     """ISA-L's own gzip reader (multi-member, C): fastest, no reallocations."""
     chain = _Chain(head, fh)
-    reader = _isal._GzipReader(chain, GZIP_READ)  # type: ignore[arg-type]
+    reader = make_reader(chain, GZIP_READ)
     start = 0
     while True:
         try:
@@ -191,8 +171,7 @@ def _isal_gzip_pieces(fh: BinaryIO, path: str, head: bytes) -> Iterator[Piece]:
 
 
 def _zlib_gzip_pieces(fh: BinaryIO, path: str, head: bytes) -> Iterator[Piece]:
-    mod = _inflate_mod()
-    dec = mod.decompressobj(31)
+    dec = accel.decompressobj(accel.GZIP_WBITS)
     offset = 0
     pending = head
     member_has_data = False
@@ -210,7 +189,7 @@ def _zlib_gzip_pieces(fh: BinaryIO, path: str, head: bytes) -> Iterator[Piece]:
         while comp:
             try:
                 out.append(dec.decompress(comp))
-            except (zlib.error, Exception) as exc:
+            except Exception as exc:  # the libraries' errors (zlib.error, isal_zlib.error)
                 if isinstance(exc, FormatError):
                     raise
                 raise FormatError(f"corrupt gzip data ({exc})", path=path, fmt="FASTQ") from None
@@ -218,7 +197,7 @@ def _zlib_gzip_pieces(fh: BinaryIO, path: str, head: bytes) -> Iterator[Piece]:
             if dec.eof:
                 comp = dec.unused_data
                 member_has_data = False
-                dec = mod.decompressobj(31)
+                dec = accel.decompressobj(accel.GZIP_WBITS)
                 if comp and comp[:1] != b"\x1f":
                     if not comp.strip(b"\x00"):
                         comp = b""
@@ -231,23 +210,12 @@ def _zlib_gzip_pieces(fh: BinaryIO, path: str, head: bytes) -> Iterator[Piece]:
             yield Piece(data, start, offset)
 
 
-def _inflate_block(raw: bytes, path: str, offset: int) -> bytes:
-    xlen = struct.unpack_from("<H", raw, 10)[0]
-    crc, isize = struct.unpack_from("<II", raw, len(raw) - 8)
-    try:
-        data = _inflate_mod().decompress(raw[12 + xlen:len(raw) - 8], -15)
-    except Exception as exc:
-        raise FormatError(f"corrupt BGZF block at offset {offset} ({exc})", path=path, fmt="FASTQ") from None
-    if len(data) != isize or crc32(data) != crc:
-        raise FormatError(f"corrupt BGZF block at offset {offset} (CRC32 or length mismatch)", path=path, fmt="FASTQ")
-    return data
-
-
 def _bgzf_pieces(fh: BinaryIO, path: str, head: bytes) -> Iterator[Piece]:
     buf = head
     pos = 0  # next block in buf
     offset = 0  # compressed offset of buf[pos]
     eof = False
+    last_ulen = -1  # uncompressed length of the last block seen (0: the EOF marker)
     while True:
         blocks: List[Tuple[bytes, int]] = []
         datas: List[bytes] = []
@@ -266,7 +234,7 @@ def _bgzf_pieces(fh: BinaryIO, path: str, head: bytes) -> Iterator[Piece]:
                     raise FormatError(f"gzip member without BGZF framing at offset {offset}", path=path, fmt="FASTQ")
                 raise FormatError("truncated BGZF stream (the file ends inside a block)" if avail < bgzf.HEADER_SIZE
                                   else f"unexpected data at offset {offset} (expected a BGZF block)", path=path, fmt="FASTQ")
-            size = bgzf.block_size(buf, pos, path)
+            size = bgzf.block_size(buf, pos, path, "FASTQ")
             if avail < size and not eof:
                 more = read_full(fh, max(1 << 20, size - avail))
                 eof = not more
@@ -277,11 +245,15 @@ def _bgzf_pieces(fh: BinaryIO, path: str, head: bytes) -> Iterator[Piece]:
                 raise FormatError("truncated BGZF stream (the file ends inside a block)", path=path, fmt="FASTQ")
             raw = buf[pos:pos + size]
             pos += size
-            data = _inflate_block(raw, path, offset)
+            data = bgzf.inflate_block(raw, path, offset, "FASTQ")
             offset += size
+            last_ulen = len(data)
             blocks.append((raw, len(data)))
             datas.append(data)
         if not blocks:
+            if last_ulen != 0:
+                raise FormatError(f"truncated BGZF stream: no EOF marker block at the end (offset {offset}); "
+                                  "the file was cut short", path=path, fmt="FASTQ")
             return
         yield Piece(b"".join(datas), start, offset, blocks)
 

@@ -36,10 +36,13 @@ Python API::
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 import re
+import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -47,11 +50,11 @@ from typing import Any, BinaryIO, Callable, Dict, Iterator, List, Optional, Tupl
 
 from . import _fastq
 from ..codec import compress as C
-from ..errors import FormatError, UsageError
+from ..errors import FormatError, Interrupted, UsageError
 from ..location import Location, parse
 from ..progress import Progress
 from ..store import Stores
-from ..fsutil import temp_name
+from ..fsutil import AtomicFile, os_error, temp_name, write_atomic
 from ..units import format_size
 from ..background import background
 
@@ -62,7 +65,7 @@ MAX_RECORD = 32 << 20  # a "record" longer than this is garbage (or an absurd re
 EXACT_LIMIT = 16 << 20  # gzip inputs up to this size are counted first for --parts
 COPY_BATCH = 64 << 20  # local plain -> plain: bytes per copy_file_range batch
 PLAN_READ = 1 << 20  # per part: plain/BGZF inputs up to parts x this are counted exactly  # compressed inputs up to this size are counted first for --parts
-_MESSAGES = {
+MESSAGES = {
     _fastq.E_HEADER: "expected '@' at the start of a record header",
     _fastq.E_PLUS: "expected '+' line after the sequence",
     _fastq.E_LENGTH: "quality and sequence lengths differ",
@@ -116,7 +119,7 @@ class Chunk:
 
 
 # -- one input stream ------------------------------------------------------
-class _Input:
+class Input:
     """Scanning state of one input: the buffer of not-yet-assigned bytes and
     the pieces still to be emitted (kept for BGZF raw block copies)."""
 
@@ -136,7 +139,7 @@ class _Input:
         # pieces not yet fully emitted: [ustart, data, blocks(list of (raw, ulen)) or None, cstart]
         self.queue: List[Tuple[int, bytes, Optional[List[Tuple[bytes, int]]], int]] = []
         self.emitted = 0
-        self.on_piece: Optional[Callable[["_Input", C.Piece, int], None]] = None
+        self.on_piece: Optional[Callable[["Input", C.Piece, int], None]] = None
         self.allow_empty = False  # a plan chunk may be empty
         self.fh: Optional[BinaryIO] = None
         self._rest: Optional[Tuple[bytes, int, int]] = None
@@ -230,10 +233,10 @@ class _Input:
             self.pos = 0
 
     def error(self, code: int, line: int, extra: str = "") -> FormatError:
-        return FormatError(_MESSAGES.get(code, "malformed record") + extra, path=self.uri, fmt="FASTQ",
+        return FormatError(MESSAGES.get(code, "malformed record") + extra, path=self.uri, fmt="FASTQ",
                            line=self.records * 4 + line)
 
-    def emit(self, upto: int, sink: "_Sink", mate: int, close: bool) -> None:
+    def emit(self, upto: int, sink: "Sink", mate: int, close: bool) -> None:
         """Hand bytes [emitted, upto) to the sink; whole BGZF blocks go as raw blocks.
 
         Unless ``close``, stops at the last block boundary so blocks are not cut.
@@ -284,7 +287,7 @@ class _Input:
 
 
 # -- sinks: where chunk bytes go -------------------------------------------
-class _Sink:
+class Sink:
     raw_blocks = False
     can_copy = False  # takes byte ranges of a local file (copy_file_range)
 
@@ -319,7 +322,19 @@ class _OpenChunk:
                 fut.exception()
 
 
-class FileSink(_Sink):
+def _output_errors(method: Callable[..., Any]) -> Callable[..., Any]:
+    """OSErrors of writing chunks as genostage errors (ENOSPC: InsufficientSpace, exit 7)."""
+    def wrapped(self: "FileSink", *args: Any) -> Any:
+        try:
+            return method(self, *args)
+        except OSError as exc:
+            raise os_error(exc, self.out_dir) from None
+    wrapped.__name__ = method.__name__
+    wrapped.__doc__ = method.__doc__
+    return wrapped
+
+
+class FileSink(Sink):
     """Writes chunk files under temporary names, renamed when the chunk is complete.
 
     Uncompressed output from a local plain file is copied by the kernel on ``threads``
@@ -343,20 +358,39 @@ class FileSink(_Sink):
         self._open: Optional[_OpenChunk] = None
         self._ended: List[_OpenChunk] = []  # ended, waiting for their copies
         self.done: List[str] = []
+        # every path this run may have created, registered *before* it is created: whatever
+        # stops the run (an error, or a signal between any two steps) removes exactly these
+        self.paths: List[str] = []
 
     def name(self, index: int, mate: int) -> str:
         tag = f".R{mate + 1}" if self.mates == 2 else ""
         return os.path.join(self.out_dir, f"{self.prefix}.part-{index:0{self.width}d}{tag}.fastq{C.suffix(self.compress)}")
 
+    def track(self, path: str) -> str:
+        """Register the temporary ``path`` before it is created (removed by :meth:`abort` and
+        :meth:`remove_files`); final names go to ``done`` just before their rename."""
+        self.paths.append(path)
+        return path
+
+    @_output_errors
     def begin(self, index: int) -> None:
         files: List[Tuple[str, str, BinaryIO, C.Writer]] = []
+        chunk = _OpenChunk(files)
+        self._open = chunk
         for mate in range(self.mates):
-            final = self.name(index, mate)
-            tmp = temp_name(final)
-            fh: BinaryIO = open(tmp, "wb")
+            final = self.name(index, mate)  # registered in `done` just before the rename
+            tmp = self.track(temp_name(final))
+            fh: BinaryIO = self._create(tmp)
             files.append((final, tmp, fh, C.make_writer(fh, self.compress, self.level, self.pool, self.threads)))
-        self._open = _OpenChunk(files)
+        chunk.pos = [0] * len(files)
 
+    def _create(self, tmp: str) -> BinaryIO:
+        try:
+            return open(tmp, "xb")
+        except OSError as exc:
+            raise os_error(exc, tmp) from None
+
+    @_output_errors
     def write(self, mate: int, data: memoryview) -> None:
         chunk = self._open
         assert chunk is not None
@@ -371,10 +405,12 @@ class FileSink(_Sink):
             return
         chunk.files[mate][3].write(data)
 
+    @_output_errors
     def raw(self, mate: int, raw: bytes, ulen: int) -> None:
         assert self._open is not None
         self._open.files[mate][3].write_raw_block(raw, ulen)
 
+    @_output_errors
     def copy(self, mate: int, fd: int, offset: int, length: int) -> None:
         """Copy on a background thread, overlapping the scan of what follows."""
         chunk = self._open
@@ -386,30 +422,35 @@ class FileSink(_Sink):
         chunk.copies.append(self.copier.submit(_copy_range, fd, out.fileno(), offset, length, chunk.pos[mate]))
         chunk.pos[mate] += length
 
+    @_output_errors
     def end(self, stats: ChunkStats) -> None:
         chunk = self._open
         assert chunk is not None
-        self._open = None
         chunk.stats = stats
         self._ended.append(chunk)
+        self._open = None
         while self._ended and all(f.done() for f in self._ended[0].copies):
-            self._complete(self._ended.pop(0))
+            self._complete(self._ended[0])
 
     def _complete(self, chunk: _OpenChunk) -> None:
+        """Close the first ended chunk's files and rename them into place (it stays in ``_ended``,
+        for :meth:`abort` to close, until its files are closed)."""
         chunk.wait()
         for final, tmp, fh, writer in chunk.files:
             writer.close()
             fh.close()
+        self._ended.remove(chunk)
         assert chunk.stats is not None
         for final, tmp, fh, writer in chunk.files:
-            os.replace(tmp, final)
             self.done.append(final)
+            os.replace(tmp, final)
             chunk.stats.files.append(final)
             chunk.stats.sizes.append(os.path.getsize(final))
 
+    @_output_errors
     def finish(self) -> None:
         while self._ended:
-            self._complete(self._ended.pop(0))
+            self._complete(self._ended[0])
 
     def discard(self) -> None:
         """Drop the chunk being written (nothing was written to it)."""
@@ -422,18 +463,28 @@ class FileSink(_Sink):
         for final, tmp, fh, writer in chunk.files:
             if isinstance(writer, C.GzipWriter):
                 writer.abort()
-            fh.close()
+            try:
+                fh.close()  # may flush into a full disk: the file goes anyway
+            except OSError:
+                pass
             _unlink(tmp)
 
     def abort(self) -> None:
-        """Remove the chunk being written and every chunk this run completed."""
-        for chunk in self._ended + ([self._open] if self._open is not None else []):
-            self._drop(chunk)
-        self._ended, self._open = [], None
-        for path in self.done:
+        """Remove the chunk being written and every file this run created."""
+        try:
+            for chunk in self._ended + ([self._open] if self._open is not None else []):
+                self._drop(chunk)
+        finally:
+            self._ended, self._open = [], None
+            self.remove_files()
+            self.shutdown()
+
+    def remove_files(self) -> None:
+        """Remove every file this run created (temporary or complete); safe at any moment, from a
+        signal handler too: what is written afterwards goes to unlinked files."""
+        for path in self.paths + self.done:
             _unlink(path)
-        self.done = []
-        self.shutdown()
+        self.paths, self.done = [], []
 
     def shutdown(self) -> None:
         if self.copier is not None:
@@ -444,7 +495,7 @@ class FileSink(_Sink):
             self.pool = None
 
 
-class _MemorySink(_Sink):
+class _MemorySink(Sink):
     def __init__(self, mates: int, deliver: Optional[Callable[[Chunk], None]] = None) -> None:
         self.mates = mates
         if deliver is not None:
@@ -468,6 +519,8 @@ class _MemorySink(_Sink):
 
 
 _COPY_FILE_RANGE = hasattr(os, "copy_file_range")
+# errors that say copy_file_range cannot do this copy (pread/pwrite can)
+_NO_COPY_FILE_RANGE = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF, errno.EPERM}
 
 
 def _copy_range(src: int, dst: int, offset: int, length: int, dst_offset: int) -> None:
@@ -477,7 +530,9 @@ def _copy_range(src: int, dst: int, offset: int, length: int, dst_offset: int) -
     while length > 0 and _COPY_FILE_RANGE:
         try:
             n = os.copy_file_range(src, dst, min(length, 1 << 30), offset, dst_offset)
-        except OSError:
+        except OSError as exc:
+            if exc.errno not in _NO_COPY_FILE_RANGE:
+                raise  # ENOSPC, EIO: the copy failed, not the system call
             _COPY_FILE_RANGE = False  # e.g. EXDEV on old kernels: fall back to pread/pwrite
             break
         if n == 0:
@@ -501,12 +556,12 @@ def _copy_range(src: int, dst: int, offset: int, length: int, dst_offset: int) -
 def _unlink(path: str) -> None:
     try:
         os.unlink(path)
-    except FileNotFoundError:
+    except OSError:
         pass
 
 
 # -- opening inputs ----------------------------------------------------------
-def _open_input(uri: str, stores: Stores, background: bool = True, scan_only: bool = False) -> _Input:
+def _open_input(uri: str, stores: Stores, background: bool = True, scan_only: bool = False) -> Input:
     """Open one input; with ``scan_only`` (its bytes are copied, never written from memory)
     a local plain file is memory-mapped and scanned in place."""
     loc = parse(uri)
@@ -521,14 +576,13 @@ def _open_input(uri: str, stores: Stores, background: bool = True, scan_only: bo
         try:
             fh = open(loc.path, "rb", buffering=0)
         except OSError as exc:
-            from ..fsutil import os_error
             raise os_error(exc, str(loc)) from None
     try:
         fmt, pieces = C.open_stream(fh, uri, background=background and not scan_only)
     except BaseException:
         fh.close()
         raise
-    inp = _Input(uri, fmt, pieces, info.size)
+    inp = Input(uri, fmt, pieces, info.size)
     inp.fh = fh
     if fmt == "plain" and not loc.is_s3:
         inp.copy_fd = os.open(loc.path, os.O_RDONLY)
@@ -582,7 +636,7 @@ def count_records(uri: str, stores: Optional[Stores] = None, interleaved: bool =
         inp.close()
 
 
-def _scan_error(inp: _Input, err: int, eline: int, step: int) -> FormatError:
+def _scan_error(inp: Input, err: int, eline: int, step: int) -> FormatError:
     if err == _fastq.E_TRUNCATED and step == 2 and eline % 4 == 0 and _fastq.count_lines(inp.buf, inp.pos, len(inp.buf)) == 4:
         return FormatError("interleaved input has an odd number of records (the last one has no mate)",
                            path=inp.uri, fmt="FASTQ", line=inp.records * 4 + eline - 4)
@@ -602,7 +656,7 @@ class _Cutter:
         self.targets: Dict[int, int] = {}  # chunk index -> global uncompressed offset where it may end
         self.last_index: Optional[int] = None  # the chunk that takes everything left
 
-    def limits(self, index: int, chunk: ChunkStats, inp: _Input) -> Tuple[int, int, int]:
+    def limits(self, index: int, chunk: ChunkStats, inp: Input) -> Tuple[int, int, int]:
         if self.last_index is not None and index >= self.last_index:
             return HUGE, HUGE, HUGE
         if self.per_chunk is not None:
@@ -621,18 +675,18 @@ class _Cutter:
         return HUGE, HUGE, max(1, target - inp.gpos)
 
 
-def _balanced(total: int, parts: int) -> List[int]:
+def balanced(total: int, parts: int) -> List[int]:
     return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
 
 
-def _plan_targets(cutter: _Cutter, inp: _Input, parts: int) -> None:
+def _plan_targets(cutter: _Cutter, inp: Input, parts: int) -> None:
     """Byte targets for --parts on large inputs, resolved as pieces arrive."""
     size = inp.size
     cuts = [(i, i * size // parts) for i in range(1, parts)]  # chunk i-1 ends after cut i
     cutter.last_index = parts - 1
     pending = list(cuts)
 
-    def on_piece(src: _Input, piece: C.Piece, ustart: int) -> None:
+    def on_piece(src: Input, piece: C.Piece, ustart: int) -> None:
         while pending:
             i, c = pending[0]
             if src.fmt == "plain":
@@ -688,7 +742,7 @@ class Splitter:
         self.step = 2 if interleaved else 1
         self.formats: List[str] = []
 
-    def _cutter(self, first: _Input, total_size: int) -> _Cutter:
+    def _cutter(self, first: Input, total_size: int) -> _Cutter:
         if self.parts is None:
             return _Cutter(self.records * self.step if self.records else None, self.bases, self.nbytes)
         if first.fmt == "gzip":  # offsets are estimates: count small inputs exactly
@@ -697,12 +751,12 @@ class Splitter:
             small = total_size <= self.parts * PLAN_READ
         if small:
             total = count_records(self.inputs[0], self.stores, self.interleaved)
-            return _Cutter(None, None, None, per_chunk=[n * self.step for n in _balanced(total, self.parts)])
+            return _Cutter(None, None, None, per_chunk=[n * self.step for n in balanced(total, self.parts)])
         cutter = _Cutter(None, None, None)
         _plan_targets(cutter, first, self.parts)
         return cutter
 
-    def run(self, sink: _Sink) -> Summary:
+    def run(self, sink: Sink) -> Summary:
         """Open the inputs and split them into ``sink``."""
         ins = []
         try:
@@ -714,7 +768,7 @@ class Splitter:
             raise
         return self.run_inputs(ins, sink)
 
-    def run_inputs(self, ins: List["_Input"], sink: _Sink) -> Summary:
+    def run_inputs(self, ins: List["Input"], sink: Sink) -> Summary:
         """Split already opened inputs into ``sink`` (removing its output on failure)."""
         t0 = time.monotonic()
         try:
@@ -726,7 +780,7 @@ class Splitter:
             for inp in ins:
                 inp.close()
 
-    def _run(self, ins: List[_Input], sink: _Sink, t0: float) -> Summary:
+    def _run(self, ins: List[Input], sink: Sink, t0: float) -> Summary:
         self.formats = [i.fmt for i in ins]
         r1 = ins[0]
         r2 = ins[1] if len(ins) == 2 else None
@@ -796,21 +850,21 @@ class Splitter:
         summary.seconds = time.monotonic() - t0
         return summary
 
-    def _at_end(self, r1: _Input) -> bool:
+    def _at_end(self, r1: Input) -> bool:
         """True when no record is left (reading more if the buffer is empty)."""
         while r1.pos >= len(r1.buf):
             if not r1.fill():
                 return True
         return False
 
-    def _close(self, sink: _Sink, chunk: ChunkStats, ins: List[_Input], summary: Summary, step: int) -> None:
+    def _close(self, sink: Sink, chunk: ChunkStats, ins: List[Input], summary: Summary, step: int) -> None:
         for mate, inp in enumerate(ins):
             inp.emit(inp.gpos, sink, mate, True)
         chunk.records //= step
         sink.end(chunk)
         summary.chunks.append(chunk)
 
-    def _follow(self, r2: _Input, r1: _Input, p1: int, n: int) -> None:
+    def _follow(self, r2: Input, r1: Input, p1: int, n: int) -> None:
         """Scan exactly ``n`` records of R2, comparing their names with R1's from ``p1``."""
         need = n
         while need:
@@ -837,7 +891,7 @@ class Splitter:
                                       f"{r2.records} while R1 goes on", path=r2.uri, fmt="FASTQ", line=r2.records * 4)
                 r2.fill()
 
-    def _check_r2_done(self, r2: _Input, r1: _Input) -> None:
+    def _check_r2_done(self, r2: Input, r1: Input) -> None:
         while True:
             if bytes(r2.buf[r2.pos:]).strip():
                 raise FormatError(f"R2 {r2.uri} has more records than R1 {r1.uri} ({r1.records} records)",
@@ -884,39 +938,175 @@ def default_prefix(uri: str, paired: bool) -> str:
     return stem
 
 
+MAX_PARTS = 100_000  # chunk files one split may make
+
+
+class Stop:
+    """What SIGTERM and SIGINT do to a split in progress (``genostage split fastq`` installs
+    :meth:`signal` as the handler of both).
+
+    The first signal removes every file the split created so far, at once, from the handler,
+    then raises :class:`Interrupted` in the main thread, so the command unwinds and exits 128+N.
+    Should the unwinding wait longer than ``grace`` seconds (a read stalled on a silent server:
+    AWS Batch sends SIGKILL 30 s after SIGTERM), the process ends then, with the files gone all
+    the same. A signal that comes once the split is complete (:attr:`done`) changes nothing: the
+    command succeeded. Later signals are noted only, so the clean-up runs to its end."""
+
+    def __init__(self, grace: float = 10.0) -> None:
+        self.sink: Optional[FileSink] = None
+        self.done = False
+        self.signum: Optional[int] = None
+        self.grace = grace
+        self.watchdog: Optional[threading.Timer] = None
+
+    def signal(self, signum: int, frame: Any = None) -> None:
+        if self.signum is not None or self.done:
+            self.signum = self.signum or signum
+            return
+        self.signum = signum
+        sink = self.sink
+        if sink is not None:
+            sink.remove_files()
+        self.watchdog = threading.Timer(self.grace, self._give_up, (signum, sink))
+        self.watchdog.daemon = True
+        self.watchdog.start()
+        raise Interrupted(signum)
+
+    def settled(self) -> None:
+        """The split has unwound (its clean-up is done): the watchdog is not needed any more."""
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+
+    def _give_up(self, signum: int, sink: "Optional[FileSink]") -> None:
+        if sink is not None:
+            sink.remove_files()
+        sys.stderr.write(f"genostage: interrupted by signal {signum} (stopped waiting after {self.grace:.0f} s)\n")
+        sys.stderr.flush()
+        os._exit(128 + signum)
+
+
+def check_rule(parts: Optional[int], records: Optional[int], bases: Optional[int], nbytes: Optional[int]) -> None:
+    """One rule, its count a whole number of at least 1 (and at most MAX_PARTS parts)."""
+    given = [(k, v) for k, v in (("--parts", parts), ("--records", records), ("--bases", bases),
+                                 ("--bytes", nbytes)) if v is not None]
+    if len(given) != 1:
+        raise UsageError("give exactly one of --parts, --records, --bases, --bytes")
+    option, value = given[0]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UsageError(f"{option} must be a whole number of at least 1, got {value!r}")
+    if parts is not None and parts > MAX_PARTS:
+        raise UsageError(f"--parts {parts}: at most {MAX_PARTS} chunks")
+
+
 def split_fastq(inputs: List[str], out_dir: str, *, parts: Optional[int] = None, records: Optional[int] = None,
                 bases: Optional[int] = None, nbytes: Optional[int] = None, interleaved: bool = False,
                 compress: str = "auto", level: int = C.DEFAULT_LEVEL, threads: int = 2,
                 prefix: Optional[str] = None, stores: Optional[Stores] = None, progress: bool = False,
-                summary_path: Optional[str] = None) -> Summary:
+                summary_path: Optional[str] = None, stop: Optional[Stop] = None) -> Summary:
     """Split one or two FASTQ files into chunk files under ``out_dir``; see the module docstring.
 
-    ``compress="auto"`` writes what the (first) input is: none, gzip or BGZF.
+    ``compress="auto"`` writes what the (first) input is: none, gzip or BGZF. An ``s3://``
+    ``out_dir`` gets the chunks uploaded (verified) from a local temporary directory. The chunks
+    appear all together or not at all: on any error, and on a signal (``stop``), every file of
+    the run is removed (objects too).
     """
     if compress not in C.OUTPUTS + ("auto",):
         raise UsageError(f"unknown --compress {compress!r} (expected one of none, gzip, bgzf)")
-    if not 0 <= level <= 9:
-        raise UsageError("--level must be between 0 and 9")
+    if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= 9:
+        raise UsageError(f"--level must be a whole number between 0 and 9, got {level!r}")
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 256:
+        raise UsageError(f"--threads must be a whole number between 1 and 256, got {threads!r}")
+    check_rule(parts, records, bases, nbytes)
     splitter = Splitter(inputs, parts=parts, records=records, bases=bases, nbytes=nbytes,
                         interleaved=interleaved, stores=stores, progress=progress)
-    os.makedirs(out_dir, exist_ok=True)
+    stop = stop or Stop()
+    try:
+        if parse(out_dir).is_s3:
+            return _split_to_store(splitter, out_dir, compress, level, threads, prefix, summary_path, stop)
+        summary = _split_to_dir(splitter, out_dir, compress, level, threads, prefix, summary_path, stop)
+    except BaseException:
+        stop.settled()
+        raise
+    stop.done = True
+    return summary
+
+
+def _split_to_dir(splitter: "Splitter", out_dir: str, compress: str, level: int, threads: int,
+                  prefix: Optional[str], summary_path: Optional[str], stop: Stop) -> Summary:
+    inputs = splitter.inputs
+    _make_dir(out_dir)
     if compress == "auto":
         compress = _auto_compress(inputs[0], splitter.stores)
-    width = max(4, len(str(parts - 1))) if parts else 4
+    width = max(4, len(str(splitter.parts - 1))) if splitter.parts else 4
     sink = FileSink(out_dir, prefix or default_prefix(inputs[0], len(inputs) == 2), len(inputs), compress,
                     level, threads, width)
+    stop.sink = sink
     try:
         summary = splitter.run(sink)
-    finally:
+        summary.compress = compress
+        if summary_path:
+            _write_summary(sink, summary, summary_path)
         sink.shutdown()
-    summary.compress = compress
-    if summary_path:
-        tmp = temp_name(summary_path)
-        with open(tmp, "w") as fh:
-            json.dump(summary.to_json(), fh, indent=1)
-            fh.write("\n")
-        os.replace(tmp, summary_path)
+    except BaseException:
+        sink.abort()  # shuts the pools down too
+        raise
     return summary
+
+
+def _write_summary(sink: FileSink, summary: Summary, path: str) -> None:
+    out = AtomicFile(path)
+    sink.track(out.tmp)
+    with out as fh:
+        fh.write((json.dumps(summary.to_json(), indent=1) + "\n").encode())
+        sink.done.append(path)
+
+
+def _make_dir(path: str) -> None:
+    """Create the output directory if needed (it stays, empty, when the split fails)."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise os_error(exc, path) from None
+
+
+def _split_to_store(splitter: "Splitter", out_uri: str, compress: str, level: int, threads: int,
+                    prefix: Optional[str], summary_path: Optional[str], stop: Stop) -> Summary:
+    """Split into a local temporary directory, then upload it whole (verified) under ``out_uri``;
+    on any failure the objects of this run are deleted again."""
+    import shutil
+    import tempfile
+
+    from ..transfer import copy
+
+    dest = parse(out_uri).as_prefix()
+    stores = splitter.stores
+    local = tempfile.mkdtemp(prefix="genostage-split-")
+    try:
+        summary = _split_to_dir(splitter, local, compress, level, threads, prefix, None, stop)
+        stop.sink = None  # from now on a signal interrupts the upload, which cleans up after itself
+        names = [os.path.basename(f) for c in summary.chunks for f in c.files]
+        try:
+            copy(local + "/", str(dest), stores=stores)
+            for c in summary.chunks:
+                c.files = [str(dest.child(os.path.basename(f))) for f in c.files]
+            if summary_path:
+                write_atomic(summary_path, (json.dumps(summary.to_json(), indent=1) + "\n").encode())
+        except BaseException:
+            _delete_objects(stores, dest, names)
+            raise
+        stop.done = True
+        return summary
+    finally:
+        shutil.rmtree(local, ignore_errors=True)
+
+
+def _delete_objects(stores: Stores, prefix: Location, names: List[str]) -> None:
+    store = stores.for_location(prefix)
+    for name in names:
+        try:
+            store.delete(prefix.child(name))
+        except Exception as exc:  # the original error is what the user must see
+            log.error("could not delete %s: %s", prefix.child(name), exc)
 
 
 def _auto_compress(uri: str, stores: Stores) -> str:

@@ -51,7 +51,7 @@ from ..codec import compress as C
 from ..errors import FormatError, UsageError
 from ..location import Location, parse
 from ..store import ObjectInfo, Store, Stores
-from .fastq import _Sink
+from .fastq import Input, MESSAGES, Sink, Splitter, balanced
 from .plan import Plan, check_unchanged, source_entry
 
 READ_BUDGET = 1 << 20  # per part
@@ -100,7 +100,7 @@ class _Source:
             if pos + size > len(raw):
                 at_eof = False
                 break
-            data = C._inflate_block(raw[pos:pos + size], str(self.loc), start + pos)
+            data = bgzf.inflate_block(raw[pos:pos + size], str(self.loc), start + pos, "FASTQ")
             blocks.append((total, start + pos, len(data)))
             datas.append(data)
             total += len(data)
@@ -162,7 +162,23 @@ def _source(uri: str, stores: Stores) -> _Source:
     if fmt == "gzip":
         raise UsageError(f"{uri} is gzip but not BGZF: it cannot be cut without reading it whole; "
                          "recompress it with `bgzip` or use `genostage split fastq`")
+    if fmt == "bgzf":
+        _check_eof(src, uri)
     return src
+
+
+def _check_eof(src: _Source, uri: str) -> None:
+    """A BGZF file ends with its empty EOF block; without it the file was cut short (at a block
+    boundary, every block whole: the chunks would be valid FASTQ, and records would be lost)."""
+    n = len(bgzf.EOF_BLOCK)
+    tail = src.read(max(0, src.size - n), n)
+    try:
+        whole = len(tail) == n and bgzf.block_size(tail, 0, uri, "FASTQ") == n and bgzf.is_eof_block(tail)
+    except FormatError:
+        whole = False
+    if not whole:
+        raise FormatError("truncated BGZF stream: no EOF marker block at the end; the file was cut short",
+                          path=uri, fmt="FASTQ")
 
 
 def make_plan(uris: List[str], parts: int, stores: Optional[Stores] = None) -> Plan:
@@ -192,8 +208,6 @@ def make_plan(uris: List[str], parts: int, stores: Optional[Stores] = None) -> P
 
 def _exact_ranges(srcs: List[_Source], parts: int) -> Tuple[List[List[Dict[str, Any]]], List[Optional[int]]]:
     """Read small sources whole; cut at exact record counts."""
-    from .fastq import _balanced
-
     all_starts = []
     totals = []
     for s in srcs:
@@ -208,7 +222,7 @@ def _exact_ranges(srcs: List[_Source], parts: int) -> Tuple[List[List[Dict[str, 
                           path=str(srcs[1].loc), fmt="FASTQ", record=min(totals))
     if len(srcs) == 2:
         _check_names(all_starts[0][2], all_starts[1][2], totals[0], srcs)
-    counts = _balanced(totals[0], parts)
+    counts = balanced(totals[0], parts)
     ranges = []
     for s, (starts, blocks, data) in zip(srcs, all_starts):
         cuts, k = [], 0
@@ -241,8 +255,7 @@ def _record_starts(data: bytes, path: str) -> List[int]:
     while pos < len(data):
         new, n, _, err, eline, _ = _fastq.scan(data, pos, len(data), 1, HUGE, HUGE, 1, True)
         if err:
-            from .fastq import _MESSAGES
-            raise FormatError(_MESSAGES.get(err, "malformed record"), path=path, fmt="FASTQ", line=lines + eline)
+            raise FormatError(MESSAGES.get(err, "malformed record"), path=path, fmt="FASTQ", line=lines + eline)
         if n == 0:
             break
         pos = new
@@ -365,7 +378,7 @@ def _chunk_pieces(s: _Source, start: List[int], end: List[int]) -> Iterator[C.Pi
             first, last = cpos == c0, cpos == c1
             if cpos > c1 or (last and u1 == 0):
                 return
-            block = C._inflate_block(raw, str(s.loc), cpos)
+            block = bgzf.inflate_block(raw, str(s.loc), cpos, "FASTQ")
             if first or last:
                 yield from flush()
                 lo = u0 if first else 0
@@ -387,7 +400,7 @@ def _chunk_pieces(s: _Source, start: List[int], end: List[int]) -> Iterator[C.Pi
         raise FormatError("truncated BGZF stream inside the chunk", path=str(s.loc), fmt="FASTQ", offset=cpos)
 
 
-class _StreamSink(_Sink):
+class _StreamSink(Sink):
     """Writes one chunk to given file objects (plain or BGZF)."""
 
     def __init__(self, outs: List[BinaryIO], formats: List[str]) -> None:
@@ -414,8 +427,6 @@ class _StreamSink(_Sink):
 def write_chunk(plan: Plan, index: int, out: BinaryIO, stores: Optional[Stores] = None,
                 out2: Optional[BinaryIO] = None) -> Dict[str, Any]:
     """Fetch chunk ``index`` of a FASTQ plan and write it (see the module docstring)."""
-    from .fastq import Splitter, _Input
-
     stores = stores or Stores()
     if plan.kind != "fastq":
         raise UsageError(f"not a FASTQ plan (kind {plan.kind!r})")
@@ -430,8 +441,8 @@ def write_chunk(plan: Plan, index: int, out: BinaryIO, stores: Optional[Stores] 
         s = _Source(info, stores.for_location(info.location), src.get("format", "plain"))
         srcs.append(s)
         label = f"{src['uri']} (chunk {index}; lines counted from the chunk start)"
-        inp = _Input(label, s.fmt, _chunk_pieces(s, rng["start"], rng["end"]), max(1, rng["end"][0] - rng["start"][0]))
-        inp.allow_empty = True  # type: ignore[attr-defined]
+        inp = Input(label, s.fmt, _chunk_pieces(s, rng["start"], rng["end"]), max(1, rng["end"][0] - rng["start"][0]))
+        inp.allow_empty = True
         inputs.append(inp)
     splitter = Splitter([i.uri for i in inputs], records=HUGE, stores=stores)
     sink = _StreamSink(outs, [s.fmt for s in srcs])
