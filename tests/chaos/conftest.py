@@ -74,8 +74,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Iterator[None]:
     if recorder is None:
         return
     if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
-        xfail = item.get_closest_marker("xfail")
-        _TALLY.add(recorder, report, xfail.kwargs.get("reason", "") if xfail else "")
+        marker = item.get_closest_marker("finding")
+        _TALLY.add(recorder, report, marker.args[0] if marker else "")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -364,7 +364,12 @@ class FaultProxy:
         try:
             headers = {k: v for k, v in req.headers.items() if k not in _HOP and k != "expect"}
             headers["content-length"] = str(len(body))
-            conn.request(req.method, req.raw, body=body if body else None, headers=headers)
+            try:
+                conn.request(req.method, req.raw, body=body if body else None, headers=headers)
+            except (BrokenPipeError, ConnectionResetError):
+                # the server answered before it had the whole body (rclone's NoSuchUpload) and
+                # closed: its answer is still there to read, as a client reading while it sends sees it
+                pass
             resp = conn.getresponse()
             data = resp.read()
             out = [(k, v) for k, v in resp.getheaders() if k.lower() not in _HOP]

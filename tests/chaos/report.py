@@ -7,9 +7,8 @@ writes docs/chaos.md and, beside it, docs/chaos.json (every case and its outcome
 that file (after a change to the wording here, without running the suite).
 
 Each case a test tries is tallied under its fault class with the test's outcome: the right
-outcome (the test passed), a known failure (an ``xfail`` case naming its issue 12 finding:
-it fails today for the stated reason), fixed (an ``xfail`` case that passed: the finding is
-fixed and the marker goes), or a wrong outcome (a failure nobody knew of).
+outcome (the test passed), fixed (a passing case marked ``finding``: it reproduced an issue
+12 finding before the fix), or a wrong outcome (a failure).
 """
 from __future__ import annotations
 
@@ -50,7 +49,7 @@ CLASSES: Dict[str, Tuple[str, str]] = {
                       "nothing half-written"),
 }
 
-OUTCOMES = ("right outcome", "known failure", "fixed", "wrong outcome", "skipped")
+OUTCOMES = ("right outcome", "fixed", "wrong outcome", "skipped")
 
 
 class Tally:
@@ -58,16 +57,12 @@ class Tally:
         self.results: List[Dict[str, Any]] = []
 
     def add(self, recorder: Any, report: Any, reason: str) -> None:
-        if getattr(report, "wasxfail", None) is not None:
-            outcome = "fixed" if report.passed or report.failed else "known failure"
-        elif report.passed:
-            outcome = "right outcome"
+        if report.passed:
+            outcome = "fixed" if reason else "right outcome"  # a finding's case passing: it stays fixed
         elif report.skipped:
             outcome = "skipped"
         else:
             outcome = "wrong outcome"
-        if report.failed and "XPASS" in str(getattr(report, "longrepr", "")):
-            outcome = "fixed"
         for case in recorder.cases:
             self.results.append({**case, "outcome": outcome, "nodeid": recorder.nodeid, "reason": reason})
 
@@ -80,7 +75,7 @@ class Tally:
     def findings(self) -> Dict[str, List[str]]:
         out: Dict[str, List[str]] = collections.defaultdict(list)
         for r in self.results:
-            if r["outcome"] == "known failure":
+            if r["outcome"] == "fixed":
                 reason = re.sub(r"^issue 12: ", "", r["reason"])
                 if reason not in out[r["class"]]:
                     out[r["class"]].append(reason)
@@ -105,29 +100,32 @@ class Tally:
             "    .venv/bin/python -m pytest tests/chaos -q",
             "    GENOSTAGE_CHAOS_REPORT=docs/chaos.md .venv/bin/python -m pytest tests/chaos -q   # rewrites this file",
             "",
-            "A *known failure* is an issue 12 finding not fixed yet: its case is marked",
-            "`xfail(strict=True)`, so it fails the suite the day it starts passing (then the marker goes).",
+            "A case marked `finding` reproduced one of issue 12's findings (or one the suite found) on the code",
+            "before it was fixed (each was run as `xfail(strict=True)` until its fix landed, failing for its",
+            "stated reason); *fixed* counts those cases, which now give the right outcome too.",
             "",
-            "| fault class | what is done | the one acceptable outcome | cases | right outcome | known failures |"
-            " fixed (xfail passed) | wrong outcome | skipped |",
-            "|---|---|---|---:|---:|---:|---:|---:|---:|",
+            "| fault class | what is done | the one acceptable outcome | cases | right outcome | "
+            "of them: findings fixed | wrong outcome | skipped |",
+            "|---|---|---|---:|---:|---:|---:|---:|",
         ]
         total: "collections.Counter[str]" = collections.Counter()
         for cls, (what, expected) in CLASSES.items():
             c = counts.get(cls, collections.Counter())
             total.update(c)
             n = sum(c.values())
-            lines.append(f"| {cls} | {what} | {expected} | {n} | {c['right outcome']} | {c['known failure']} | "
-                         f"{c['fixed']} | {c['wrong outcome']} | {c['skipped']} |")
+            right = c["right outcome"] + c["fixed"]
+            lines.append(f"| {cls} | {what} | {expected} | {n} | {right} | {c['fixed']} | "
+                         f"{c['wrong outcome']} | {c['skipped']} |")
         n = sum(total.values())
-        lines.append(f"| **all** | | | **{n}** | **{total['right outcome']}** | **{total['known failure']}** | "
-                     f"**{total['fixed']}** | **{total['wrong outcome']}** | **{total['skipped']}** |")
-        lines += ["", "## Known failures (issue 12 findings not fixed yet), by class", ""]
+        right = total["right outcome"] + total["fixed"]
+        lines.append(f"| **all** | | | **{n}** | **{right}** | **{total['fixed']}** | "
+                     f"**{total['wrong outcome']}** | **{total['skipped']}** |")
+        lines += ["", "## The findings, by class (each reproduced before its fix; its cases pass now)", ""]
         for cls in CLASSES:
             for reason in findings.get(cls, []):
                 lines.append(f"- {cls}: {reason}")
-        nodes = sorted({(r["nodeid"], r["reason"]) for r in self.results if r["outcome"] == "known failure"})
-        lines += ["", "## The xfail cases", ""]
+        nodes = sorted({(r["nodeid"], r["reason"]) for r in self.results if r["outcome"] == "fixed"})
+        lines += ["", "## The cases that reproduced them", ""]
         lines += [f"- `{nodeid}`: {reason}" for nodeid, reason in nodes]
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         lines += ["", f"Generated {stamp} by `tests/chaos/report.py` from {n} cases "
