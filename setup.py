@@ -19,6 +19,7 @@ LIBRARIES = {"genostage.codec._bgzf": ["z"]}
 KERNELS = {
     "genostage.codec._checksum": ["ext/_checksum.pyx", "ext/crc_kernels.c", "ext/md5_mb.c"],
     "genostage.codec._bgzf": ["ext/_bgzf.pyx"],
+    "genostage.split._bam": ["ext/_bam.pyx"],
     "genostage.split._fastq": ["ext/_fastq.pyx"],
 }
 

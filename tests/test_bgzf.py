@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from genostage.codec import _bgzf as K
+from genostage.split import _bam as R
 from genostage.codec import bgzf
 from genostage.errors import FormatError
 
@@ -81,12 +82,12 @@ def test_find_record_from_every_offset() -> None:
     data, starts = _records(200)
     for u in range(0, starts[60]):
         want = min(s for s in starts if s >= u)
-        assert K.find_record(data, u, LENS, True) == (want, 1), u
+        assert R.find_record(data, u, LENS, True) == (want, 1), u
     # at the end of the file: the last records chain to the end exactly
-    assert K.find_record(data, starts[-1], LENS, True) == (starts[-1], 1)
+    assert R.find_record(data, starts[-1], LENS, True) == (starts[-1], 1)
     # not at the end of the file: the last record alone cannot be decided
-    assert K.find_record(data, starts[-1], LENS, False)[1] == -1
-    assert K.find_record(data, len(data), LENS, True) == (len(data), 0)
+    assert R.find_record(data, starts[-1], LENS, False)[1] == -1
+    assert R.find_record(data, len(data), LENS, True) == (len(data), 0)
 
 
 @pytest.mark.parametrize("field,value", [
@@ -95,7 +96,7 @@ def test_find_record_from_every_offset() -> None:
 ])
 def test_check_record_rejects(field: str, value) -> None:  # type: ignore[no-untyped-def]
     good = _record(b"r1", 0, 100, 20, [(0, 20)])
-    assert K.check_record(good, 0, LENS) == len(good)
+    assert R.check_record(good, 0, LENS) == len(good)
     kw = dict(name=b"r1", ref=0, pos=100, seq_len=20, cigar=[(0, 20)])
     if field in ("ref", "pos", "name"):
         kw[field] = value
@@ -108,31 +109,31 @@ def test_check_record_rejects(field: str, value) -> None:  # type: ignore[no-unt
     rec = _record(**kw)  # type: ignore[arg-type]
     if field == "block_size":
         rec = struct.pack("<i", value) + rec[4:]
-    assert K.check_record(rec, 0, LENS) == 0
-    assert K.check_record(good[:30], 0, LENS) == -1
+    assert R.check_record(rec, 0, LENS) == 0
+    assert R.check_record(good[:30], 0, LENS) == -1
 
 
 def test_unmapped_records_need_minus_one() -> None:
-    assert K.check_record(_record(b"u", -1, -1, 5, []), 0, LENS) > 0
-    assert K.check_record(_record(b"u", -1, 7, 5, []), 0, LENS) == 0
+    assert R.check_record(_record(b"u", -1, -1, 5, []), 0, LENS) > 0
+    assert R.check_record(_record(b"u", -1, 7, 5, []), 0, LENS) == 0
 
 
 def test_walk_records_and_first_at_or_after() -> None:
     data, starts = _records(50)
-    nxt, count, got = K.walk_records(data, 0, True)
+    nxt, count, got = R.walk_records(data, 0, True)
     assert (nxt, count, got) == (len(data), 50, starts)
-    assert K.walk_records(data[:-3], 0)[1] == 50  # the last record's length field is still whole
-    assert K.walk_records(data[:starts[-1] + 2], 0)[1] == 49
+    assert R.walk_records(data[:-3], 0)[1] == 50  # the last record's length field is still whole
+    assert R.walk_records(data[:starts[-1] + 2], 0)[1] == 49
     # records alternate refs 0/1 (not sorted); the first with (ref, pos) >= (1, 0) is the second
-    assert K.first_at_or_after(data, 0, 1, 0) == (starts[1], 1)
-    assert K.first_at_or_after(data, 0, 0, 0) == (0, 1)
-    assert K.first_at_or_after(data[:starts[3]], starts[2], 5, 0) == (starts[3], -1)
+    assert R.first_at_or_after(data, 0, 1, 0) == (starts[1], 1)
+    assert R.first_at_or_after(data, 0, 0, 0) == (0, 1)
+    assert R.first_at_or_after(data[:starts[3]], starts[2], 5, 0) == (starts[3], -1)
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=2000), st.integers(0, 2000))
 def test_kernel_never_reads_out_of_bounds(buf: bytes, start: int) -> None:
-    u, status = K.find_record(buf, start, LENS, False)
+    u, status = R.find_record(buf, start, LENS, False)
     assert status in (-1, 0, 1) and (u >= min(start, len(buf)))
     nxt, _count, st_, _ = K.walk_blocks(buf, min(start, len(buf)))
     assert st_ in (0, -1) and nxt <= len(buf)

@@ -139,6 +139,7 @@ def test_sdist_holds_what_a_build_needs(sdist: Path) -> None:
                    *(p.relative_to(REPO) for p in (REPO / "ext").glob("*.h")),
                    "ext/crc_kernels.c", "ext/md5_mb.c", "ext/crc_selftest.c",
                    "genostage/codec/_checksum.pyi", "genostage/codec/_bgzf.pyi", "genostage/split/_fastq.pyi",
+                   "genostage/split/_bam.pyi",
                    "genostage/py.typed", "containers/README.md", "containers/base/Dockerfile",
                    "containers/samtools/Dockerfile", "README.md", "LICENSE", "setup.py", "pyproject.toml"]:
         assert str(source) in names, source
@@ -158,7 +159,7 @@ def test_wheel_is_manylinux_stripped_and_carries_the_container_recipes(wheel: Pa
         names = set(zf.namelist())
         kernels = sorted(n for n in names if n.endswith(".so"))
         assert [k.split(".")[0] for k in kernels] == ["genostage/codec/_bgzf", "genostage/codec/_checksum",
-                                                      "genostage/split/_fastq"]
+                                                      "genostage/split/_bam", "genostage/split/_fastq"]
         for kernel in kernels:
             with zf.open(kernel) as fh:
                 elf = ELFFile(fh)

@@ -16,7 +16,8 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, BinaryIO, Dict, List, Optional, Tuple
 
-from ..codec import _bgzf as K
+from ..codec import blocks as K
+from . import _bam as R
 from ..codec.bgzf import BgzfWriter, make_virtual, split_virtual
 from ..errors import FormatError, UsageError
 from ..fsutil import os_error, temp_name
@@ -72,7 +73,7 @@ def find_cut(src: Source, header: BamHeader, target: int, by_name: bool = False)
             length = _grow(src, length, target)
             continue
         skip = split_virtual(header.first_record)[1] if win.blocks[0][0] == split_virtual(header.first_record)[0] else 0
-        u, status = K.find_record(win.data, skip, header.lengths, win.at_eof)
+        u, status = R.find_record(win.data, skip, header.lengths, win.at_eof)
         if status == 0 and win.at_eof:
             return make_virtual(eof, 0), 0
         if status == 1 and by_name:

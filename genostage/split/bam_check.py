@@ -32,7 +32,8 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Deque, List, Optional, Tuple, Union
 
-from ..codec import _bgzf as K
+from ..codec import blocks as K
+from . import _bam as R
 from ..errors import FormatError
 from ..store import Stores
 
@@ -145,7 +146,7 @@ class RecordCounter:
             pos = self._finish_carry(data)
             if pos < 0:
                 return
-        nxt, n, starts = K.walk_records(data, pos, True)
+        nxt, n, starts = R.walk_records(data, pos, True)
         if not n:
             self._carry = bytes(data[pos:])
             return

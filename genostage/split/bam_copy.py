@@ -14,7 +14,7 @@ import io
 import os
 from typing import Any, BinaryIO, Dict, Iterator, Optional
 
-from ..codec import _bgzf as K
+from ..codec import blocks as K
 from ..codec.bgzf import BgzfWriter, split_virtual
 from .bam_check import BlockCheck, Check, RecordCounter, copy_checked
 from .bam_io import Source, inflate_at

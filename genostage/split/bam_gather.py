@@ -34,7 +34,7 @@ from concurrent.futures import Executor
 from typing import Any, BinaryIO, Dict, List, Optional, Sequence, Tuple, cast
 
 from .. import __version__
-from ..codec import _bgzf as K
+from ..codec import blocks as K
 from ..codec.bgzf import EOF_BLOCK, BgzfWriter, make_virtual
 from ..errors import FormatError, GenostageError, RecordsNotConserved, UsageError
 from ..fsutil import AtomicFile

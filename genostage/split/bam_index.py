@@ -14,7 +14,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
-from ..codec import _bgzf as K
+from ..codec import blocks as K
+from . import _bam as R
 from ..codec.bgzf import make_virtual, split_virtual
 from ..errors import FormatError, NotFound, UsageError
 from ..location import parse
@@ -167,7 +168,7 @@ def find_position(src: Source, header: BamHeader, start: int, ref: int, pos: int
         win = read_window(src, c, length)
         if not win.blocks:
             raise src.error("no BGZF block at this index offset (stale index?)", offset=start)
-        off, status = K.first_at_or_after(win.data, u, ref, pos)
+        off, status = R.first_at_or_after(win.data, u, ref, pos)
         if status == 1 or (win.at_eof and off >= len(win.data)):
             return win.voffset(off)
         if length >= MAX_SCAN:

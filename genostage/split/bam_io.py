@@ -11,7 +11,7 @@ from array import array
 from dataclasses import dataclass, field
 from typing import Iterator, List, Optional, Tuple
 
-from ..codec import _bgzf as K
+from ..codec import blocks as K
 from ..codec.bgzf import EOF_BLOCK, make_virtual
 from ..errors import FormatError
 from ..location import Location, parse

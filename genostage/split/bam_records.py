@@ -5,7 +5,8 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Deque, Iterator, List, Optional, Tuple
 
-from ..codec import _bgzf as K
+from ..codec import blocks as K
+from . import _bam as R
 from ..codec.bgzf import make_virtual, split_virtual
 from ..errors import UsageError
 from .bam_io import BamHeader, Source, check_eof, inflate_at, record_name
@@ -69,7 +70,7 @@ def record_cuts(src: Source, header: BamHeader, every: int, by_name: bool = Fals
             data = data[skip:]
         buf = carry + data if carry else data
         base = len(carry)  # buf[base:] is this block's data, from uoffset ``skip``
-        nxt, n, starts = K.walk_records(buf, 0, True)
+        nxt, n, starts = R.walk_records(buf, 0, True)
         starts = starts or []
         complete = starts if nxt <= len(buf) else starts[:-1]
         i = 0

@@ -79,7 +79,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Dict, Iterator, List, Optional, Sequence, Tuple, cast
 
 from .. import __version__
-from ..codec import _bgzf as K
+from ..codec import blocks as K
 from ..codec.bgzf import EOF_BLOCK, BgzfWriter
 from ..errors import FormatError, NotFound, RecordsNotConserved, UsageError
 from ..fsutil import AtomicFile, os_error, temp_name
