@@ -235,7 +235,8 @@ def test_three_children_submitted_run_as_batch_runs_them_gathered(aws, s3, s3_cl
     assert "array of 3: 3 SUCCEEDED" in report and f"gather {ident.replace('.', '-')}-gather {gather_id}: SUCCEEDED" \
         in report
     # status --wait: the gather has ended; its manifest says what was gathered
-    assert main(["scatter", "--endpoint-url", aws["endpoint"], "--no-progress", "status", spec_uri, "--wait"]) == 0
+    assert main(["scatter", "--endpoint-url", aws["endpoint"], "--no-progress", "status", spec_uri, "--wait",
+                 "--region", REGION]) == 0
     err = capsys.readouterr().err
     assert "children succeeded 3" in err and "3,000 reads in" in err and "bam: 3,000 records gathered" in err
 

@@ -3,7 +3,8 @@
     genostage scatter -i reads=s3://b/S1_R1.fq.gz,s3://b/S1_R2.fq.gz --parts 8 \\
         -r ref=s3://b/refs/bwa/ -o bam=s3://b/aln/S1.bam --gather bam=merge \\
         --shell -- 'bwa mem -t 2 {ref}/ref.fa {reads.1} {reads.2} | samtools sort -o {bam} -'
-    genostage scatter status s3://b/aln/S1.bam.scatter/spec.json
+    genostage scatter --executor batch --job-queue spot --job-definition genostage-bwa ... (the same)
+    genostage scatter status s3://b/aln/S1.bam.scatter/spec.json [--wait]
     genostage scatter gather s3://b/aln/S1.bam.scatter/spec.json
 """
 from __future__ import annotations
@@ -12,7 +13,7 @@ import argparse
 import logging
 import os
 import sys
-from typing import TYPE_CHECKING, Any, Dict, List
+from typing import TYPE_CHECKING, Any, Dict, List, NoReturn, Tuple
 
 from ..cancel import Cancel, stop_on_signals
 from ..config import TransferConfig
@@ -45,7 +46,12 @@ the gather refuses to publish when a read was lost or doubled (--drops-reads for
 a tool that filters on purpose), or when a gathered output does not hold exactly
 its parts' records (exit 11).
 
-also: genostage scatter status SPEC, genostage scatter gather SPEC
+AWS Batch (--executor batch --job-queue Q --job-definition D, or --image URI):
+the children as an array job (one chunk each: genostage run --spec SPEC), the
+gather as a job depending on it; --wait follows them and exits with the
+gather's status; the same scatter again submits only the children not done.
+
+also: genostage scatter status SPEC [--wait], genostage scatter gather SPEC
 """
 
 
@@ -53,7 +59,7 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p = sub.add_parser("scatter", help="fan one input out over chunks (each a genostage job), gather, prove",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
                        usage="genostage scatter [OPTIONS] -- COMMAND [ARG]...\n"
-                             "       genostage scatter status|gather SPEC")
+                             "       genostage scatter status SPEC [--wait] | gather SPEC")
     s = p.add_argument_group("cutting")
     s.add_argument("--split", metavar="NAME", help="the input to cut (default: the only -i)")
     s.add_argument("--sheet", metavar="FILE", help="one child per row of this TSV sample sheet instead")
@@ -248,14 +254,34 @@ def _report(manifest: Dict[str, Any]) -> None:
     log.info("%s", line + (" (conserved)" if proof.get("checked") else ""))
 
 
+class _SpecParser(argparse.ArgumentParser):
+    def error(self, message: str) -> "NoReturn":
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _spec_options(what: str, rest: List[str], args: argparse.Namespace) -> Tuple[str, bool]:
+    """``SPEC`` and, for status, ``--wait``, ``--region R``, ``--poll S`` after it (they may also
+    come before the subcommand); the spec URI and whether to wait."""
+    parser = _SpecParser(prog=f"genostage scatter {what}", add_help=False)
+    parser.add_argument("spec")
+    if what == "status":
+        parser.add_argument("--wait", action="store_true")
+        parser.add_argument("--region")
+        parser.add_argument("--poll")
+    try:
+        found = parser.parse_args(rest)
+    except UsageError as exc:
+        raise UsageError(f"genostage scatter {what} SPEC{' [--wait] [--region R]' if what == 'status' else ''} "
+                         f"(the spec.json a scatter wrote): {str(exc).split(': ', 1)[-1]}") from None
+    for name in ("region", "poll"):
+        if getattr(found, name, None) is not None:
+            setattr(args, name, getattr(found, name))
+    return found.spec, bool(getattr(found, "wait", False)) or bool(args.wait)
+
+
 def _on_spec(command: List[str], args: argparse.Namespace) -> int:
-    what, rest = command[0], command[1:]
-    wait = what == "status" and "--wait" in rest
-    rest = [a for a in rest if not (wait and a == "--wait")]
-    if len(rest) != 1:
-        raise UsageError(f"genostage scatter {what} SPEC{' [--wait]' if what == 'status' else ''} "
-                         "(the spec.json a scatter wrote)")
-    uri = rest[0]
+    what = command[0]
+    uri, wait = _spec_options(what, command[1:], args)
     config = config_from(args)
     stores = Stores(config)
     spec = load(uri, stores)
