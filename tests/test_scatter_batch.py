@@ -597,6 +597,31 @@ def test_throttling_is_retried_when_submitting_and_following(bucket, plain_store
     assert len(client.submitted) == 2  # nothing submitted twice
 
 
+def test_a_look_that_fails_is_tried_again_at_the_next_poll(bucket, plain_stores, caplog):
+    """A network fault answering DescribeJobs (after botocore's own retries) does not end a long
+    wait; five in a row do."""
+    from botocore.exceptions import EndpointConnectionError
+
+    client = Scripted([{"children": _array({"SUCCEEDED": 3}, "SUCCEEDED"),
+                        "gather": {"status": "SUCCEEDED", "container": {"exitCode": 0}}}])
+    executor, spec, submission = _scripted(bucket, plain_stores, client, name="blip")
+    real = client.describe_jobs
+    faults = {"left": 2}
+
+    def flaky(jobs: List[str]) -> Dict[str, Any]:
+        if faults["left"]:
+            faults["left"] -= 1
+            raise EndpointConnectionError(endpoint_url="https://batch.us-east-1.amazonaws.com/v1/describejobs")
+        return real(jobs)
+    client.describe_jobs = flaky  # type: ignore[method-assign]
+    caplog.set_level("WARNING", logger="genostage")
+    assert executor.follow(spec, submission, poll=0.01).state == "succeeded"
+    assert sum("looking at the jobs failed" in r.getMessage() for r in caplog.records) == 2
+    faults["left"] = 5
+    with pytest.raises(Exception, match="Could not connect to the endpoint URL"):
+        executor.follow(spec, submission, poll=0.01)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_while_waiting_stops_waiting_and_says_how_to_follow(bucket, plain_stores, monkeypatch, capsys, s3,
                                                                        signum):

@@ -43,7 +43,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from ..cancel import Cancel
 from ..deploy import batch as B
-from ..errors import ChildrenFailed, FormatError, GenostageError, NotFound, UsageError
+from ..errors import AccessDenied, ChildrenFailed, FormatError, GenostageError, NotFound, UsageError
 from ..exitcodes import TRANSFER
 from ..job.manifest import iso
 from ..location import parse
@@ -61,6 +61,7 @@ ACTIVE = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING")
 ENDED = ("SUCCEEDED", "FAILED")
 MAX_TAGS = 50
 POLL = 30.0  # seconds between two looks at the jobs while waiting
+MAX_LOOK_ERRORS = 5  # looks in a row that may fail (a network fault) before waiting gives up
 
 
 # ---------------------------------------------------------------- what is submitted
@@ -580,9 +581,23 @@ class BatchScatter:
                             enabled=show_progress)
         phase = progress.phase("submitted")  # its text says what the children and the gather are doing
         ended = -1
+        errors = 0
         try:
             while True:
-                jobs = {j["jobId"]: j for j in B.describe_jobs(self.client, submission.job_ids(), self.backoff)}
+                try:
+                    jobs = {j["jobId"]: j for j in B.describe_jobs(self.client, submission.job_ids(), self.backoff)}
+                    errors = 0
+                except (AccessDenied, NotFound, UsageError):
+                    raise
+                except GenostageError as exc:  # a network fault, throttling beyond the budget: look again later
+                    errors += 1
+                    if errors >= MAX_LOOK_ERRORS:
+                        raise
+                    log.warning("looking at the jobs failed (%d in a row, %d allowed): %s; trying again in %.0f s",
+                                errors, MAX_LOOK_ERRORS, exc, poll)
+                    if cancel.wait(poll):
+                        return Followed("stopped", 128 + cancel.signum, self._stopped(spec), {})
+                    continue
                 counts = child_counts(submission, jobs)
                 gather = jobs.get(submission.gather["jobId"]) if submission.gather else None
                 if submission.gather and gather is None:
@@ -602,12 +617,14 @@ class BatchScatter:
                         return outcome
                     continue  # a gather submitted again: follow it
                 if cancel.wait(poll):
-                    return Followed("stopped", 128 + cancel.signum,
-                                    f"stopped waiting; the jobs go on: follow them with genostage scatter status "
-                                    f"{spec.uri} --wait", counts)
+                    return Followed("stopped", 128 + cancel.signum, self._stopped(spec), counts)
         finally:
             phase.end()
             progress.close()
+
+    @staticmethod
+    def _stopped(spec: ScatterSpec) -> str:
+        return f"stopped waiting; the jobs go on: follow them with genostage scatter status {spec.uri} --wait"
 
     def _ended(self, spec: ScatterSpec, submission: Submission, gather: Mapping[str, Any],
                jobs: Mapping[str, Mapping[str, Any]], counts: Dict[str, int]) -> Optional[Followed]:
