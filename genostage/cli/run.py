@@ -74,6 +74,11 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p.add_argument("--index", metavar="N", help="the job's array index (default: $AWS_BATCH_JOB_ARRAY_INDEX)")
     p.add_argument("--spec", metavar="URI",
                    help="run child INDEX of the scatter whose spec.json this is (all else comes from the spec)")
+    p.add_argument("--index-offset", metavar="K",
+                   help="with --spec: the child is K + the array index (the later arrays of a large scatter)")
+    p.add_argument("--indices", metavar="URI",
+                   help="with --spec: a scatter's indices list; the child is its entry at the array index "
+                        "(+ --index-offset): the arrays of a rerun")
     add_job_options(p)
     p.set_defaults(func=run)
 
@@ -92,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
     index = whole_number(args.index, "--index", low=0) if args.index is not None else None
     if args.spec:
         return _child(args, index)
+    if args.index_offset is not None or args.indices:
+        raise UsageError("--index-offset and --indices pick a scatter's child: they go with --spec")
     spec = job_spec(args)
     spec.check()
     run_job(spec, config_from(args), index=index, show_progress=args.progress)
@@ -106,10 +113,23 @@ def _child(args: argparse.Namespace, index: "int | None") -> int:
 
     if args.input or args.output or args.ref or args.command:
         raise UsageError("--spec runs a scatter's child: its inputs, outputs and command come from the spec")
-    index = array_index() if index is None else index
-    if index is None:
+    position = array_index() if index is None else index
+    if position is None:
         raise UsageError("--spec needs the child's index: --index N, or AWS_BATCH_JOB_ARRAY_INDEX")
+    if args.index_offset is not None:
+        position += whole_number(args.index_offset, "--index-offset", low=0)
     config = config_from(args)
-    spec = load(args.spec, Stores(config))
-    run_job(spec.child(index), spec.transfer_config(config), index=index, show_progress=args.progress)
+    stores = Stores(config)
+    spec = load(args.spec, stores)
+    index = position
+    if args.indices:  # a rerun's array: its array indices stand for the children listed
+        from ..scatter.batch import child_index, read_indices
+
+        index = child_index(position, read_indices(args.indices, stores), args.indices)
+    # the tool (and the manifest) see the child's index, as under the local executor
+    os.environ["AWS_BATCH_JOB_ARRAY_INDEX"] = str(index)
+    job = spec.child(index)
+    if job.cache is None and args.cache:  # the node's cache (GENOSTAGE_CACHE of the job definition)
+        job.cache, job.cache_max_size, job.cache_link = args.cache, args.cache_max_size, args.cache_link
+    run_job(job, spec.transfer_config(config), index=index, show_progress=args.progress)
     return 0

@@ -454,6 +454,20 @@ def submit_job(client: Any, request: Mapping[str, Any], backoff: Optional[Backof
     return {k: reply[k] for k in ("jobId", "jobName", "jobArn") if k in reply}
 
 
+def call(client: Any, method: str, what: str, backoff: Optional[Backoff] = None, **kwargs: Any) -> Dict[str, Any]:
+    """``client.<method>(**kwargs)`` (any Batch API call: ``list_jobs``, ``terminate_job``,
+    ``describe_job_queues``...) with throttling retried and Batch's errors in one line."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        reply = (backoff or Backoff()).call(what, lambda: getattr(client, method)(**kwargs))
+    except ClientError as exc:
+        raise client_error(exc, what) from None
+    except BotoCoreError as exc:
+        raise botocore_error(exc, what) from None
+    return dict(reply or {})
+
+
 def _batches(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
     for i in range(0, len(items), size):
         yield items[i:i + size]
@@ -479,4 +493,5 @@ def describe_jobs(client: Any, job_ids: Sequence[str], backoff: Optional[Backoff
 
 __all__ = ["Template", "TEMPLATES", "Backoff", "job_definition", "retry_strategy", "validate", "register",
            "batch_client", "client_error", "is_throttled", "check_payload", "submit_request", "submit_job",
-           "describe_jobs", "PLATFORMS", "DEFAULT_TIMEOUT", "NOFILE", "HOST_SCRATCH", "HOST_CACHE"]
+           "describe_jobs", "call", "MAX_ARRAY_SIZE", "MAX_DEPENDS_ON", "PLATFORMS", "DEFAULT_TIMEOUT", "NOFILE",
+           "HOST_SCRATCH", "HOST_CACHE"]

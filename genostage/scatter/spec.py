@@ -41,7 +41,7 @@ FORMAT = "genostage-scatter/1"
 TRANSFER_SETTINGS = ("concurrency", "part_size", "multipart_threshold", "download_part_size", "sse",
                      "sse_kms_key_id", "requester_pays", "verify", "sign")
 KINDS = ("bam", "vcf", "fastq", "text")
-EXTRA = ("plan", "cut", "planning_bytes_read", "transfer", "request")  # kept as they are
+EXTRA = ("plan", "cut", "planning_bytes_read", "transfer", "request", "batch")  # kept as they are
 
 
 def kind_of(uri: str) -> str:
