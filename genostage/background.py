@@ -7,11 +7,19 @@ exception, ``close()``) stops the producer at its next ``emit`` (which raises
 """
 from __future__ import annotations
 
+import logging
 import queue
 import threading
+import time
 from typing import Any, Callable, Iterable, Iterator, Tuple, TypeVar
 
 T = TypeVar("T")
+log = logging.getLogger("genostage.background")
+
+#: How long a consumer that stops waits for the producer to notice; a producer blocked in a
+#: read that never returns (a stalled socket without a timeout) is left behind (daemon thread)
+#: rather than hanging the consumer and, with it, a SIGTERM's cleanup.
+JOIN_TIMEOUT = 30.0
 
 _ITEM, _END, _ERROR = 0, 1, 2
 
@@ -24,7 +32,7 @@ class Stopped(BaseException):
 
 
 def background(produce: Callable[[Callable[[T], None]], None], depth: int = 1,
-               name: str = "genostage-background") -> Iterator[T]:
+               name: str = "genostage-background", join_timeout: float = JOIN_TIMEOUT) -> Iterator[T]:
     """Iterate over what ``produce(emit)`` emits, while it runs on its own thread."""
     q: "queue.Queue[Tuple[int, Any]]" = queue.Queue(depth)
     stop = threading.Event()
@@ -60,12 +68,21 @@ def background(produce: Callable[[Callable[[T], None]], None], depth: int = 1,
                 raise item
     finally:
         stop.set()
-        while thread.is_alive():
-            try:
-                q.get(timeout=0.05)
-            except queue.Empty:
-                pass
-        thread.join()
+        _drain_until_done(thread, q, join_timeout)
+
+
+def _drain_until_done(thread: threading.Thread, q: "queue.Queue[Tuple[int, Any]]", timeout: float) -> None:
+    """Empty ``q`` (so a producer blocked in ``emit`` sees the stop) until ``thread`` ends, for at
+    most ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while thread.is_alive():
+        if time.monotonic() >= deadline:
+            log.warning("%s did not stop within %.0f s; left behind", thread.name, timeout)
+            return
+        try:
+            q.get(timeout=0.05)
+        except queue.Empty:
+            pass
 
 
 def prefetch(items: Iterable[T], depth: int = 3, name: str = "genostage-read") -> Iterator[T]:

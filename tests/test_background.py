@@ -162,3 +162,23 @@ def test_nothing_runs_before_the_first_item_is_asked_for():
     time.sleep(0.1)
     assert started == []
     assert list(it) == [] and started == [1]
+
+
+def test_a_producer_stuck_in_a_read_does_not_hang_the_consumer_that_stops(caplog):
+    """A producer blocked in a read that never returns (a stalled socket) cannot see the stop:
+    the consumer waits for it at most join_timeout, then leaves it behind with a warning."""
+    release = threading.Event()
+
+    def produce(emit):
+        emit("first")
+        release.wait(30)  # the read that does not come back
+
+    it = background(produce, name="t-stuck", join_timeout=0.3)
+    assert next(it) == "first"
+    started = time.monotonic()
+    with caplog.at_level("WARNING", logger="genostage.background"):
+        it.close()
+    waited = time.monotonic() - started
+    release.set()
+    assert waited < 5
+    assert "t-stuck did not stop" in caplog.text

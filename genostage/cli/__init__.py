@@ -18,6 +18,7 @@ from typing import List, Optional, Sequence
 from .. import __version__
 from .. import errors as E
 from ..exitcodes import DATA, exit_code
+from ..fsutil import os_error
 
 # Subcommand modules, each with ``register(subparsers)``; a parser sets ``func``.
 COMMANDS: List[str] = [
@@ -100,6 +101,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return exit_code(exc)
     except BrokenPipeError:
         return DATA
+    except OSError as exc:  # the library wraps what it meets; a backstop for what it missed
+        err = os_error(exc, str(exc.filename) if exc.filename else "a file or socket")
+        print(f"genostage: {err}", file=sys.stderr)
+        return exit_code(err)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

@@ -5,9 +5,10 @@ import argparse
 import json
 import logging
 import sys
-from typing import Any, List, NoReturn, Optional, Sequence, Tuple
+from typing import Any, List
 
 from ..errors import UsageError
+from .common import CommandTailParser
 
 log = logging.getLogger("genostage.batch")
 
@@ -21,33 +22,9 @@ the genostage run arguments after --, e.g.
 """
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """Usage errors in one line (``genostage batch job-definition: error: ...``), exit status 2.
-
-    Everything after the first ``--`` is kept as it is (``command``), inner ``--`` included:
-    the genostage run arguments a job definition's command holds."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see --help)\n")
-
-    def parse_known_args(self, args: Optional[Sequence[str]] = None,  # type: ignore[override]
-                         namespace: Optional[argparse.Namespace] = None) -> Tuple[argparse.Namespace, List[str]]:
-        argv = list(sys.argv[1:] if args is None else args)
-        tail: Optional[List[str]] = None
-        if "--" in argv:
-            cut = argv.index("--")
-            argv, tail = argv[:cut], argv[cut + 1:]
-        ns, extras = super().parse_known_args(argv, namespace)
-        if hasattr(ns, "command"):
-            ns.command = tail
-        elif tail is not None:
-            extras += ["--", *tail]
-        return ns, extras
-
-
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("batch", help="AWS Batch job definitions for the tool images")
-    sub = parser.add_subparsers(dest="batch_command", metavar="ACTION", parser_class=OneLineParser)
+    sub = parser.add_subparsers(dest="batch_command", metavar="ACTION", parser_class=CommandTailParser)
     sub.required = True
     jd = sub.add_parser(
         "job-definition", help="print (or register) a job definition for a tool image",

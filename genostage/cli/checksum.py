@@ -20,7 +20,7 @@ from ..errors import AccessDenied, ChecksumMismatch, FormatError, NotFound, Usag
 from ..location import Location, parse
 from ..fsutil import os_error
 from ..units import parse_size
-from .split import one_line_errors
+from .common import one_line_errors
 
 log = logging.getLogger("genostage.checksum")
 

@@ -3,7 +3,8 @@ checks that turn a bad number or size into one line and exit status 2."""
 from __future__ import annotations
 
 import argparse
-from typing import Optional
+import sys
+from typing import List, NoReturn, Optional, Sequence, Tuple
 
 from ..config import MiB, TransferConfig, check_endpoint_url
 from ..errors import UsageError
@@ -12,6 +13,39 @@ from ..units import format_size, parse_size
 
 CONCURRENCY = (1, 256)
 PART_SIZE = (5 * MiB, 5 * 1024**3)  # S3's limits for one part
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors in one line (``genostage: split fastq: --parts: expected ...``), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        where = self.prog.replace("genostage ", "", 1)
+        self.exit(2, f"genostage: {where}: {' '.join(message.split())} (see --help)\n")
+
+
+class CommandTailParser(OneLineParser):
+    """A :class:`OneLineParser` that keeps everything after the first ``--`` as it is
+    (``command``), inner ``--`` included: the genostage run arguments a job definition holds."""
+
+    def parse_known_args(self, args: Optional[Sequence[str]] = None,  # type: ignore[override]
+                         namespace: Optional[argparse.Namespace] = None) -> Tuple[argparse.Namespace, List[str]]:
+        argv = list(sys.argv[1:] if args is None else args)
+        tail: Optional[List[str]] = None
+        if "--" in argv:
+            cut = argv.index("--")
+            argv, tail = argv[:cut], argv[cut + 1:]
+        ns, extras = super().parse_known_args(argv, namespace)
+        if hasattr(ns, "command"):
+            ns.command = tail
+        elif tail is not None:
+            extras += ["--", *tail]
+        return ns, extras
+
+
+def one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Make a parser made by another's ``add_parser`` report usage errors in one line."""
+    parser.__class__ = OneLineParser
+    return parser
 
 
 def add_transfer_options(parser: argparse.ArgumentParser) -> None:

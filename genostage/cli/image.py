@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .batch import OneLineParser
+from .common import CommandTailParser
 
 
 def register(subparsers: Any) -> None:
@@ -14,7 +14,7 @@ def register(subparsers: Any) -> None:
                                    description="Build the images under containers/ (the source checkout's, or "
                                    "the copy shipped with genostage) with docker (where an engine answers "
                                    "'docker info') or podman, and push them to ECR.")
-    sub = parser.add_subparsers(dest="image_command", metavar="ACTION", parser_class=OneLineParser)
+    sub = parser.add_subparsers(dest="image_command", metavar="ACTION", parser_class=CommandTailParser)
     sub.required = True
 
     b = sub.add_parser("build", help="build an image (a tool image builds the base first)")

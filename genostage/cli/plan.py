@@ -12,7 +12,8 @@ from ..errors import UsageError
 from ..location import parse
 from ..store import Stores
 from ..units import format_size
-from .split import OneLineParser, count, one_line_errors
+from .common import OneLineParser, one_line_errors
+from .split import count
 from .split_bam import add_cut_options
 
 log = logging.getLogger("genostage.cli.plan")

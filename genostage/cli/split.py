@@ -8,26 +8,13 @@ import logging
 import re
 import signal
 import sys
-from typing import Any, Iterator, NoReturn, Optional
+from typing import Any, Iterator, Optional
 
 from ..errors import UsageError
 from ..units import parse_size
-from .common import add_transfer_options, stores_from
+from .common import OneLineParser, add_transfer_options, stores_from
 
 log = logging.getLogger("genostage.cli.split")
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """Usage errors in one line (``genostage: split fastq: --parts: expected ...``), exit 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"genostage: {self.prog.replace('genostage ', '', 1)}: {message} (see --help)\n")
-
-
-def one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Make a parser made by another's ``add_parser`` report usage errors in one line."""
-    parser.__class__ = OneLineParser
-    return parser
 
 
 def register(subparsers: Any) -> None:
@@ -131,4 +118,4 @@ def run_fastq(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["OneLineParser", "count", "one_line_errors", "register", "register_fastq"]
+__all__ = ["count", "register", "register_fastq"]

@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 from ..units import format_size, parse_size
+from .. import cpu
 from ..cancel import stop_on_signals
 from .common import add_transfer_options, stores_from
 
@@ -29,12 +30,12 @@ def register_bam(subparsers: Any) -> None:
     p = subparsers.add_parser("bam", help="split a BAM into valid BAM files; whole blocks copied, edges re-encoded")
     p.add_argument("input", help="BAM file or s3:// object")
     p.add_argument("--out-dir", "-O", required=True,
-                   help="directory for the parts (NAME.partNNN.bam), or an s3:// prefix (the parts are split into a "
+                   help="directory for the parts (NAME.part-NNNN.bam), or an s3:// prefix (the parts are split into a "
                         "local temporary directory, then uploaded, verified)")
     add_cut_options(p, "part")
     p.add_argument("--by-name", action="store_true", help="never separate records with the same QNAME")
     p.add_argument("--index", help="the .bai/.csi (default: INPUT.bai, INPUT.csi or INPUT without .bam + .bai)")
-    p.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 1),
+    p.add_argument("--threads", type=int, default=min(4, cpu.available()),
                    help="parts written (and their blocks checked) in parallel (default: the CPUs, at most 4)")
     p.add_argument("--level", type=int, default=6, help="deflate level of the re-encoded edge blocks")
     p.add_argument("--no-crc-check", dest="crc", action="store_false",

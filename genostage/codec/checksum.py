@@ -27,6 +27,7 @@ import threading
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from . import _checksum as _k
+from .. import cpu
 from ..errors import ChecksumMismatch, FormatError, ObjectChanged, UsageError
 
 log = logging.getLogger("genostage.checksum")
@@ -503,7 +504,7 @@ class _Fanout:
         self.multi = multi
         self.slow = [s for s in sums if not (isinstance(s, Checksum) and s.name in CRCS)]
         self.fast = [s for s in sums if isinstance(s, Checksum) and s.name in CRCS]
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        cpus = cpu.available()
         lanes = cpus if threads is None else threads
         self.parallel = lanes > 1 and len(self.slow) + (1 if self.fast else 0) >= 2
         self.pools: List[Any] = []
@@ -587,7 +588,7 @@ def _crc_segment_mmap(fd: int, start: int, length: int, names: Sequence[str]) ->
 
 def default_threads(size: int) -> int:
     """Threads worth using for ``size`` bytes: one per 64 MiB, at most the CPU count."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cpus = cpu.available()
     return max(1, min(cpus, size // (64 * MiB) or 1))
 
 
