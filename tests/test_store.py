@@ -59,3 +59,18 @@ def test_local_store_roundtrip(tmp_path, stores):
     assert store.read_range(loc, 3, 4) == b"3456"
     assert [i.relative for i in store.list(parse(str(tmp_path) + "/"))] == ["d/f.txt"]
     assert not [p for p in (tmp_path / "d").iterdir() if p.name.startswith(".")]
+
+
+@BOTH
+def test_read_whole_small_objects_and_files(stores, bucket, tmp_path):
+    store = stores.for_location(parse(f"s3://{bucket}/x"))
+    store.put_bytes(parse(f"s3://{bucket}/plan.json"), b'{"format": 1}')
+    store.put_bytes(parse(f"s3://{bucket}/empty"), b"")
+    assert stores.read_whole(f"s3://{bucket}/plan.json", "plan") == b'{"format": 1}'
+    assert stores.read_whole(f"s3://{bucket}/empty") == b""
+    (tmp_path / "sheet.tsv").write_bytes(b"sample\tR1\n")
+    assert stores.read_whole(str(tmp_path / "sheet.tsv"), "sample sheet") == b"sample\tR1\n"
+    with pytest.raises(NotFound, match=f"^plan s3://{bucket}/gone.json does not exist$"):
+        stores.read_whole(f"s3://{bucket}/gone.json", "plan")
+    with pytest.raises(NotFound, match="^sample sheet .*/nope.tsv does not exist$"):
+        stores.read_whole(str(tmp_path / "nope.tsv"), "sample sheet")

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, 
 
 from ..cancel import Cancel
 from ..config import TransferConfig
-from ..errors import Interrupted, Preempted, ToolFailed, UsageError
+from ..errors import Preempted, ToolFailed, UsageError
 from ..fsutil import check_space, write_atomic
 from ..location import Location, parse
 from ..store import Stores

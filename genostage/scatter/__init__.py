@@ -26,7 +26,7 @@ import logging
 import os
 import tempfile
 import time
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional
 
 from ..cancel import Cancel
 from ..config import TransferConfig

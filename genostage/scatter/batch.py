@@ -245,14 +245,9 @@ def gather_command(spec_uri: str) -> List[str]:
 
 def read_indices(uri: str, stores: Stores) -> List[int]:
     """The child indices a rerun's array maps its array indices to (written by :meth:`BatchScatter.submit`)."""
-    loc = parse(uri)
-    store = stores.for_location(loc)
+    raw = stores.read_whole(uri, "indices list")
     try:
-        info = store.stat(loc, checksums=False)
-    except NotFound:
-        raise NotFound(f"indices list {uri} does not exist") from None
-    try:
-        data = json.loads(store.read_range(loc, 0, info.size))
+        data = json.loads(raw)
     except ValueError as exc:
         raise FormatError(f"not JSON: {exc}", path=uri) from None
     values = data.get("indices") if isinstance(data, dict) and data.get("format") == INDICES_FORMAT else None

@@ -167,9 +167,7 @@ def _cut_fastq_gzip(stores: Stores, config: TransferConfig, name: str, uris: Lis
 
 def read_sheet(stores: Stores, uri: str) -> Cut:
     """One child per row of a TSV sample sheet (see the module docstring)."""
-    loc = parse(uri)
-    store = stores.for_location(loc)
-    text = store.read_range(loc, 0, store.stat(loc, checksums=False).size).decode("utf-8", "replace")
+    text = stores.read_whole(uri, "sample sheet").decode("utf-8", "replace")
     reader = csv.reader(io.StringIO(text), delimiter="\t")
     rows = [r for r in reader if r and any(c.strip() for c in r) and not r[0].startswith("#")]
     if len(rows) < 2:

@@ -30,7 +30,7 @@ from typing import Any, Dict, List, Optional
 
 from .. import __version__
 from ..config import TransferConfig
-from ..errors import FormatError, NotFound, UsageError
+from ..errors import FormatError, UsageError
 from ..job.spec import JobSpec, with_index
 from ..location import parse
 from ..store import Stores
@@ -168,13 +168,7 @@ def save(spec: ScatterSpec, stores: Stores) -> None:
 
 def load(uri: str, stores: Stores) -> ScatterSpec:
     """Read a spec (local or ``s3://``); a missing or malformed one is one clear error."""
-    loc = parse(uri)
-    store = stores.for_location(loc)
-    try:
-        info = store.stat(loc, checksums=False)
-    except NotFound:
-        raise NotFound(f"scatter spec {uri} does not exist") from None
-    raw = store.read_range(loc, 0, info.size)
+    raw = stores.read_whole(uri, "scatter spec")
     try:
         data = json.loads(raw)
     except ValueError as exc:

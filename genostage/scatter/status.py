@@ -42,13 +42,10 @@ class ChildState:
 
 
 def read_manifest(stores: Stores, uri: str) -> Optional[Dict[str, Any]]:
-    loc = parse(uri)
-    store = stores.for_location(loc)
     try:
-        info = store.stat(loc, checksums=False)
+        raw = stores.read_whole(uri, "manifest")
     except NotFound:
         return None
-    raw = store.read_range(loc, 0, info.size)
     try:
         data = json.loads(raw)
     except ValueError:

@@ -14,7 +14,6 @@ import struct
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
-from ..codec import blocks as K
 from . import _bam as R
 from ..codec.bgzf import make_virtual, split_virtual
 from ..errors import FormatError, NotFound, UsageError
@@ -178,9 +177,7 @@ def find_position(src: Source, header: BamHeader, start: int, ref: int, pos: int
 
 def parse_regions(path: str, header: BamHeader, stores: Stores) -> List[Tuple[int, int, int]]:
     """``(ref, beg, end)`` 0-based half-open from a BED file or ``chr``, ``chr:beg-end`` (1-based) lines."""
-    loc = parse(path)
-    store = stores.for_location(loc)
-    text = store.read_range(loc, 0, store.stat(loc, checksums=False).size).decode("utf-8", "replace")
+    text = stores.read_whole(path, "regions file").decode("utf-8", "replace")
     ids = {n: i for i, n in enumerate(header.names)}
     out = []
     for lineno, line in enumerate(text.splitlines()):

@@ -215,10 +215,7 @@ def _json_type(value: Any) -> str:
 def load(uri: str, stores: Optional[Stores] = None) -> Plan:
     """Read a plan from a local path or an ``s3://`` URI."""
     stores = stores or Stores()
-    loc = parse(uri)
-    store = stores.for_location(loc)
-    info = store.stat(loc, checksums=False)
-    raw = store.read_range(loc, 0, info.size)
+    raw = stores.read_whole(uri, "plan")
     try:
         data = json.loads(raw)
     except ValueError as exc:

@@ -5,7 +5,8 @@ import threading
 from typing import TYPE_CHECKING, Any, Optional
 
 from ..config import TransferConfig
-from ..location import Location
+from ..errors import NotFound
+from ..location import Location, parse
 from .base import Counters, ObjectInfo, Pending, Store, Upload, UploadLost
 from .local import LocalStore
 from .pipe import PipeStore
@@ -49,6 +50,17 @@ class Stores:
     @property
     def pipe(self) -> PipeStore:
         return self._pipe
+
+    def read_whole(self, uri: str, what: str = "") -> bytes:
+        """All the bytes of a small object or file (a plan, a spec, a manifest, a sample sheet).
+        A missing one is :class:`NotFound` naming ``what`` (``"scatter spec"``) and ``uri``."""
+        loc = parse(uri)
+        store = self.for_location(loc)
+        try:
+            info = store.stat(loc, checksums=False)
+        except NotFound:
+            raise NotFound(f"{what + ' ' if what else ''}{uri} does not exist") from None
+        return store.read_range(loc, 0, info.size, etag=info.etag) if info.size else b""
 
     def close(self) -> None:
         """Close the S3 client's connections (a store made later starts afresh)."""
