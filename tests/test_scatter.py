@@ -216,3 +216,12 @@ def test_status_and_a_rerun_that_runs_only_what_is_missing(s3, s3_client, bucket
     assert r.returncode == 0, r.stderr
     assert "7 of 8 children already done" in r.stderr and "child 5 succeeded" in r.stderr
     assert "child 4 succeeded" not in r.stderr
+
+
+@pytest.mark.parametrize("what", ["status", "gather"])
+def test_the_spec_subcommands_have_help_and_one_line_usage_errors(what):
+    shown = genostage(["scatter", what, "--help"])
+    assert shown.returncode == 0 and f"usage: genostage scatter {what}" in shown.stdout and "SPEC" in shown.stdout
+    missing = genostage(["scatter", what])
+    assert missing.returncode == 2
+    assert missing.stderr.startswith(f"genostage: scatter {what} SPEC") and missing.stderr.count("\n") == 1

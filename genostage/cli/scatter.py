@@ -254,6 +254,15 @@ def _report(manifest: Dict[str, Any]) -> None:
     log.info("%s", line + (" (conserved)" if proof.get("checked") else ""))
 
 
+SPEC_HELP = {
+    "status": "What each child of a scatter did (succeeded, tool_failed, failed, interrupted, preempted, "
+              "not run; outputs missing when a published output has changed since), from the children's "
+              "manifests, and for --executor batch the Batch jobs' states.",
+    "gather": "Gather the children's outputs of a scatter, prove every read is accounted for, "
+              "publish, write the final manifest (what the gather job of --executor batch runs).",
+}
+
+
 class _SpecParser(argparse.ArgumentParser):
     def error(self, message: str) -> "NoReturn":
         raise UsageError(f"{self.prog}: {message}")
@@ -262,16 +271,17 @@ class _SpecParser(argparse.ArgumentParser):
 def _spec_options(what: str, rest: List[str], args: argparse.Namespace) -> Tuple[str, bool]:
     """``SPEC`` and, for status, ``--wait``, ``--region R``, ``--poll S`` after it (they may also
     come before the subcommand); the spec URI and whether to wait."""
-    parser = _SpecParser(prog=f"genostage scatter {what}", add_help=False)
-    parser.add_argument("spec")
+    parser = _SpecParser(prog=f"genostage scatter {what}", description=SPEC_HELP[what])
+    parser.add_argument("spec", metavar="SPEC", help="the spec.json a scatter wrote (local or s3://)")
     if what == "status":
-        parser.add_argument("--wait", action="store_true")
-        parser.add_argument("--region")
-        parser.add_argument("--poll")
+        parser.add_argument("--wait", action="store_true",
+                            help="follow the children until the gather ends; exit with its status")
+        parser.add_argument("--region", help="AWS region of a Batch scatter's queue (default: $AWS_REGION)")
+        parser.add_argument("--poll", metavar="SECONDS", help="with --wait: seconds between looks (default 30)")
     try:
         found = parser.parse_args(rest)
     except UsageError as exc:
-        raise UsageError(f"genostage scatter {what} SPEC{' [--wait] [--region R]' if what == 'status' else ''} "
+        raise UsageError(f"scatter {what} SPEC{' [--wait] [--region R]' if what == 'status' else ''} "
                          f"(the spec.json a scatter wrote): {str(exc).split(': ', 1)[-1]}") from None
     for name in ("region", "poll"):
         if getattr(found, name, None) is not None:
