@@ -137,7 +137,11 @@ class Job:
     def _watch_spot(self) -> None:
         if not (os.environ.get("AWS_BATCH_JOB_ID") or os.environ.get(ENV_ENDPOINT)):
             return
-        interval = float(os.environ.get("GENOSTAGE_SPOT_INTERVAL") or 2.0)
+        text = os.environ.get("GENOSTAGE_SPOT_INTERVAL") or "2"
+        try:
+            interval = float(text)
+        except ValueError:
+            raise UsageError(f"GENOSTAGE_SPOT_INTERVAL={text!r}: expected seconds, e.g. 2") from None
         self._spot = SpotWatcher(self._on_spot_notice, interval=interval).start()
 
     def _on_spot_notice(self, notice: str) -> None:
