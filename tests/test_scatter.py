@@ -174,6 +174,7 @@ def test_sigterm_stops_every_child(s3, s3_client, bucket, sample, tmp_path):
     assert not list((tmp_path / "scratch").glob("genostage-*"))
 
 
+@BOTH
 def test_bam_by_reference_called_and_concatenated_equals_the_whole(s3, s3_client, bucket, sample, tmp_path):
     """A BAM scattered by reference into bcftools mpileup | call, gathered by vcf=concat: the
     same calls as one call over the whole BAM."""
