@@ -18,8 +18,8 @@ class TransferConfig:
     """How genostage moves bytes.
 
     Memory cost: at most ``concurrency x part_size`` bytes of part buffers are
-    held at once (uploads) and ``concurrency x io_chunk`` (downloads, which stream
-    each part to disk); with the defaults, 10 x 16 MiB = 160 MiB.
+    held at once (uploads; with the defaults, 10 x 16 MiB = 160 MiB); downloads stream each
+    part to disk as it arrives, through one 256 KiB receive buffer.
 
     - ``concurrency``: worker threads (objects and parts in flight), 1..256.
     - ``part_size``: bytes per multipart part (uploads), 5 MiB..5 GiB, and the smallest
@@ -50,7 +50,6 @@ class TransferConfig:
     part_size: int = 16 * MiB
     multipart_threshold: int = 16 * MiB
     download_part_size: int = 64 * MiB
-    io_chunk: int = 1 * MiB
     max_attempts: int = 10
     retry_budget: float = 60.0
     low_speed_limit: int = 1024

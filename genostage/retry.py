@@ -37,4 +37,3 @@ class RetryPolicy:
         return wait
 
 
-NO_RETRY = RetryPolicy(max_attempts=1)

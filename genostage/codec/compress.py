@@ -24,7 +24,6 @@ from . import accel, bgzf
 from .. import background
 from ..errors import FormatError, UsageError
 
-FORMATS = ("plain", "gzip", "bgzf")
 OUTPUTS = ("none", "gzip", "bgzf")
 DEFAULT_LEVEL = 6
 GZIP_MEMBER = 2 << 20  # uncompressed bytes per gzip member written (compressed in parallel)
@@ -377,4 +376,3 @@ def open_stream(fh: BinaryIO, path: str, background: bool = True) -> Tuple[str, 
     return fmt, (prefetch(pieces) if background else pieces)
 
 
-Opener = Callable[[], BinaryIO]

@@ -117,10 +117,6 @@ def parts_for_bytes(src: Source, header: BamHeader, size: int) -> int:
     return max(1, -(-data // size))
 
 
-def chunks_from_cuts(cuts: List[Cut]) -> List[Dict[str, Any]]:
-    return chunks_from_runs(list(zip(cuts, cuts[1:])))
-
-
 def chunks_from_runs(runs: List[Tuple[Cut, Cut]]) -> List[Dict[str, Any]]:
     """Plan chunks from runs (start cut, end cut): records from start (inclusive) to end (exclusive)."""
     chunks = []
@@ -293,7 +289,3 @@ def split_bam(uri: str, out_dir: str, stores: Stores, parts: Optional[int] = Non
             "bytes_read": src.store.counters.snapshot()["bytes_read"] - before,
             "bytes_written": sum(r["bytes_written"] for r in results)}
 
-
-def virtual_str(v: int) -> str:
-    c, u = split_virtual(v)
-    return f"{c}:{u}"

@@ -367,12 +367,6 @@ class S3Upload(Upload):
         send()
         return handle
 
-    def _expected_etag(self) -> str:
-        """The multipart ETag of the parts the store acknowledged (the MD5 of their ETags)."""
-        numbers = sorted(self._parts)
-        return etag_of_parts([bytes.fromhex(_etag(self._parts[n]) or "") if is_md5_etag(_etag(self._parts[n]))
-                              else b"" for n in numbers])
-
     def _proven(self, etag: Optional[str]) -> bool:
         """Every part's ETag was its MD5, and the completed ETag is the MD5 of those MD5s."""
         numbers = sorted(self._parts)

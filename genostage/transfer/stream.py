@@ -17,7 +17,7 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Dict, List, Optional
+from typing import List, Optional
 
 from ..cancel import error_of
 from ..codec import checksum as ck
@@ -179,6 +179,3 @@ class StreamUpload:
         if self.upload is not None:
             self.upload.abort()
             self.upload = None
-
-    def result_json(self) -> Dict[str, Any]:
-        return {"size": self.size, "checksums": {ALWAYS: self.checksum}, "parts": self.parts}
