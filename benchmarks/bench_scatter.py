@@ -248,7 +248,9 @@ def run_scatter(server: Server, data: Path, whole: List[str], tag: str, opts: ar
     inputs, ref = sizes
     server.reset()
     argv = scatter_argv(tag, opts.parts, opts.jobs, str(work / "scratch"), part_size(server.kind, opts))
-    res = run_timed(argv, env=server.env(), timeout=1800).check("genostage scatter")
+    logs = work / "tmp"  # the children's logs ($TMPDIR/genostage-scatter-ID/), removed with the rest
+    logs.mkdir(exist_ok=True)
+    res = run_timed(argv, env={**server.env(), "TMPDIR": str(logs)}, timeout=1800).check("genostage scatter")
     served = server.served()
     listed = server.listed()
     moto_count = sum(server.moto_app.served.values()) if server.moto_app is not None else None
@@ -282,8 +284,10 @@ def run_scatter(server: Server, data: Path, whole: List[str], tag: str, opts: ar
     walls = {int(m.group(1)): float(m.group(2)) for m in CHILD_LINE.finditer(res.stderr)}
     for child in info["children"]:
         key = child["manifest"].split(f"s3://{BUCKET}/", 1)[1]
-        t = server.get_json(key)["timings"]
-        children.append({"index": child["index"], **t, "own": t["total"] - t["run"],
+        m = server.get_json(key)
+        t = m["timings"]
+        moved = sum(int(e.get("size") or 0) for e in m["inputs"] + m["outputs"]) / 1e6
+        children.append({"index": child["index"], **t, "own": t["total"] - t["run"], "moved": moved,
                          "rest": t["total"] - t["run"] - t["stage_in"] - t["stage_out"],
                          "process": walls.get(child["index"], float("nan")) - t["run"]})
     return {"wall": res.seconds, "rss": res.peak_rss_mib, "children": children, "n": n, "fetched": fetched,
@@ -398,11 +402,13 @@ def report_server(kind: str, counter: str, runs: List[Dict[str, Any]], sizes: Tu
                  f"{fmt_bytes(excess / cuts)} per cut point, fixed whatever the input's size, so {n} parts keep "
                  f"within {TARGET_BYTES}x from about {fmt_bytes(max(0, excess / (TARGET_BYTES - 1) - n * ref))} "
                  f"of input")
-    same = all(r["fetched"] == f for r in runs)
+    same = all({k: r["fetched"][k] for k in ("inputs", "reference", "parts")} ==
+               {k: f[k] for k in ("inputs", "reference", "parts")} for r in runs)
     lines.append(f"target: all but the parts <= {TARGET_BYTES}x the bound: {not_parts / first['bound']:.3f}x "
                  f"{verdict(not_parts <= TARGET_BYTES * first['bound'])}; parts fetched once: "
-                 f"{verdict(f['parts'] == first['parts_size'])}" + ("" if same or len(runs) == 1 else
-                                                                   " (bytes differ between runs)"))
+                 f"{verdict(f['parts'] == first['parts_size'])}" + ("" if len(runs) == 1 else
+                                                                   " (the same bytes in every run)" if same else
+                                                                   " (inputs, reference or parts differ between runs)"))
     # planning
     rows = []
     for name, (counted, recorded, bound, seconds) in plans.items():
@@ -415,15 +421,15 @@ def report_server(kind: str, counter: str, runs: List[Dict[str, Any]], sizes: Tu
     # children
     ch = [c for r in runs for c in r["children"]]
     rows = [[k, spread([c[k] for c in ch])] for k in ("own", "stage_in", "stage_out", "rest", "process", "run",
-                                                        "total")]
+                                                        "total", "moved")]
     labels = {"own": "own: total - run (manifest)", "stage_in": "  of which stage_in", "stage_out": "  of which stage_out",
               "rest": "  of which the rest (scratch, counting, manifest)",
               "process": "process wall - run (with the interpreter's start)", "run": "run (the tool)",
-              "total": "total (manifest)"}
+              "total": "total (manifest)", "moved": "MB moved (staged in + published), MB"}
     rows = [[labels[k], v] for k, v in rows]
     own_median = median([c["own"] for c in ch])
-    lines += ["", f"genostage's own time per child, s ({len(ch)} children; min / median / max):",
-              format_table(["", "s"], rows, right=(1,)),
+    lines += ["", f"genostage's own time per child ({len(ch)} children):",
+              format_table(["s", "min / median / max"], rows, right=(1,)),
               f"target: own time under {TARGET_OWN} s: median {own_median:.2f} s {verdict(own_median < TARGET_OWN)}, "
               f"max {max(c['own'] for c in ch):.2f} s {verdict(max(c['own'] for c in ch) < TARGET_OWN)}; with the "
               f"interpreter's start (process wall - run): median {median([c['process'] for c in ch]):.2f} s "
