@@ -184,8 +184,13 @@ class CountingProxy:
         self.listed = 0  # bytes of GETs with a query string (listings)
         self.uploaded: "Counter[str]" = Counter()  # request body bytes of PUT/POST per path
         self.requests: "Counter[str]" = Counter()  # per method
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _proxy_handler(self))
-        self.server.daemon_threads = True
+        class Server(ThreadingHTTPServer):
+            # the default backlog of 5 drops the SYNs of a burst of connections (a job opens
+            # up to --concurrency at once), and each such client waits 1 s to send it again
+            request_queue_size = 256
+            daemon_threads = True
+
+        self.server = Server(("127.0.0.1", 0), _proxy_handler(self))
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property
