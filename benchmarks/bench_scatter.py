@@ -33,7 +33,7 @@ lines) equal those of the unchunked alignment of the same reads with the same co
   ``genostage gather bam --merge --threads 2`` beside ``samtools merge -@2`` and ``samtools cat``
   on the same parts (downloaded once), median of ``--repeat`` rounds, with ratios.
 
-``--quick`` (40,000 pairs, 4 parts, moto, one round) runs in under a minute.
+``--quick`` (40,000 pairs, 4 parts; moto and one round unless given) runs in under a minute.
 """
 from __future__ import annotations
 
@@ -242,7 +242,7 @@ def scatter_argv(tag: str, parts: int, jobs: int, scratch: str, size: Optional[s
             "--shell", "--", BWA]
 
 
-def run_scatter(server: Server, data: Path, whole: List[str], tag: str, opts: argparse.Namespace,
+def run_scatter(server: Server, whole: List[str], tag: str, opts: argparse.Namespace,
                 sizes: Tuple[int, int], work: Path) -> Dict[str, Any]:
     """One scatter through the proxy: checked, its bytes and times returned."""
     inputs, ref = sizes
@@ -423,7 +423,8 @@ def report_server(kind: str, counter: str, runs: List[Dict[str, Any]], sizes: Tu
     ch = [c for r in runs for c in r["children"]]
     rows = [[k, spread([c[k] for c in ch])] for k in ("own", "stage_in", "stage_out", "rest", "process", "run",
                                                         "total", "moved")]
-    labels = {"own": "own: total - run (manifest)", "stage_in": "  of which stage_in", "stage_out": "  of which stage_out",
+    labels = {"own": "own: total - run (manifest)", "stage_in": "  of which stage_in",
+              "stage_out": "  of which stage_out",
               "rest": "  of which the rest (scratch, counting, manifest)",
               "process": "process wall - run (with the interpreter's start)", "run": "run (the tool)",
               "total": "total (manifest)", "moved": "MB moved (staged in + published), MB"}
@@ -465,12 +466,15 @@ def main() -> int:
     ap.add_argument("--part-size", metavar="SIZE", help="the scatter's --part-size (default: genostage's; 64MiB on "
                     "rclone, see part_size())")
     ap.add_argument("--dir", default="/work/bench-data/scatter", help="data, made once and kept")
-    ap.add_argument("--quick", action="store_true", help="40,000 pairs, 4 parts, moto, one run (under a minute)")
+    ap.add_argument("--quick", action="store_true",
+                    help="40,000 pairs, 4 parts (and moto, one run, unless given): under a minute")
     opts = ap.parse_args()
-    if opts.quick:
-        opts.pairs, opts.parts, opts.repeat = 40_000, 4, 1
-        if "--server" not in sys.argv:
+    if opts.quick:  # the size; the server and the rounds unless given
+        opts.pairs, opts.parts = 40_000, 4
+        if not any(a.startswith("--server") for a in sys.argv):
             opts.server = "moto"
+        if not any(a.startswith("--repeat") for a in sys.argv):
+            opts.repeat = 1
     for tool in ("bwa", "samtools", "bgzip"):
         if shutil.which(tool) is None:
             print(f"bench_scatter: {tool} is not installed (make build installs it)", file=sys.stderr)
@@ -491,7 +495,7 @@ def main() -> int:
                 sizes = upload(server, data)
                 runs = []
                 for r in range(opts.repeat):
-                    runs.append(run_scatter(server, data, whole, f"r{r}", opts, sizes, work))
+                    runs.append(run_scatter(server, whole, f"r{r}", opts, sizes, work))
                     print(f"  {kind}: scatter {r + 1} of {opts.repeat}: {runs[-1]['wall']:.1f} s, checked", flush=True)
                 plans: Dict[str, Any] = {}
                 reads = [f"s3://{BUCKET}/reads/S1_R1.fq.gz", f"s3://{BUCKET}/reads/S1_R2.fq.gz"]
