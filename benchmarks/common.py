@@ -133,3 +133,20 @@ def clean_env(extra: Mapping[str, str], drop_prefixes: Sequence[str] = ("AWS_",)
     env = {k: v for k, v in os.environ.items() if not any(k.startswith(p) for p in drop_prefixes)}
     env.update(extra)
     return env
+
+
+def invocation(script: str, argv: Sequence[str]) -> str:
+    """The command line that ran this benchmark, as one would type it again."""
+    import shlex
+    import sys
+
+    rel = os.path.relpath(script) if not os.path.relpath(script).startswith("..") else script
+    python = os.path.relpath(sys.executable) if not os.path.relpath(sys.executable).startswith("..") else sys.executable
+    return "$ " + shlex.join([python, rel, *argv])
+
+
+def spread(values: Sequence[float], fmt: str = "{:.2f}") -> str:
+    """``min / median / max`` of ``values``."""
+    if not values:
+        return "-"
+    return " / ".join(fmt.format(v) for v in (min(values), median(values), max(values)))

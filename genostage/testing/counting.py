@@ -14,6 +14,9 @@ the server, not the clients, the subject of a benchmark. So ranged GETs of an
 existing object are answered here from moto's stored object, reading only the
 range (with moto's ETag, Last-Modified and If-Match semantics); everything
 else (HEAD, listings, plain GETs, uploads) is moto's own answer.
+
+:class:`CountingProxy` counts the same way in front of any S3 server (``rclone serve s3``
+too): a loopback HTTP proxy that its clients take for the server.
 """
 from __future__ import annotations
 
@@ -152,3 +155,177 @@ def counting_moto_server(port: Optional[int] = None) -> Iterator[Tuple[LocalS3, 
     finally:
         server.shutdown()
         thread.join()
+
+
+class CountingProxy:
+    """A loopback HTTP proxy in front of any S3 server (moto, ``rclone serve s3``) that counts
+    what its clients fetch: the body bytes of object GETs per path (``/bucket/key``), of
+    listings (GETs with a query string) and of uploads, and the requests by method.
+
+    Clients sign for the proxy's address; the ``Host`` header goes upstream as they sent it,
+    so signatures hold. Each client connection keeps one upstream connection (keep-alive);
+    bodies with a ``Content-Length`` are streamed in 256 KiB pieces, others (chunked XML)
+    read whole and sent with their length::
+
+        with rclone_server() as s3, CountingProxy(s3.endpoint_url) as proxy:
+            ... AWS_ENDPOINT_URL=proxy.url ...
+            proxy.bytes_under("/bucket/refs/")
+    """
+
+    PIECE = 256 << 10
+
+    def __init__(self, upstream: str) -> None:
+        from http.server import ThreadingHTTPServer
+        from urllib.parse import urlsplit
+
+        self.upstream = urlsplit(upstream)
+        self.lock = threading.Lock()
+        self.served: "Counter[str]" = Counter()  # object GET bytes per path
+        self.listed = 0  # bytes of GETs with a query string (listings)
+        self.uploaded: "Counter[str]" = Counter()  # request body bytes of PUT/POST per path
+        self.requests: "Counter[str]" = Counter()  # per method
+        class Server(ThreadingHTTPServer):
+            # the default backlog of 5 drops the SYNs of a burst of connections (a job opens
+            # up to --concurrency at once), and each such client waits 1 s to send it again
+            request_queue_size = 256
+            daemon_threads = True
+
+        self.server = Server(("127.0.0.1", 0), _proxy_handler(self))
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def bytes_under(self, prefix: str) -> int:
+        """Object bytes served for paths starting with ``prefix`` (e.g. ``/bucket/refs/``)."""
+        with self.lock:
+            return sum(n for p, n in self.served.items() if p.startswith(prefix))
+
+    def reset(self) -> None:
+        with self.lock:
+            self.served.clear()
+            self.uploaded.clear()
+            self.requests.clear()
+            self.listed = 0
+
+    def record(self, method: str, path: str, query: str, status: int, sent: int, body: int) -> None:
+        with self.lock:
+            self.requests[method] += 1
+            if method in ("PUT", "POST"):
+                self.uploaded[path] += body
+            elif method == "GET" and 200 <= status < 300:
+                if query:
+                    self.listed += sent
+                else:
+                    self.served[path] += sent
+
+    def __enter__(self) -> "CountingProxy":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+
+def _read_chunked(rfile: Any) -> bytes:
+    """A request body sent with ``Transfer-Encoding: chunked``."""
+    out = bytearray()
+    while True:
+        size = int(rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
+        if size == 0:
+            while rfile.readline() not in (b"\r\n", b"\n", b""):
+                pass  # trailers
+            return bytes(out)
+        out += rfile.read(size)
+        rfile.readline()
+
+
+def _proxy_handler(proxy: CountingProxy) -> Any:
+    import http.client
+    from http.server import BaseHTTPRequestHandler
+    from urllib.parse import unquote
+
+    skip = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "expect", "te", "upgrade"}
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        upstream: Optional[http.client.HTTPConnection] = None
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def _send_upstream(self, body: Optional[bytes]) -> http.client.HTTPResponse:
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
+            if body is not None and "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+                headers["Content-Length"] = str(len(body))
+            for attempt in (1, 2):  # a kept-alive upstream connection may have been closed meanwhile
+                if self.upstream is None:
+                    self.upstream = http.client.HTTPConnection(proxy.upstream.hostname or "127.0.0.1",
+                                                               proxy.upstream.port, timeout=300)
+                try:
+                    self.upstream.request(self.command, self.path, body=body, headers=headers)
+                    return self.upstream.getresponse()
+                except (ConnectionError, http.client.HTTPException):
+                    self.upstream.close()
+                    self.upstream = None
+                    if attempt == 2:
+                        raise
+            raise AssertionError("unreachable")
+
+        def _handle(self) -> None:
+            if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+                body: Optional[bytes] = _read_chunked(self.rfile)
+            else:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+            resp = self._send_upstream(body)
+            path, _, query = self.path.partition("?")
+            length_header = resp.getheader("Content-Length")
+            no_body = self.command == "HEAD" or resp.status in (204, 304) or 100 <= resp.status < 200
+            self.send_response_only(resp.status, resp.reason)
+            for k, v in resp.getheaders():
+                if k.lower() not in skip and k.lower() != "content-length":
+                    self.send_header(k, v)
+            try:
+                sent = self._relay(resp, no_body, length_header)
+            except BaseException:  # the client went away mid-body: the upstream connection is unusable
+                if self.upstream is not None:
+                    self.upstream.close()
+                    self.upstream = None
+                raise
+            if resp.will_close and self.upstream is not None:
+                self.upstream.close()
+                self.upstream = None
+            proxy.record(self.command, unquote(path), query, resp.status, sent, len(body or b""))
+
+        def _relay(self, resp: http.client.HTTPResponse, no_body: bool, length_header: Optional[str]) -> int:
+            sent = 0
+            if no_body:
+                if length_header is not None:
+                    self.send_header("Content-Length", length_header)
+                self.end_headers()
+                resp.read()
+            elif length_header is not None:
+                self.send_header("Content-Length", length_header)
+                self.end_headers()
+                while True:
+                    piece = resp.read(CountingProxy.PIECE)
+                    if not piece:
+                        break
+                    self.wfile.write(piece)
+                    sent += len(piece)
+            else:  # chunked or close-delimited upstream: read it whole, send it with its length
+                data = resp.read()
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                sent = len(data)
+            return sent
+
+        do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
+
+    return Handler
