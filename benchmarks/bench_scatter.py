@@ -35,9 +35,8 @@ lines) equal those of the unchunked alignment of the same reads with the same co
 
 ``--quick`` (40,000 pairs, 4 parts; moto and one round unless given) runs in under a minute.
 The data (reads, index, the unchunked alignment) are made once under ``--dir`` and kept: 2-3 min
-for the default 1,000,000 pairs. On rclone the scatter gets ``--part-size 64MiB`` unless
-``--part-size`` is given (see :func:`part_size`); ``--no-proxy`` (moto) lets moto count instead,
-to see what the proxy costs.
+for the default 1,000,000 pairs. ``--part-size`` is passed to the scatter; ``--no-proxy`` (moto)
+lets moto count instead, to see what the proxy costs.
 """
 from __future__ import annotations
 
@@ -232,10 +231,8 @@ def upload(server: Server, d: Path) -> Tuple[int, int]:
 
 # -- one scatter -----------------------------------------------------------------------
 def part_size(kind: str, opts: argparse.Namespace) -> Optional[str]:
-    """``--part-size`` for the scatter: as asked; on rclone 64MiB unless asked (a part uploaded in
-    several parts gets a multipart ETag at completion, but rclone reports the whole object's
-    MD5 afterwards, and the scatter then takes the child's output for gone)."""
-    return opts.part_size or ("64MiB" if kind == "rclone" else None)
+    """``--part-size`` for the scatter: as asked, else genostage's default."""
+    return opts.part_size
 
 
 def scatter_argv(tag: str, parts: int, jobs: int, scratch: str, size: Optional[str] = None) -> List[str]:
@@ -377,10 +374,6 @@ def report_server(kind: str, counter: str, runs: List[Dict[str, Any]], sizes: Tu
              f"scatter (AWS_ENDPOINT_URL: {counter}): $ " + shown(first["argv"]),
              "wall time: " + spread([r["wall"] for r in runs]) + " s (min / median / max); peak RSS of the "
              f"scatter process {max(r['rss'] for r in runs):.0f} MiB"]
-    if kind == "rclone" and not opts.part_size:
-        lines.append("(--part-size 64MiB on rclone: with the default 16 MiB, parts of more than 16 MiB are "
-                     "uploaded in parts, rclone then reports another ETag than the upload's, and the gather "
-                     "takes every such child's output for gone)")
     # bytes
     f = first["fetched"]
     not_parts = f["total"] - f["parts"] + first["listed"]
@@ -467,8 +460,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--no-proxy", action="store_true",
                     help="moto: the scatter talks to moto directly, moto counts (listings uncounted)")
-    ap.add_argument("--part-size", metavar="SIZE", help="the scatter's --part-size (default: genostage's; 64MiB on "
-                    "rclone, see part_size())")
+    ap.add_argument("--part-size", metavar="SIZE", help="the scatter's --part-size (default: genostage's)")
     ap.add_argument("--dir", default="/work/bench-data/scatter", help="data, made once and kept")
     ap.add_argument("--quick", action="store_true",
                     help="40,000 pairs, 4 parts (and moto, one run, unless given): under a minute")

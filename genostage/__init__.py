@@ -32,13 +32,14 @@ __all__ = [
 # only some of them starts fast.
 _LAZY = {"Job": ".job.job", "stage_in": ".job.staging", "stage_out": ".job.staging", "copy": ".transfer.listing",
          "Cache": ".job.cache"}
-__all__ += list(_LAZY)
+__all__ += list(_LAZY) + ["scatter"]
 
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
     from .job.cache import Cache as Cache
     from .job.job import Job as Job
     from .job.staging import stage_in as stage_in, stage_out as stage_out
     from .transfer.listing import copy as copy
+    from . import scatter as scatter
 
 
 def __getattr__(name: str) -> object:
@@ -48,4 +49,8 @@ def __getattr__(name: str) -> object:
         value = getattr(importlib.import_module(_LAZY[name], __name__), name)
         globals()[name] = value
         return value
+    if name == "scatter":  # the subpackage, callable as genostage.scatter.scatter
+        import importlib
+
+        return importlib.import_module(".scatter", __name__)
     raise AttributeError(f"module 'genostage' has no attribute {name!r}")

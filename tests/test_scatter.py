@@ -226,3 +226,52 @@ def test_the_spec_subcommands_have_help_and_one_line_usage_errors(what):
     missing = genostage(["scatter", what])
     assert missing.returncode == 2
     assert missing.stderr.startswith(f"genostage: scatter {what} SPEC") and missing.stderr.count("\n") == 1
+
+
+def _small_reads(client, bucket: str) -> str:  # type: ignore[no-untyped-def]
+    client.put_object(Bucket=bucket, Key="in/small.fq", Body=b"".join(b"@r%d\nACGT\n+\nIIII\n" % i for i in range(400)))
+    return f"reads=s3://{bucket}/in/small.fq"
+
+
+@BOTH
+def test_outputs_kept_per_child_with_a_formatted_index_and_multipart(s3, s3_client, bucket, tmp_path):
+    """Outputs without a gather rule, named with {index:05}, each large enough for a multipart
+    upload: every child publishes its own, and the scatter finds them all still there (rclone
+    reports a whole-object MD5 where the upload's completion answered a multipart ETag)."""
+    r = genostage(["scatter", "--scratch", str(tmp_path / "scratch"), "--no-progress", "-i", _small_reads(s3_client, bucket),
+                   "--parts", "2", "-o", f"n=s3://{bucket}/qc5/S1.part-{{index:05}}.bin", "--shell", "--",
+                   "head -c 20000000 /dev/zero > {n}"], timeout=300)
+    assert r.returncode == 0, r.stderr
+    published = [k for k in keys(s3_client, bucket, "qc5/") if k.endswith(".bin")]
+    assert published == ["qc5/S1.part-00000.bin", "qc5/S1.part-00001.bin"]
+    heads = [s3_client.head_object(Bucket=bucket, Key=k) for k in published]
+    assert [h["ContentLength"] for h in heads] == [20_000_000, 20_000_000]
+    assert not [k for k in keys(s3_client, bucket, "qc5/") if "{index" in k]
+    assert any(k.startswith("qc5/S1.part-all.bin.scatter/") for k in keys(s3_client, bucket, "qc5/"))
+
+
+def test_the_scatter_names_and_exits_with_the_child_that_failed_not_the_one_it_stopped(s3, s3_client, bucket, tmp_path):
+    """Child 3 fails (exit 9) while child 2 still runs: the scatter stops child 2 and exits 9,
+    naming child 3, not 143 for the child it interrupted itself."""
+    script = ('case "$AWS_BATCH_JOB_ARRAY_INDEX" in 2) sleep 60;; 3) echo broken >&2; exit 9;; esac; '
+              'echo ok > {out}')
+    r = genostage(["scatter", "--scratch", str(tmp_path / "scratch"), "--no-progress", "-i", _small_reads(s3_client, bucket),
+                   "--parts", "4", "--jobs", "2", "-o", f"out=s3://{bucket}/stop/S1.txt", "--gather", "out=text=cat",
+                   "--shell", "--", script], timeout=120)
+    assert r.returncode == 9, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert "child 3: tool_failed, exit status 9" in last, last
+    assert "stop/S1.txt" not in keys(s3_client, bucket, "stop/")
+
+
+def test_genostage_scatter_in_python_in_one_call(s3, s3_client, bucket, tmp_path):
+    """genostage.scatter(...): the same scatter as the command, from Python."""
+    import genostage
+    from genostage.config import TransferConfig
+
+    manifest = genostage.scatter('awk "NR % 4 == 1" {reads} > {names}', inputs={"reads": _small_reads(s3_client, bucket).split("=", 1)[1]},
+                                 outputs={"names": f"s3://{bucket}/py/names.txt"}, parts=4, gather={"names": "text=cat"},
+                                 scratch=str(tmp_path / "scratch"), jobs=2, show_progress=False,
+                                 config=TransferConfig(endpoint_url=s3.endpoint_url))
+    assert manifest["status"] == "succeeded" and manifest["scatter"]["summary"] == {"succeeded": 4}
+    assert get(s3_client, bucket, "py/names.txt") == b"".join(b"@r%d\n" % i for i in range(400))

@@ -47,6 +47,16 @@ def named(values: List[str], option: str, lists: bool = False) -> Dict[str, Any]
     return out
 
 
+def has_index(uri: str) -> bool:
+    """Whether ``uri`` holds an ``{index}`` placeholder (``{index}``, ``{index:04}``, ``{index:04d}``)."""
+    return bool(_INDEX.search(uri))
+
+
+def replace_index(uri: str, text: str) -> str:
+    """``uri`` with every ``{index}`` placeholder, whatever its format, replaced by ``text``."""
+    return _INDEX.sub(lambda m: text, uri)
+
+
 def with_index(uri: str, index: Optional[int], what: str) -> str:
     """``uri`` with ``{index}`` / ``{index:04}`` filled in (an error when there is no index)."""
     if not _INDEX.search(uri):

@@ -7,7 +7,16 @@ outputs gathered and proven complete.
 - :mod:`.gatherjob` and :mod:`.proof`: the gather and its conservation proof;
 - :mod:`.status`: where a scatter stands, from its children's manifests.
 
-In Python::
+In Python, in one call (``genostage.scatter`` is also callable as a function)::
+
+    import genostage
+
+    manifest = genostage.scatter("bwa mem -t 2 {ref}/ref.fa {reads.1} {reads.2} | samtools sort -o {bam} -",
+                                 inputs={"reads": ["s3://b/S1_R1.fq.gz", "s3://b/S1_R2.fq.gz"]},
+                                 refs={"ref": "s3://b/refs/bwa/"}, outputs={"bam": "s3://b/aln/S1.bam"},
+                                 parts=8, gather={"bam": "merge"})
+
+or with the job spelled out (``from genostage.scatter import scatter`` for type checkers)::
 
     from genostage.job.spec import JobSpec
     from genostage.scatter import Scatter
@@ -24,15 +33,18 @@ import hashlib
 import json
 import logging
 import os
+import shutil
+import sys
 import tempfile
 import time
-from typing import Any, Dict, Mapping, Optional
+import types
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 from ..cancel import Cancel
 from ..config import TransferConfig
 from ..errors import FormatError, NotFound, UsageError
 from ..job.manifest import default_location
-from ..job.spec import JobSpec
+from ..job.spec import JobSpec, has_index, replace_index
 from ..location import parse
 from ..store import Stores
 from .cut import Cut, CutOptions, cut_input, read_sheet
@@ -66,6 +78,11 @@ def _suffix(uri: str) -> str:
             return suffix
     return os.path.splitext(name)[1]
 
+
+
+def _fill_placeholders(uri: str, text: str) -> str:
+    """``uri`` with its per-child placeholders (``{index}`` in any format, ``{id}``) as ``text``."""
+    return replace_index(uri, text).replace("{id}", text)
 
 class Scatter:
     """A scatter to plan and run (see the module docstring).
@@ -108,7 +125,7 @@ class Scatter:
             if name not in self.job.outputs:
                 raise UsageError(f"--gather {name}: no output named {name!r} (declare it with -o {name}=URI)")
         for name, uri in self.job.outputs.items():
-            if name not in self.gather and "{index}" not in uri and "{index:" not in uri and "{id}" not in uri:
+            if name not in self.gather and not has_index(uri) and "{id}" not in uri:
                 raise UsageError(f"output {name!r} is written by every child: give --gather {name}=RULE, or put "
                                  f"{{index}} (or {{id}} with --sheet) in its URI to keep one object per child")
         if self.sheet:
@@ -128,7 +145,7 @@ class Scatter:
         first = next((self.job.outputs[n] for n in self.gather), None) or next(iter(self.job.outputs.values()), None)
         if first is None:
             raise UsageError("a scatter needs an output (-o NAME=URI), or --work URI for its spec and parts")
-        return first.rstrip("/").replace("{index}", "").replace("{id}", "") + ".scatter/"
+        return _fill_placeholders(first.rstrip("/"), "all") + ".scatter/"
 
     def _request(self, split: str) -> str:
         """What the children do: the same request finds the same spec (a rerun resumes)."""
@@ -197,13 +214,12 @@ class Scatter:
         job.manifest = None
         ident = hashlib.sha1(f"{work}|{time.time()}".encode()).hexdigest()[:8]
         first = gathers[0].output if gathers else next(iter(self.job.outputs.values()))
-        stem = parse(first.replace("{index}", "").replace("{id}", "")).name or "scatter"
+        stem = parse(_fill_placeholders(first, "all")).name or "scatter"
         return ScatterSpec(id=f"{stem}-{ident}", children=cut.children, job=job, work=work, gather=gathers,
                            rows=cut.rows, ids=cut.ids, reads=cut.reads if not self.drops_reads else
                            {**cut.reads, "dropped": True}, conserve=not self.drops_reads, attempts=self.attempts,
                            allow_failed=self.allow_failed,
-                           manifest=self.manifest or default_location(first.replace("{index}", "all")
-                                                                      .replace("{id}", "all")),
+                           manifest=self.manifest or default_location(_fill_placeholders(first, "all")),
                            extra={"plan": cut.plan, "cut": cut.kind, "planning_bytes_read": cut.bytes_read,
                                   "transfer": {k: getattr(self.config, k) for k in TRANSFER_SETTINGS}})
 
@@ -238,10 +254,35 @@ def run_local(spec: ScatterSpec, stores: Stores, config: TransferConfig, jobs: O
             child_env["AWS_ENDPOINT_URL"] = config.endpoint_url
         executor = LocalExecutor(spec, jobs or default_jobs(), logs, cancel, env=child_env,
                                  show_progress=show_progress)
-        executor.run(todo)
+        outcomes = executor.run(todo)
+        if log_dir is None and not cancel.is_set() and all(o.status == "succeeded" for o in outcomes.values()):
+            shutil.rmtree(logs, ignore_errors=True)  # what each child did is in its manifest
+        else:
+            log.info("children's logs: %s", logs)
         cancel.check()
-        log.info("children's logs: %s", logs)
     return run_gather(spec, stores, config, show_progress=show_progress)
 
 
-__all__ = ["Scatter", "ScatterSpec", "load", "run_gather", "run_local", "scatter_state"]
+def scatter(command: "str | Sequence[str]", *, inputs: Optional[Mapping[str, Any]] = None,
+            refs: Optional[Mapping[str, str]] = None, outputs: Optional[Mapping[str, str]] = None,
+            shell: Optional[bool] = None, scratch: Optional[str] = None, **options: Any) -> Dict[str, Any]:
+    """Scatter ``command`` over the chunks of one input, run the children here, gather; returns
+    the final manifest. ``command``: a string runs with bash (``shell``), a list as argv; the
+    placeholders are ``genostage run``'s (``{NAME}``, ``{NAME.1}``/``{NAME.2}`` for a pair).
+    ``options`` are :class:`Scatter`'s (``parts``, ``gather``, ``jobs``, ``config``, ...)."""
+    argv = [command] if isinstance(command, str) else [str(a) for a in command]
+    job = JobSpec(command=argv, inputs=dict(inputs or {}), refs=dict(refs or {}), outputs=dict(outputs or {}),
+                  shell=isinstance(command, str) if shell is None else shell, scratch=scratch)
+    return Scatter(job, **options).run()
+
+
+class _CallableModule(types.ModuleType):
+    """``genostage.scatter(...)``: the package, callable as :func:`scatter`."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Dict[str, Any]:
+        return scatter(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
+
+__all__ = ["Scatter", "ScatterSpec", "load", "run_gather", "run_local", "scatter", "scatter_state"]

@@ -26,11 +26,20 @@ from .status import ChildState, scatter_state, summary
 log = logging.getLogger("genostage.scatter")
 
 
+# Children stopped because a sibling failed (interrupted) or never started are consequences:
+# the scatter names, and exits with, a child that failed of its own accord.
+_CONSEQUENCES = ("interrupted", "not run")
+
+
+def _cause_first(state: ChildState) -> "tuple[int, int]":
+    return (_CONSEQUENCES.index(state.status) + 1 if state.status in _CONSEQUENCES else 0, state.index)
+
+
 def _refuse_failures(spec: ScatterSpec, states: List[ChildState]) -> List[ChildState]:
     """The children that failed or never ran, unless ``allow_failed`` covers them."""
     bad = [s for s in states if not s.done]
     if len(bad) > spec.allow_failed:
-        first = bad[0]
+        first = min(bad, key=_cause_first)
         why = first.status if first.status != "succeeded" else "its outputs are gone"
         raise ChildrenFailed(f"{len(bad)} of {spec.children} children did not succeed (at most {spec.allow_failed} may; "
                              f"child {first.index}: {why}, exit status {first.exit_status}; "

@@ -67,11 +67,22 @@ def _outputs_present(stores: Stores, manifest: Dict[str, Any]) -> bool:
                 info = stores.for_location(loc).stat(loc, checksums=False)
             except NotFound:
                 return False
-            recorded = entry.get("destination_etag")
-            if info.size != entry.get("size") or (recorded and info.etag and
-                                                   info.etag.strip('"') != str(recorded).strip('"')):
+            if info.size != entry.get("size") or not _same_etag(info.etag, entry.get("destination_etag")):
                 return False
     return True
+
+
+def _same_etag(found: Optional[str], recorded: Optional[str]) -> bool:
+    """The ETag a store reports now against the one the child recorded when it published.
+    Compared only when both are of one form: a store may answer a multipart upload's completion
+    with the multipart ETag (``...-3``) and report the whole object's MD5 afterwards (rclone);
+    then the size is all that is compared."""
+    if not found or not recorded:
+        return True
+    a, b = found.strip('"'), str(recorded).strip('"')
+    if ("-" in a) != ("-" in b):
+        return True
+    return a == b
 
 
 def child_state(spec: ScatterSpec, index: int, stores: Stores, check_outputs: bool = True) -> ChildState:
