@@ -220,6 +220,7 @@ class FaultProxy:
 
         class Server(ThreadingHTTPServer):
             daemon_threads = True
+            request_queue_size = 256  # the default 5 drops SYNs of a burst of connections (a 1 s wait)
 
             def handle_error(self, request: object, client_address: object) -> None:
                 pass  # a client that went away mid-answer is what these tests are about
