@@ -130,3 +130,73 @@ def test_cp_from_a_failing_stdin_publishes_nothing(s3, s3_client, bucket):
     # the producer died mid-stream: cp saw a short stream and published it, or not; either way
     # no upload stays open
     assert s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+# -- a streamed FASTQ pair from a chunk plan (one thread cuts both mates) ------------------
+def _paired_plan(s3_client, bucket, tmp_path):  # type: ignore[no-untyped-def]
+    from .fastq_util import pair
+    from .test_fastq_plan import to_bgzf
+
+    r1, r2 = pair(60000, seed=7, min_len=50, max_len=150)  # ~13 MB a mate: a chunk > queue + pipe
+    for key, data in (("r1.fq.gz", r1), ("r2.fq.gz", r2)):
+        s3_client.put_object(Bucket=bucket, Key=key, Body=to_bgzf(data, 0))
+    r = run_cli(["plan", "fastq", f"s3://{bucket}/r1.fq.gz", f"s3://{bucket}/r2.fq.gz", "--parts", "2",
+                 "-o", f"s3://{bucket}/plan.json"])
+    assert r.returncode == 0, r.stderr
+    return f"reads=s3://{bucket}/plan.json#1"
+
+
+def _chunk_job(bucket, tmp_path, reads, name, stream, script):  # type: ignore[no-untyped-def]
+    r = run_cli(["run", "--scratch", str(tmp_path / "s"), "-i", reads, *(["--stream", "reads"] if stream else []),
+                 "-o", f"a=s3://{bucket}/{name}.1", "-o", f"b=s3://{bucket}/{name}.2", "--shell", "--", script],
+                timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert scratch_dirs(tmp_path / "s") == []
+
+
+@BOTH
+def test_a_streamed_pair_read_one_mate_after_the_other(s3, s3_client, bucket, tmp_path):
+    """``cat R1; cat R2``: the tool opens R2 only after R1's end, while one thread cuts both
+    mates in step. R2 waits in a spool file in scratch instead of both waiting for ever."""
+    reads = _paired_plan(s3_client, bucket, tmp_path)
+    script = "cat {reads.1} > {a}; cat {reads.2} > {b}"
+    _chunk_job(bucket, tmp_path, reads, "staged", False, script)
+    _chunk_job(bucket, tmp_path, reads, "streamed", True, script)
+    for mate in ("1", "2"):
+        assert get(s3_client, bucket, f"streamed.{mate}") == get(s3_client, bucket, f"staged.{mate}")
+    chunk = json.loads(get(s3_client, bucket, "streamed.1.manifest.json"))["inputs"][0]["chunk"]
+    assert chunk["records"] > 20000 and chunk["spooled"] > 0
+
+
+def test_a_streamed_pair_read_in_step_needs_no_spool(s3, s3_client, bucket, tmp_path):
+    """A reader that takes both mates in step (as ``bwa mem`` does) never makes R2 spill."""
+    reads = _paired_plan(s3_client, bucket, tmp_path)
+    reader = ("import sys\n"
+              "f1, f2, o1, o2 = (open(p, m) for p, m in zip(sys.argv[1:], ('rb', 'rb', 'wb', 'wb')))\n"
+              "while True:\n"
+              "    a, b = f1.read(65536), f2.read(65536)\n"
+              "    o1.write(a); o2.write(b)\n"
+              "    if not a and not b: break\n")
+    (tmp_path / "instep.py").write_text(reader)
+    script = f"{sys.executable} {tmp_path / 'instep.py'} {{reads.1}} {{reads.2}} {{a}} {{b}}"
+    _chunk_job(bucket, tmp_path, reads, "staged", False, script)
+    _chunk_job(bucket, tmp_path, reads, "streamed", True, script)
+    for mate in ("1", "2"):
+        assert get(s3_client, bucket, f"streamed.{mate}") == get(s3_client, bucket, f"staged.{mate}")
+    chunk = json.loads(get(s3_client, bucket, "streamed.1.manifest.json"))["inputs"][0]["chunk"]
+    assert chunk["spooled"] == 0
+
+
+def test_a_staged_output_failing_leaves_the_object_at_a_streamed_outputs_key(s3, s3_client, bucket, tmp_path):
+    """The streamed output is completed only after the staged ones are in: one that fails
+    leaves what was at the streamed output's key as it was."""
+    s3_client.put_object(Bucket=bucket, Key="y.bin", Body=b"old bytes")
+    (tmp_path / "not-a-dir").write_text("a file where the staged output's directory should be")
+    r = run_cli(["run", "--scratch", str(tmp_path / "s"), "--part-size", "5MiB",
+                 "--manifest", f"s3://{bucket}/m.json", "-o", f"y=s3://{bucket}/y.bin", "--stream", "y",
+                 "-o", f"z={tmp_path / 'not-a-dir' / 'z.txt'}", "--shell", "--",
+                 "head -c 12000000 /dev/urandom > {y}; echo z > {z}"], timeout=60)
+    assert r.returncode != 0, r.stderr
+    assert get(s3_client, bucket, "y.bin") == b"old bytes"
+    assert s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert not json.loads(get(s3_client, bucket, "m.json"))["outputs"][1].get("published")

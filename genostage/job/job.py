@@ -338,7 +338,7 @@ class Job:
 
     def _stream_failed(self, error: BaseException) -> None:
         """A stream failed while the tool ran (on the stream's thread): stop the tool."""
-        log.error("%s", error)
+        log.warning("stopping the tool: %s", error)
         self.stop(15, error)
 
     def output(self, uri: str, name: Optional[str] = None) -> Path:
@@ -414,21 +414,35 @@ class Job:
             collect_output(self.stores, out, str(self.path))
         self._busy = True
         try:
-            for stream in self.streamed_outputs:  # uploaded already: completed now, taken back below
-                stream.commit()
+            # the staged outputs first (all or none); the streamed ones, uploaded already, are
+            # completed only then, so that a staged output that fails leaves what was at their
+            # keys untouched; if one of them fails, everything published is taken back
             transfer_staged(self.transfer, [o for o in self.outputs if o.items], "stage out", together=True)
             for out in self.outputs:
                 out.published = True
+            for stream in self.streamed_outputs:
+                stream.commit()
             self.published = True
         except BaseException:
-            for stream in self.streamed_outputs:
-                if stream.published:
-                    self.stores.for_location(parse(stream.uri)).delete(parse(stream.uri))
-                    stream.published = False
+            self._take_back()
             raise
         finally:
             self._busy = False
             self.timings["stage_out"] += time.monotonic() - start
+
+    def _take_back(self) -> None:
+        """Remove what publishing put in place before it failed."""
+        published = [parse(s.uri) for s in self.streamed_outputs if s.published]
+        published += [dest for o in self.outputs if o.published for _, dest in o.items]
+        for dest in published:
+            try:
+                self.stores.for_location(dest).delete(dest)
+            except Exception as exc:  # never mask the error that made us take it back
+                log.error("could not remove %s, published before the job failed: %s", dest, exc)
+        for stream in self.streamed_outputs:
+            stream.published = False
+        for out in self.outputs:
+            out.published = False
 
     # -- manifest ------------------------------------------------------------
     def default_manifest_uri(self) -> Optional[str]:

@@ -26,15 +26,16 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, BinaryIO, Callable, Dict, List, Optional, cast
 
-from ..errors import NotFound
+from ..errors import GenostageError, NotFound
 from ..fsutil import os_error
 from ..location import Location
 from ..store import ObjectInfo, Stores
 from ..store.pipe import PipeStore, ReaderGone
 from ..transfer import Transfer, TransferResult
 from ..transfer.stream import StreamUpload
+from .spool import PipeWriter, pair
 
 log = logging.getLogger("genostage.job")
 
@@ -80,8 +81,11 @@ class StreamedInput:
             except ReaderGone as exc:
                 self.gone = exc
             except BaseException as exc:  # the job hears of it: the tool is stopped
+                # recorded even when the tool has exited meanwhile: a failed copy closes the pipe,
+                # the tool may read that as the end and exit 0 before we get here, and the job must
+                # still fail (it used to succeed, with the bad bytes the tool read)
+                self.error = exc
                 if not self._stop.is_set():
-                    self.error = exc
                     self.on_failure(exc)
         self._thread = threading.Thread(target=run, name=f"genostage-stream-{self.name}", daemon=True)
         self._thread.start()
@@ -134,26 +138,35 @@ def stream_chunk(stores: Stores, plan: Any, index: int) -> Callable[[StreamedInp
     from ..split.plan import write_chunk
 
     def work(s: StreamedInput) -> None:
-        handles = []
+        writers: List[PipeWriter] = []
         try:
             for path in s.paths:
-                fd = _open_writer(path, s._stop)
-                _widen(fd)
-                handles.append(os.fdopen(fd, "wb", buffering=1 << 20))
+                writers.append(PipeWriter(str(path), _fifo_opener(path, s._stop), str(path.parent / f".{path.name}.spool")))
+            if len(writers) == 2:
+                pair(*writers)
             try:
-                s.stats = dict(write_chunk(plan, index, handles[0], stores, handles[1] if len(handles) > 1 else None))
-            except BrokenPipeError:
+                outs = [cast(BinaryIO, w) for w in writers]  # write() is all a chunk writer uses
+                s.stats = dict(write_chunk(plan, index, outs[0], stores, outs[1] if len(outs) > 1 else None))
+                for w in writers:
+                    w.close()
+            except (BrokenPipeError, ReaderGone):
                 raise ReaderGone(str(s.paths[0]), 0) from None
+            s.stats["spooled"] = sum(w.spooled for w in writers)
         finally:
-            for fh in handles:
-                try:
-                    fh.close()
-                except OSError:
-                    pass
+            for w in writers:
+                w.abort()
     return work
 
 
-def _open_writer(path: Path, stop: threading.Event) -> int:
+def _fifo_opener(path: Path, stop: threading.Event) -> Callable[[threading.Event], int]:
+    def open_fifo(abort: threading.Event) -> int:
+        fd = _open_writer(path, stop, abort)
+        _widen(fd)
+        return fd
+    return open_fifo
+
+
+def _open_writer(path: Path, *stops: threading.Event) -> int:
     """The FIFO's write end, once the tool has opened its read end (polling, so that a tool
     that exits without opening it does not leave us waiting)."""
     while True:
@@ -162,7 +175,7 @@ def _open_writer(path: Path, stop: threading.Event) -> int:
         except OSError as exc:
             if exc.errno != errno.ENXIO:  # ENXIO: no reader yet
                 raise os_error(exc, str(path)) from None
-            if stop.is_set():
+            if any(stop.is_set() for stop in stops):
                 raise ReaderGone(str(path), 0)
             time.sleep(0.01)
             continue
@@ -183,6 +196,7 @@ class StreamedOutput:
         self.result: Optional[TransferResult] = None
         self.published = False
         self._thread: Optional[threading.Thread] = None
+        self._abandoned = threading.Event()  # the tool failed or the job stops: the upload ends unfinished
 
     def start(self) -> None:
         def run() -> None:
@@ -195,6 +209,8 @@ class StreamedOutput:
                 finally:
                     os.close(fd)
             except BaseException as exc:  # the job hears of it: the tool is stopped
+                if self._abandoned.is_set():
+                    return  # the job fails already, for its own reason: this one is only its echo
                 self.error = exc
                 self.on_failure(exc)
         self._thread = threading.Thread(target=run, name=f"genostage-stream-{self.name}", daemon=True)
@@ -203,6 +219,9 @@ class StreamedOutput:
     def finish(self, tool_ok: bool) -> None:
         """The tool has exited (its end of the pipe is closed): read what is left, then stop."""
         written = self.opened.is_set()
+        if not tool_ok:  # nothing will be published: parts still in flight are not waited for
+            self._abandoned.set()
+            self.upload.stop(GenostageError(f"output {self.name!r}: abandoned (the tool failed or the job stops)"))
         if not written:
             try:  # unblock the reader's open(): it then reads the end at once
                 os.close(os.open(self.path, os.O_WRONLY | os.O_NONBLOCK))

@@ -68,7 +68,7 @@ class PipeUpload(Upload):
             else:
                 self._pending[number] = (memoryview(data), done)
                 self._cond.notify_all()
-                return DONE
+                return _Waiting(self)
         done(err)
         return DONE
 
@@ -174,6 +174,18 @@ class PipeUpload(Upload):
             except OSError:
                 pass
             self._fd = -1
+
+
+class _Waiting(Pending):
+    """A part held until the parts before it are written. Cancelling it (the copy failed: an
+    earlier part will never come) stops the whole pipe: the parts held get the reason in their
+    ``done``, so the engine's batch can end (it waited for them for ever)."""
+
+    def __init__(self, upload: PipeUpload) -> None:
+        self._upload = upload
+
+    def cancel(self, reason: BaseException) -> None:
+        self._upload.stop(reason)
 
 
 class PipeStore(Store):

@@ -17,7 +17,7 @@ import logging
 import os
 import threading
 import time
-from typing import List, Optional
+from typing import Dict, List, Optional, Set
 
 from ..cancel import error_of
 from ..codec import checksum as ck
@@ -27,6 +27,7 @@ from ..fsutil import os_error
 from ..location import Location
 from ..progress import Progress
 from ..store import ObjectInfo, Stores, Upload
+from ..store.base import Pending
 from .copystate import ALWAYS
 from .result import TransferResult
 from .verify import read_back
@@ -52,7 +53,10 @@ class StreamUpload:
         self.started = time.monotonic()
         self._slots = threading.Semaphore(self.config.concurrency)
         self._errors: List[BaseException] = []
+        self._failed = threading.Event()  # a part failed: reading stops (the job's token is not ours to set)
         self._inflight = 0
+        self._calls: Dict[int, Pending] = {}  # part number -> its request in flight
+        self._ended: Set[int] = set()  # parts whose done() came (maybe before their request was noted)
         self._idle = threading.Condition()
         self.info: Optional[ObjectInfo] = None
 
@@ -89,8 +93,7 @@ class StreamUpload:
         chunks: List[bytes] = []
         got = 0
         while got < size:
-            if self.cancel.is_set():
-                raise error_of(self.cancel)
+            self._check()
             try:
                 piece = os.read(fd, min(size - got, 1 << 20))
             except OSError as exc:
@@ -101,26 +104,34 @@ class StreamUpload:
             got += len(piece)
         return b"".join(chunks)
 
+    def _check(self) -> None:
+        """Raise the first part's failure, or the stop of the caller's token."""
+        if self._failed.is_set():
+            raise self._errors[0]
+        if self.cancel.is_set():
+            raise error_of(self.cancel)
+
     def _send_part(self, number: int, data: bytes) -> None:
         crc = ck.crc(ALWAYS, data)
         self.crc = ck.combine(ALWAYS, self.crc, crc, len(data)) if number > 1 else crc
         offset = self.size
         self.size += len(data)
         while not self._slots.acquire(timeout=0.2):
-            if self.cancel.is_set():
-                raise error_of(self.cancel)
+            self._check()
         with self._idle:
             self._inflight += 1
 
         def done(err: Optional[BaseException]) -> None:
             if err is not None:
                 self._errors.append(err)
-                self.cancel.set()
+                self._failed.set()
             else:
                 self.progress.update(len(data))
             self._slots.release()
             with self._idle:
                 self._inflight -= 1
+                self._calls.pop(number, None)
+                self._ended.add(number)
                 self._idle.notify_all()
 
         assert self.upload is not None
@@ -132,12 +143,38 @@ class StreamUpload:
                 raise
             done(None)
             return
-        self.upload.write_part_async(number, offset, data, {ALWAYS: ck.to_wire(ALWAYS, crc)}, done)
+        call = self.upload.write_part_async(number, offset, data, {ALWAYS: ck.to_wire(ALWAYS, crc)}, done)
+        with self._idle:
+            if number not in self._ended:
+                self._calls[number] = call
 
     def _wait(self) -> None:
+        """Every part in flight answered; a stop (a failed part, the caller's token, :meth:`stop`)
+        cancels the ones still waiting for their answer, so that a stalled request never holds
+        the job up (the upload is aborted next)."""
         with self._idle:
             while self._inflight:
+                if self._failed.is_set() or self.cancel.is_set():
+                    reason = self._errors[0] if self._errors else error_of(self.cancel)
+                    calls = list(self._calls.values())
+                    self._idle.release()
+                    try:
+                        for call in calls:
+                            call.cancel(reason)
+                    finally:
+                        self._idle.acquire()
                 self._idle.wait(0.2)
+
+    def stop(self, reason: BaseException) -> None:
+        """End :meth:`send` wherever it is (the tool failed or the job stops): parts in flight
+        are cancelled; :meth:`abort` then leaves nothing."""
+        with self._idle:
+            if not self._errors:
+                self._errors.append(reason)
+            self._failed.set()
+            calls = list(self._calls.values())
+        for call in calls:
+            call.cancel(reason)
 
     @property
     def checksum(self) -> str:
