@@ -17,7 +17,8 @@ from typing import Optional
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """``max_attempts`` tries at most, within ``budget`` seconds from the first; delays of
+    """``max_attempts`` tries at most, within ``budget`` seconds from the first (but always a
+    second try: one that timed out after a read timeout as long as the budget); delays of
     ``base * 2**(n-1)`` seconds (n = tries so far), at most ``cap``, times a random factor
     in [0.5, 1) so that many clients do not come back in step."""
 
@@ -32,8 +33,8 @@ class RetryPolicy:
         if attempts >= self.max_attempts:
             return None
         wait = min(self.cap, self.base * 2 ** max(0, attempts - 1)) * (0.5 + random.random() / 2)
-        if elapsed + wait > self.budget:
-            return None
+        if elapsed + wait > self.budget and attempts > 1:  # a first try that took the whole budget
+            return None  # (a read timeout as long as the budget) still gets one more
         return wait
 
 

@@ -62,3 +62,18 @@ def _no_real_aws(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", os.environ.get("AWS_SECRET_ACCESS_KEY", "genostage-test-secret"))
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.delenv("AWS_PROFILE", raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _no_armed_exit() -> Iterator[None]:
+    """A test must not leave a split's stop watchdog armed: it would end pytest itself
+    (``os._exit(143)``) seconds later, in the middle of another test."""
+    import threading
+
+    yield
+    armed = [t for t in threading.enumerate()
+             if isinstance(t, threading.Timer) and not t.finished.is_set()
+             and getattr(getattr(t, "function", None), "__name__", "") == "_give_up"]
+    for timer in armed:
+        timer.cancel()
+    assert not armed, "a split's stop watchdog was left armed (call Stop.settled())"

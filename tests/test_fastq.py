@@ -529,18 +529,69 @@ def test_split_to_s3_uploads_the_chunks(s3, s3_client, bucket, tmp_path: Path, m
 
 def test_a_failed_upload_leaves_no_chunk_objects(s3, s3_client, bucket, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    from genostage import transfer
+    """One chunk's upload fails for good after others were put: no chunk object stays."""
     from genostage.errors import TransferFailed
+    from genostage.store.s3 import S3Store
 
     src = write(tmp_path / "r.fq", fastq(900, seed=68))
-    real = transfer.copy
+    real = S3Store.begin_upload
+    begun: List[str] = []
 
-    def half_then_fail(source, dest, stores=None, config=None):  # type: ignore[no-untyped-def]
-        names = sorted(os.listdir(source))
-        real(os.path.join(source, names[0]), dest + names[0], stores=stores)
-        raise TransferFailed("the network went away")
+    def fail_the_third(self, loc, *args, **kwargs):  # type: ignore[no-untyped-def]
+        begun.append(str(loc))
+        if len(begun) == 3:
+            raise TransferFailed("the network went away")
+        return real(self, loc, *args, **kwargs)
 
-    monkeypatch.setattr(transfer, "copy", half_then_fail)
+    monkeypatch.setattr(S3Store, "begin_upload", fail_the_third)
     with pytest.raises(TransferFailed):
-        F.split_fastq([src], f"s3://{bucket}/chunks/", parts=3)
+        F.split_fastq([src], f"s3://{bucket}/chunks/", parts=4, summary_path=str(tmp_path / "summary.json"))
+    assert len(begun) == 3
     assert s3_client.list_objects_v2(Bucket=bucket, Prefix="chunks/").get("Contents", []) == []
+    assert not (tmp_path / "summary.json").exists()
+
+
+def test_a_signal_inside_threading_is_raised_at_the_next_step(tmp_path: Path) -> None:
+    """A signal that comes while the main thread is inside the standard library's thread
+    bookkeeping (a pool starting its thread) is not raised there, which broke ``threading``
+    (KeyError in ``_limbo``: a traceback and exit 1 instead of 143, seen in CI); it is raised
+    at the sink's next step, and the files are removed at once all the same."""
+    import sys
+    import threading
+
+    from genostage.errors import Interrupted
+
+    ready, release = threading.Event(), threading.Event()
+    waiter = threading.Thread(target=lambda: (ready.set(), release.wait()))
+    waiter.start()
+    ready.wait()
+    inside_threading = sys._current_frames()[waiter.ident]  # Event.wait, in threading.py
+    try:
+        src = write(tmp_path / "r.fq", fastq(400, seed=64))
+        stop = F.Stop()
+        real_end = F.FileSink.end
+        steps: List[int] = []
+
+        def end_then_signal(self, stats):  # type: ignore[no-untyped-def]
+            real_end(self, stats)
+            steps.append(stats.index)
+            if stats.index == 1:
+                stop.signal(15, inside_threading)  # returns: the raise waits for the next step
+                assert stop.pending and list((tmp_path / "out").iterdir()) == []
+
+        F.FileSink.end = end_then_signal  # type: ignore[method-assign]
+        try:
+            with pytest.raises(Interrupted):
+                F.split_fastq([src], str(tmp_path / "out"), records=100, compress="gzip", stop=stop)
+        finally:
+            F.FileSink.end = real_end  # type: ignore[method-assign]
+        assert steps == [0, 1] and list((tmp_path / "out").iterdir()) == []
+        elsewhere = F.Stop()
+        with pytest.raises(Interrupted):
+            elsewhere.signal(15, sys._getframe())  # anywhere else: raised at once
+        assert elsewhere.watchdog is not None
+        elsewhere.settled()  # as split_fastq does when it unwinds; else the watchdog ends pytest in 10 s
+        assert elsewhere.watchdog.finished.is_set()
+    finally:
+        release.set()
+        waiter.join()

@@ -23,9 +23,11 @@ and peak RSS come from ``wait4``.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import os
 import re
+import select
 import shlex
 import signal
 import subprocess
@@ -33,7 +35,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import IO, Any, Deque, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import IO, Any, Callable, Deque, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from ..errors import UsageError
 
@@ -242,13 +244,18 @@ class Tool:
                           list(pumps[0].tail))
 
     def _wait(self):  # type: ignore[no-untyped-def]
+        """Reap the tool, waking every WAKE seconds: a signal the kernel hands to another
+        thread interrupts no system call of the main thread, and Python runs its handler only
+        when the main thread runs again (a plain ``wait4`` then waited for the tool forever,
+        the SIGTERM unseen: 1 run in ~10 of a chaos case)."""
         assert self.proc is not None
-        while True:
-            try:
-                _pid, status, usage = os.wait4(self.proc.pid, 0)
-                break
-            except InterruptedError:  # pragma: no cover - PEP 475 retries for us
-                continue
+        pid = self.proc.pid
+        with _exit_watch(pid) as ended:
+            while True:
+                got, status, usage = os.wait4(pid, os.WNOHANG)
+                if got == pid:
+                    break
+                ended(WAKE)
         self.proc.returncode = os.waitstatus_to_exitcode(status)  # Popen must not wait again
         return status, usage
 
@@ -287,6 +294,28 @@ class Tool:
         killer.start()
         with self._lock:
             self._killers.append(killer)
+
+
+WAKE = 0.2  # seconds: how soon a signal's handler runs while the main thread waits for the tool
+
+
+@contextlib.contextmanager
+def _exit_watch(pid: int) -> "Iterator[Callable[[float], None]]":
+    """A wait of at most N seconds for ``pid`` to exit: on its pidfd (woken at the exit), or
+    a sleep where there is none."""
+    try:
+        fd = os.pidfd_open(pid)
+    except (AttributeError, OSError):  # an old kernel, or not Linux
+        yield time.sleep
+        return
+
+    def ended(timeout: float) -> None:
+        select.select([fd], [], [], timeout)
+
+    try:
+        yield ended
+    finally:
+        os.close(fd)
 
 
 def _killpg(pgid: int, sig: int) -> None:

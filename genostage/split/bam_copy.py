@@ -185,11 +185,7 @@ def _copy_records_local(writer: BgzfWriter, out: BinaryIO, out_fd: int, start_v:
     stats = {"blocks_copied": 0, "blocks_reencoded": 0}
 
     def edge_data(data: bytes) -> None:
-        writer.write(data)
-        writer.flush()
-        stats["blocks_reencoded"] += 1
-        if check is not None:
-            check.data(data)
+        _write_edge(writer, data, stats, check)
 
     raw_start = sc
     if su or sc == ec:
@@ -206,6 +202,15 @@ def _copy_records_local(writer: BgzfWriter, out: BinaryIO, out_fd: int, start_v:
             raise src.error("virtual offset beyond its block's data", offset=end_v)
         edge_data(data[:eu])
     return stats
+
+
+def _write_edge(writer: BgzfWriter, data: bytes, stats: Dict[str, int], check: Optional[BlockCheck]) -> None:
+    """Records of an edge block (inflated, cut at a record boundary) written as a block of their own."""
+    writer.write(data)
+    writer.flush()
+    stats["blocks_reencoded"] += 1
+    if check is not None:
+        check.data(data)
 
 
 def copy_records(writer: BgzfWriter, pieces_iter: Iterator[bytes], start_v: int, end_v: int,
@@ -250,11 +255,7 @@ def _copy_records(writer: BgzfWriter, pieces_iter: Iterator[bytes], start_v: int
     pieces = _Pieces(pieces_iter, sc)
 
     def edge_data(data: bytes) -> None:
-        writer.write(data)
-        writer.flush()
-        stats["blocks_reencoded"] += 1
-        if check is not None:
-            check.data(data)
+        _write_edge(writer, data, stats, check)
 
     if sc == ec:
         data = inflate_at(_take_block(pieces, src), 0, src, sc)

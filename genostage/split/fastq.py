@@ -325,6 +325,8 @@ class _OpenChunk:
 def _output_errors(method: Callable[..., Any]) -> Callable[..., Any]:
     """OSErrors of writing chunks as genostage errors (ENOSPC: InsufficientSpace, exit 7)."""
     def wrapped(self: "FileSink", *args: Any) -> Any:
+        if self.checkpoint is not None:
+            self.checkpoint()
         try:
             return method(self, *args)
         except OSError as exc:
@@ -361,6 +363,7 @@ class FileSink(Sink):
         # every path this run may have created, registered *before* it is created: whatever
         # stops the run (an error, or a signal between any two steps) removes exactly these
         self.paths: List[str] = []
+        self.checkpoint: Optional[Callable[[], None]] = None  # called before each step (Stop.check)
 
     def name(self, index: int, mate: int) -> str:
         tag = f".R{mate + 1}" if self.mates == 2 else ""
@@ -958,6 +961,7 @@ class Stop:
         self.signum: Optional[int] = None
         self.grace = grace
         self.watchdog: Optional[threading.Timer] = None
+        self.pending = False
 
     def signal(self, signum: int, frame: Any = None) -> None:
         if self.signum is not None or self.done:
@@ -970,7 +974,16 @@ class Stop:
         self.watchdog = threading.Timer(self.grace, self._give_up, (signum, sink))
         self.watchdog.daemon = True
         self.watchdog.start()
+        if _fragile(frame):
+            self.pending = True  # raised at the sink's next step (check), not inside threading
+            return
         raise Interrupted(signum)
+
+    def check(self) -> None:
+        """Raise the Interrupted a signal left pending (see :func:`_fragile`)."""
+        if self.pending and self.signum is not None:
+            self.pending = False
+            raise Interrupted(self.signum)
 
     def settled(self) -> None:
         """The split has unwound (its clean-up is done): the watchdog is not needed any more."""
@@ -983,6 +996,20 @@ class Stop:
         sys.stderr.write(f"genostage: interrupted by signal {signum} (stopped waiting after {self.grace:.0f} s)\n")
         sys.stderr.flush()
         os._exit(128 + signum)
+
+
+_FRAGILE = (os.sep + "threading.py", os.sep + "concurrent" + os.sep, os.sep + "queue.py")
+
+
+def _fragile(frame: Any, depth: int = 8) -> bool:
+    """The signal came while the main thread ran the standard library's thread bookkeeping
+    (starting a pool's thread, a queue's locks): an exception raised there leaves it broken
+    (``KeyError`` in ``threading._limbo``, a traceback instead of exit 143)."""
+    while frame is not None and depth > 0:
+        if frame.f_code.co_filename.endswith(_FRAGILE[0]) or any(f in frame.f_code.co_filename for f in _FRAGILE[1:]):
+            return True
+        frame, depth = frame.f_back, depth - 1
+    return False
 
 
 def check_rule(parts: Optional[int], records: Optional[int], bases: Optional[int], nbytes: Optional[int]) -> None:
@@ -1024,8 +1051,12 @@ def split_fastq(inputs: List[str], out_dir: str, *, parts: Optional[int] = None,
         if parse(out_dir).is_s3:
             return _split_to_store(splitter, out_dir, compress, level, threads, prefix, summary_path, stop)
         summary = _split_to_dir(splitter, out_dir, compress, level, threads, prefix, summary_path, stop)
-    except BaseException:
+    except BaseException as exc:
         stop.settled()
+        if stop.signum is not None and not isinstance(exc, Interrupted):
+            # the signal came first (its handler removed the files under the split's feet,
+            # or it was left pending): that is how the split ended
+            raise Interrupted(stop.signum) from None
         raise
     stop.done = True
     return summary
@@ -1041,12 +1072,14 @@ def _split_to_dir(splitter: "Splitter", out_dir: str, compress: str, level: int,
     sink = FileSink(out_dir, prefix or default_prefix(inputs[0], len(inputs) == 2), len(inputs), compress,
                     level, threads, width)
     stop.sink = sink
+    sink.checkpoint = stop.check
     try:
         summary = splitter.run(sink)
         summary.compress = compress
         if summary_path:
             _write_summary(sink, summary, summary_path)
         sink.shutdown()
+        stop.check()  # a signal left pending during the last steps: the files are gone already
     except BaseException:
         sink.abort()  # shuts the pools down too
         raise
@@ -1076,17 +1109,21 @@ def _split_to_store(splitter: "Splitter", out_uri: str, compress: str, level: in
     import shutil
     import tempfile
 
-    from ..transfer import copy
+    from ..cancel import stop_on_signals
+    from ..transfer import Transfer, expand_lazily
 
     dest = parse(out_uri).as_prefix()
     stores = splitter.stores
     local = tempfile.mkdtemp(prefix="genostage-split-")
     try:
         summary = _split_to_dir(splitter, local, compress, level, threads, prefix, None, stop)
-        stop.sink = None  # from now on a signal interrupts the upload, which cleans up after itself
+        stop.sink = None
         names = [os.path.basename(f) for c in summary.chunks for f in c.files]
         try:
-            copy(local + "/", str(dest), stores=stores)
+            # from now on a signal stops the upload (parts cancelled, uploads aborted; all or none)
+            with stop_on_signals() as cancel:
+                items = expand_lazily(stores, parse(local + "/"), dest)
+                Transfer(stores, stores.config, cancel=cancel).copy_all(items, f"upload {dest}", together=True)
             for c in summary.chunks:
                 c.files = [str(dest.child(os.path.basename(f))) for f in c.files]
             if summary_path:

@@ -43,6 +43,7 @@ BGZF sources give BGZF.
 """
 from __future__ import annotations
 
+import logging
 from typing import Any, BinaryIO, Dict, Iterator, List, Optional, Tuple
 
 from . import _fastq
@@ -53,6 +54,8 @@ from ..location import Location, parse
 from ..store import ObjectInfo, Store, Stores
 from .fastq import Input, MESSAGES, Sink, Splitter, balanced
 from .plan import Plan, check_unchanged, source_entry
+
+log = logging.getLogger("genostage.split")
 
 READ_BUDGET = 1 << 20  # per part
 WINDOW = 64 << 10
@@ -354,7 +357,6 @@ def _chunk_pieces(s: _Source, start: List[int], end: List[int]) -> Iterator[C.Pi
     stop = min(s.size, c1 + (bgzf.MAX_BLOCK_SIZE if u1 else 0))
     if stop <= c0:
         return
-    buf = b""
     cpos = c0
     group: List[Tuple[bytes, int]] = []
     datas: List[bytes] = []
@@ -367,7 +369,57 @@ def _chunk_pieces(s: _Source, start: List[int], end: List[int]) -> Iterator[C.Pi
         group, datas = [], []
         gstart = cpos
 
-    for data in s.store.iter_range(s.loc, c0, stop - c0, etag=s.info.etag, chunk=1 << 20):
+    for at, raw, block in _checked_blocks(s, c0, stop):
+        size = len(raw)
+        first, last = at == c0, at == c1
+        if at > c1 or (last and u1 == 0):
+            return
+        if first or last:
+            yield from flush()
+            lo = u0 if first else 0
+            hi = u1 if last else len(block)
+            cpos = at + size
+            if hi > lo:
+                yield C.Piece(block[lo:hi], at, cpos)
+            gstart = cpos
+            if last:
+                return
+            continue
+        group.append((raw, len(block)))
+        datas.append(block)
+        cpos = at + size
+        if len(group) >= C.BGZF_GROUP:
+            yield from flush()
+    yield from flush()
+    if cpos < c1 or (u1 and cpos <= c1):
+        raise FormatError("truncated BGZF stream inside the chunk", path=str(s.loc), fmt="FASTQ", offset=cpos)
+
+
+def _checked_blocks(s: _Source, start: int, stop: int) -> Iterator[Tuple[int, bytes, bytes]]:
+    """(offset, raw block, its data) of each whole BGZF block in ``[start, stop)``, checked.
+
+    A block that fails its check (CRC32, size, header) is read again once, with a fresh ranged
+    GET from that block on: bytes corrupted in flight are cured so, and only a block that is
+    bad in the file itself (the same error twice in a row) raises its FormatError."""
+    at, again_at = start, -1
+    while True:
+        try:
+            for at, raw, block in _read_blocks(s, at, stop):
+                yield at, raw, block
+                at += len(raw)
+            return
+        except FormatError as exc:
+            if at == again_at:
+                raise
+            again_at = at
+            log.warning("%s: %s; reading it again from offset %d", s.loc, exc, at)
+
+
+def _read_blocks(s: _Source, start: int, stop: int) -> Iterator[Tuple[int, bytes, bytes]]:
+    """The whole BGZF blocks of one ranged GET of ``[start, stop)``, inflated (CRC32 checked)."""
+    buf = b""
+    at = start
+    for data in s.store.iter_range(s.loc, start, stop - start, etag=s.info.etag, chunk=1 << 20):
         s.bytes_read += len(data)
         buf += data
         while len(buf) >= bgzf.HEADER_SIZE:
@@ -375,29 +427,8 @@ def _chunk_pieces(s: _Source, start: List[int], end: List[int]) -> Iterator[C.Pi
             if len(buf) < size:
                 break
             raw, buf = buf[:size], buf[size:]
-            first, last = cpos == c0, cpos == c1
-            if cpos > c1 or (last and u1 == 0):
-                return
-            block = bgzf.inflate_block(raw, str(s.loc), cpos, "FASTQ")
-            if first or last:
-                yield from flush()
-                lo = u0 if first else 0
-                hi = u1 if last else len(block)
-                cpos += size
-                if hi > lo:
-                    yield C.Piece(block[lo:hi], cpos - size, cpos)
-                gstart = cpos
-                if last:
-                    return
-                continue
-            group.append((raw, len(block)))
-            datas.append(block)
-            cpos += size
-            if len(group) >= C.BGZF_GROUP:
-                yield from flush()
-    yield from flush()
-    if cpos < c1 or (u1 and cpos <= c1):
-        raise FormatError("truncated BGZF stream inside the chunk", path=str(s.loc), fmt="FASTQ", offset=cpos)
+            yield at, raw, bgzf.inflate_block(raw, str(s.loc), at, "FASTQ")
+            at += size
 
 
 class _StreamSink(Sink):

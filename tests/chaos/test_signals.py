@@ -420,3 +420,23 @@ def test_signal_at_random_moments_of_a_local_split(tmp_path, chaos):
             r = child.finish(30)
         seen.add(_split_outcome(r, out, signal.SIGTERM, 8))
     assert seen, "no outcome"
+
+
+@pytest.mark.parametrize("lab", ["moto"], indirect=True)
+@SIGNALS
+@finding("SIGTERM while `split fastq -O s3://...` uploads its chunks was deferred (the main thread waits "
+         "inside concurrent.futures) and never raised: the upload went on until the 10 s watchdog ended "
+         "the process, leaving the chunks already put on the server [found by the chaos suite]")
+def test_signal_while_split_chunks_are_uploaded(lab, sig, chaos):
+    chaos.tried("signal", f"split fastq to s3://, SIG{signal.Signals(sig).name[3:]} while a chunk's PUT is stalled")
+    src = lab.tmp / "r.fq"
+    src.write_bytes(fastq(20000, seed=5, max_len=150))
+    hold(lab, op="PutObject", nth=[3])
+    with Child(["split", "fastq", str(src), "-O", lab.uri("su/chunks/"), "--records", "2000", "--compress", "gzip",
+                "--concurrency", "2"], lab.env) as child:
+        wait_held(lab, child)
+        child.signal(sig)
+        r = child.finish(8)
+    interrupted(r, sig)
+    assert lab.keys("su/") == []
+    lab.assert_clean()
