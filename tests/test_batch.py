@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import boto3
 import pytest
@@ -347,20 +347,29 @@ def _definition(tool: str, vcpus: int = 2, memory: int = 2048) -> Dict[str, Any]
 
 def _aligned(pipeline: Dict[str, Any]) -> Path:
     """The bwa job (run once per module): its published BAM and index, downloaded."""
-    out = pipeline["tmp"] / "aligned"
-    if not out.exists():
-        b = pipeline["bucket"]
-        proc = run_as_batch(_definition("bwa", vcpus=2, memory=1024), {
-            "reference": f"reference=s3://{b}/refs/tiny/", "fasta": "tiny.fa", "sample": "S1",
-            "reads1": f"reads1=s3://{b}/reads/r1.fq.gz", "reads2": f"reads2=s3://{b}/reads/r2.fq.gz",
-            "bam": f"bam=s3://{b}/aln/S1.bam", "bai": f"bai=s3://{b}/aln/S1.bam.bai"},
-            pipeline["tmp"] / "host-bwa", pipeline["s3"])
-        assert proc.returncode == 0, proc.stderr[-3000:]
+    b = pipeline["bucket"]
+    out, proc = _published(pipeline, "aligned", "bwa", _definition("bwa", vcpus=2, memory=1024), {
+        "reference": f"reference=s3://{b}/refs/tiny/", "fasta": "tiny.fa", "sample": "S1",
+        "reads1": f"reads1=s3://{b}/reads/r1.fq.gz", "reads2": f"reads2=s3://{b}/reads/r2.fq.gz",
+        "bam": f"bam=s3://{b}/aln/S1.bam", "bai": f"bai=s3://{b}/aln/S1.bam.bai"}, ["aln/S1.bam", "aln/S1.bam.bai"])
+    if proc is not None:
         pipeline["bwa_log"] = proc.stderr
-        out.mkdir()
-        for name in ("S1.bam", "S1.bam.bai"):
-            pipeline["client"].download_file(b, f"aln/{name}", str(out / name))
     return out
+
+
+def _published(pipeline: Dict[str, Any], name: str, tool: str, definition: Dict[str, Any], params: Dict[str, str],
+               keys: List[str]) -> "Tuple[Path, Optional[subprocess.CompletedProcess[str]]]":
+    """Run ``tool``'s job definition once for the module, as Batch would, and download the
+    objects it published (``keys``) into ``tmp/name``; the run's process, None when cached."""
+    out = pipeline["tmp"] / name
+    if out.exists():
+        return out, None
+    proc = run_as_batch(definition, params, pipeline["tmp"] / f"host-{tool}", pipeline["s3"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out.mkdir()
+    for key in keys:
+        pipeline["client"].download_file(pipeline["bucket"], key, str(out / key.rsplit("/", 1)[-1]))
+    return out, proc
 
 
 def test_bwa_template_publishes_a_sorted_indexed_bam(pipeline: Dict[str, Any]) -> None:
@@ -398,18 +407,12 @@ def test_samtools_template_matches_samtools_stats(pipeline: Dict[str, Any]) -> N
 
 
 def _called(pipeline: Dict[str, Any]) -> Path:
-    out = pipeline["tmp"] / "called"
-    if not out.exists():
-        _aligned(pipeline)
-        b = pipeline["bucket"]
-        proc = run_as_batch(_definition("bcftools"), {
-            "reference": f"reference=s3://{b}/refs/tiny/", "fasta": "tiny.fa", "bam": f"bam=s3://{b}/aln/S1.bam",
-            "vcf": f"vcf=s3://{b}/calls/S1.vcf.gz", "tbi": f"tbi=s3://{b}/calls/S1.vcf.gz.tbi"},
-            pipeline["tmp"] / "host-bcftools", pipeline["s3"])
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        out.mkdir()
-        for name in ("S1.vcf.gz", "S1.vcf.gz.tbi"):
-            pipeline["client"].download_file(b, f"calls/{name}", str(out / name))
+    _aligned(pipeline)
+    b = pipeline["bucket"]
+    out, _proc = _published(pipeline, "called", "bcftools", _definition("bcftools"), {
+        "reference": f"reference=s3://{b}/refs/tiny/", "fasta": "tiny.fa", "bam": f"bam=s3://{b}/aln/S1.bam",
+        "vcf": f"vcf=s3://{b}/calls/S1.vcf.gz", "tbi": f"tbi=s3://{b}/calls/S1.vcf.gz.tbi"},
+        ["calls/S1.vcf.gz", "calls/S1.vcf.gz.tbi"])
     return out
 
 

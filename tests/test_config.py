@@ -60,7 +60,8 @@ def test_one_retry_policy_from_the_settings():
     policy = TransferConfig(max_attempts=3, retry_budget=2.0).retry_policy()
     assert (policy.max_attempts, policy.budget) == (3, 2.0)
     assert policy.delay(3, 0.0) is None  # three tries: no fourth
-    assert policy.delay(1, 1.99) is None  # the next wait would end past the budget
+    assert policy.delay(2, 1.99) is None  # the next wait would end past the budget
+    assert policy.delay(1, 1.99) is not None  # but a first try that took the budget gets a second
     assert 0.05 <= (policy.delay(1, 0.0) or 0) < 0.1
 
 

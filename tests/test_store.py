@@ -74,3 +74,41 @@ def test_read_whole_small_objects_and_files(stores, bucket, tmp_path):
         stores.read_whole(f"s3://{bucket}/gone.json", "plan")
     with pytest.raises(NotFound, match="^sample sheet .*/nope.tsv does not exist$"):
         stores.read_whole(str(tmp_path / "nope.tsv"), "sample sheet")
+
+
+class _Part(bytearray):
+    """A part's bytes that a weak reference can watch."""
+
+
+@BOTH
+@pytest.mark.parametrize("parts", [1, 2], ids=["put", "multipart"])
+def test_a_sent_part_is_freed_without_the_cyclic_collector(stores, bucket, parts):
+    """Once a part's answer is in, nothing keeps its bytes: freed by reference counting alone
+    (was: the resend callbacks formed a cycle holding the part and the caller's callback until
+    the cyclic collector ran, ~30 parts of 16 MiB of a 2 GiB upload, 1.1 GB of RSS)."""
+    import gc
+    import threading
+    import weakref
+
+    store = stores.for_location(parse(f"s3://{bucket}/x"))
+    data = _Part(b"p" * (5 << 20))
+    watch = weakref.ref(data)
+    ended = threading.Event()
+    outcome = []
+
+    def done(err, held=data):  # as the engine's callback may: it refers to the part
+        outcome.append(err)
+        ended.set()
+
+    gc.disable()
+    try:
+        up = store.begin_upload(parse(f"s3://{bucket}/freed.bin"), len(data) * parts, parts=parts)
+        up.write_part_async(1, 0, data, {}, done)
+        assert ended.wait(30) and outcome == [None]
+        del data, done
+        store.put_bytes(parse(f"s3://{bucket}/next.txt"), b"next")  # the wire's loop lets go of its last request
+        assert watch() is None, "the sent part is still held"
+    finally:
+        gc.enable()
+    if parts > 1:
+        up.abort()

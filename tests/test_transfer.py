@@ -296,3 +296,14 @@ def test_multipart_etag_checked_with_larger_aligned_requests(s3, s3_client, buck
     res = Transfer(stores, cfg, show_progress=False).copy(info, parse(str(tmp_path / "p.bin")))
     assert (tmp_path / "p.bin").read_bytes() == data
     assert res.verified == "etag" and res.parts == 2 and res.checksums["etag"] == info.etag
+
+
+def test_part_layout_ramps_up_for_a_pipe_and_covers_the_object():
+    from genostage.transfer.copystate import part_layout
+
+    M = 1 << 20
+    assert part_layout(10 * M, 4 * M) == [(0, 4 * M), (4 * M, 4 * M), (8 * M, 2 * M)]
+    ramp = part_layout(40 * M + 5, 16 * M, 1 * M)
+    assert [n for _, n in ramp] == [M, 2 * M, 4 * M, 8 * M, 16 * M, 9 * M + 5]
+    assert all(a + n == b for (a, n), (b, _) in zip(ramp, ramp[1:])) and sum(n for _, n in ramp) == 40 * M + 5
+    assert part_layout(0, 16 * M, M) == []

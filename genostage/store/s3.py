@@ -211,14 +211,27 @@ def _region(config: TransferConfig, client: Any) -> str:
 
 
 class _Call(Pending):
-    """A request in flight (the latest, when it is sent again), as the protocol's :class:`Pending`."""
+    """A request in flight (the latest, when it is sent again), as the protocol's :class:`Pending`;
+    ``body``: the bytes it sends (again, if need be)."""
 
-    def __init__(self, wire: Wire, call: Optional[Call] = None) -> None:
-        self._wire, self.call = wire, call
+    def __init__(self, wire: Wire, call: Optional[Call] = None, body: "Optional[bytes | memoryview]" = None,
+                 done: Optional[Done] = None) -> None:
+        self._wire, self.call, self.body, self._done = wire, call, body, done
 
     def cancel(self, reason: BaseException) -> None:
         if self.call is not None:
             self._wire.cancel(self.call, reason)
+
+    def end(self, err: Optional[BaseException]) -> None:
+        """The outcome is final: let go of the request, its body and the caller's callback,
+        then report it. (The callbacks that may send a body again refer to each other, a cycle
+        that only the cyclic garbage collector frees: holding the body, or the caller's callback
+        with its part, there kept ~30-45 parts of 16 MiB of a 2 GiB upload alive, 1.1 GB of RSS
+        where 0.3 GB do.)"""
+        done, self._done = self._done, None
+        self.call = self.body = None
+        if done is not None:  # reported once
+            done(err)
 
 
 def _proves(etag: Optional[str], md5_hex: str, sse: Optional[str]) -> Optional[bool]:
@@ -250,7 +263,7 @@ class S3PutUpload(Upload):
         self._md5 = checksums.get("md5") or hashlib.md5(data).hexdigest()
         sums = {k: v for k, v in checksums.items() if k in WIRE}
         what = str(self._loc)
-
+        size = len(data)
         refusals = [0]
 
         def finished(resp: Optional[Response], err: Optional[BaseException]) -> None:
@@ -263,15 +276,15 @@ class S3PutUpload(Upload):
                     store.refused()
                     send(False)
                     return
-                done(translate(err, what))
+                handle.end(translate(err, what))
                 return
             assert resp is not None
-            store.counters.add(requests=1, written=len(data))
+            store.counters.add(requests=1, written=size)
             self._info = store.info_from(self._loc, _fields_from_headers(resp.headers), "")
-            self._info.size = len(data)
-            done(None)
+            self._info.size = size
+            handle.end(None)
 
-        handle = _Call(store.wire)
+        handle = _Call(store.wire, body=data, done=done)
 
         def send(with_sums: bool) -> None:
             headers = store.write_headers()
@@ -280,8 +293,8 @@ class S3PutUpload(Upload):
                 headers.update({f"x-amz-checksum-{name}": value for name, value in sums.items()})
                 # what SDKs send beside the value (some servers, moto among them, store it only then)
                 headers["x-amz-sdk-checksum-algorithm"] = WIRE[next(iter(sums))]
-            handle.call = store.wire.submit(Call("PUT", self._loc.bucket, self._loc.key, headers=headers, body=data,
-                                                 on_done=finished))
+            handle.call = store.wire.submit(Call("PUT", self._loc.bucket, self._loc.key, headers=headers,
+                                                 body=handle.body, on_done=finished))
 
         send(store.full_object_ok is not False)
         return handle
@@ -327,14 +340,15 @@ class S3Upload(Upload):
         what = f"{self._loc} (part {number})"
         retry = store.config.retry_policy()
         tries = [0]
+        size = len(data)
 
         def finished(resp: Optional[Response], err: Optional[BaseException]) -> None:
             if err is not None:
                 if isinstance(err, WireError) and err.code == "NoSuchUpload":
                     # some stores (rclone) drop the whole upload when a part arrives corrupted
-                    done(UploadLost(f"{self._loc}: the store dropped the multipart upload (part {number})"))
+                    handle.end(UploadLost(f"{self._loc}: the store dropped the multipart upload (part {number})"))
                     return
-                done(translate(err, what))
+                handle.end(translate(err, what))
                 return
             assert resp is not None
             etag = resp.headers.get("etag", "")
@@ -348,19 +362,19 @@ class S3Upload(Upload):
                                 what, _etag(etag), md5)
                     send()
                     return
-                done(ChecksumMismatch(what, "md5 (part ETag)", md5, str(_etag(etag))))
+                handle.end(ChecksumMismatch(what, "md5 (part ETag)", md5, str(_etag(etag))))
                 return
-            store.counters.add(requests=1, written=len(data))
+            store.counters.add(requests=1, written=size)
             with self._lock:
                 self._parts[number] = etag
-                self._sizes[number] = len(data)
+                self._sizes[number] = size
                 self._md5s[number] = md5
-            done(None)
+            handle.end(None)
 
-        handle = _Call(store.wire)
+        handle = _Call(store.wire, body=data, done=done)
 
         def send() -> None:
-            handle.call = store.wire.submit(Call("PUT", self._loc.bucket, self._loc.key, body=data,
+            handle.call = store.wire.submit(Call("PUT", self._loc.bucket, self._loc.key, body=handle.body,
                                                  query={"partNumber": str(number), "uploadId": self.upload_id},
                                                  headers=headers, on_done=finished))
 

@@ -64,6 +64,7 @@ CORRUPT_BODY = {"BadDigest", "XAmzContentChecksumMismatch", "InvalidChunkSizeErr
 RECV_SIZE = 256 * 1024
 IDLE_EXIT = 5.0  # seconds without work before the loop thread stops
 MAX_HEAD = 64 * 1024
+_NOTHING = memoryview(b"")  # what a connection sends when it has nothing to send
 
 
 class WireError(Exception):
@@ -658,6 +659,7 @@ class Wire:
     def _send(self, conn: _Conn) -> None:
         while True:
             if not conn.out:
+                conn.out = _NOTHING  # an empty slice of the body still holds all of it (an idle connection would)
                 if conn.pending_body is None:
                     conn.state = "head"
                     if conn.call is not None:

@@ -37,14 +37,35 @@ from .s3server import LocalS3, wait_http, free_port
 _PIECE = 1 << 20
 
 
-class CountingApp:
+class _Tally:
+    """Bytes served per path and requests counted, under one lock."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.served: "Counter[str]" = Counter()  # object GET bytes per path
+        self.requests: "Counter[str]" = Counter()
+
+    def bytes_under(self, prefix: str) -> int:
+        """Object bytes served for paths starting with ``prefix`` (e.g. ``/bucket/refs/``)."""
+        with self.lock:
+            return sum(n for p, n in self.served.items() if p.startswith(prefix))
+
+    def reset(self) -> None:
+        with self.lock:
+            self.served.clear()
+            self.requests.clear()
+            self._reset_more()
+
+    def _reset_more(self) -> None:
+        """What a subclass counts besides (called under the lock)."""
+
+
+class CountingApp(_Tally):
     """WSGI middleware: counts response bytes of GET requests per path."""
 
     def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+        super().__init__()
         self.app = app
-        self.lock = threading.Lock()
-        self.served: "Counter[str]" = Counter()
-        self.requests: "Counter[str]" = Counter()
         self.delay = 0.0
         self.delay_from = 0  # only bytes at or beyond this offset of an object are delayed
         self.rate = 0.0
@@ -89,16 +110,6 @@ class CountingApp:
             close = getattr(body, "close", None)
             if close is not None:
                 close()
-
-    def bytes_under(self, prefix: str) -> int:
-        """Bytes served for paths starting with ``prefix`` (e.g. ``/bucket/refs/``)."""
-        with self.lock:
-            return sum(n for p, n in self.served.items() if p.startswith(prefix))
-
-    def reset(self) -> None:
-        with self.lock:
-            self.served.clear()
-            self.requests.clear()
 
 
 def _serve_range(environ: dict, start_response: Callable[..., Any]) -> Optional[Iterable[bytes]]:
@@ -157,7 +168,7 @@ def counting_moto_server(port: Optional[int] = None) -> Iterator[Tuple[LocalS3, 
         thread.join()
 
 
-class CountingProxy:
+class CountingProxy(_Tally):
     """A loopback HTTP proxy in front of any S3 server (moto, ``rclone serve s3``) that counts
     what its clients fetch: the body bytes of object GETs per path (``/bucket/key``), of
     listings (GETs with a query string) and of uploads, and the requests by method.
@@ -178,12 +189,10 @@ class CountingProxy:
         from http.server import ThreadingHTTPServer
         from urllib.parse import urlsplit
 
+        super().__init__()
         self.upstream = urlsplit(upstream)
-        self.lock = threading.Lock()
-        self.served: "Counter[str]" = Counter()  # object GET bytes per path
         self.listed = 0  # bytes of GETs with a query string (listings)
         self.uploaded: "Counter[str]" = Counter()  # request body bytes of PUT/POST per path
-        self.requests: "Counter[str]" = Counter()  # per method
         class Server(ThreadingHTTPServer):
             # the default backlog of 5 drops the SYNs of a burst of connections (a job opens
             # up to --concurrency at once), and each such client waits 1 s to send it again
@@ -198,17 +207,9 @@ class CountingProxy:
         host, port = self.server.server_address[:2]
         return f"http://{host!s}:{port}"
 
-    def bytes_under(self, prefix: str) -> int:
-        """Object bytes served for paths starting with ``prefix`` (e.g. ``/bucket/refs/``)."""
-        with self.lock:
-            return sum(n for p, n in self.served.items() if p.startswith(prefix))
-
-    def reset(self) -> None:
-        with self.lock:
-            self.served.clear()
-            self.uploaded.clear()
-            self.requests.clear()
-            self.listed = 0
+    def _reset_more(self) -> None:
+        self.uploaded.clear()
+        self.listed = 0
 
     def record(self, method: str, path: str, query: str, status: int, sent: int, body: int) -> None:
         with self.lock:

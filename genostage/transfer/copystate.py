@@ -4,7 +4,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from ..location import Location
 from ..store import ObjectInfo, Upload
@@ -26,13 +26,26 @@ class Part:
     first_try: float = 0.0
 
 
+def part_layout(size: int, part_size: int, first_part: int = 0) -> List[Tuple[int, int]]:
+    """(start, length) of each part: ``part_size`` each, or, with ``first_part``, a ramp
+    (first_part, twice that, ... up to part_size) so that the first bytes arrive early."""
+    out: List[Tuple[int, int]] = []
+    start, step = 0, min(first_part, part_size) if first_part > 0 else part_size
+    while start < size:
+        length = min(step, size - start)
+        out.append((start, length))
+        start += length
+        step = min(step * 2, part_size)
+    return out
+
+
 class ObjectCopy:
     """One object moving from ``src`` to ``dest``: its parts, what it must match
     (``expected``: (algorithm, value) from the source store, or None), the destination
     being written, and counts for the result."""
 
     def __init__(self, src: ObjectInfo, dest: Location, part_size: int, expected: Optional[Tuple[str, str]],
-                 etag_part_size: int = 0) -> None:
+                 etag_part_size: int = 0, first_part: int = 0) -> None:
         self.src = src
         self.dest = dest
         self.expected = expected
@@ -41,8 +54,8 @@ class ObjectCopy:
             self.algorithms.append(expected[0])
         self.part_size = part_size
         self.etag_part_size = etag_part_size  # the source's upload part size, for a multipart-ETag check
-        n = max(1, -(-src.size // part_size))
-        self.parts = [Part(i, i * part_size, min(part_size, src.size - i * part_size)) for i in range(n)]
+        self.parts = [Part(i, start, length) for i, (start, length) in
+                      enumerate(part_layout(src.size, part_size, first_part))]
         if src.size == 0:
             self.parts = [Part(0, 0, 0)]
         self.remaining = len(self.parts)

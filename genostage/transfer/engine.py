@@ -312,6 +312,8 @@ class Transfer:
             self._part_failed(b, exc, released)
             return
 
+        size, key = len(data), id(data)  # the callback must not hold the part's bytes (see store.s3._Call.end)
+
         def written(err: Optional[BaseException]) -> None:
             b.untrack(key)
             if isinstance(err, UploadLost) and self.resend:
@@ -321,12 +323,11 @@ class Transfer:
             if err is not None:
                 self._part_failed(b, err, released)
                 return
-            b.progress.update(len(data))
+            b.progress.update(size)
             if c.upload is not None and c.upload.publishes_on_write:
                 c.published = True
             self._part_done(b, c, part, not dest.callbacks_must_not_block, released)
 
-        key = id(data)
         b.track(key)
         if c.upload.publishes_on_write:
             c.sent = True  # from here on the object may be there, even if the answer never comes

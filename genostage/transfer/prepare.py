@@ -15,6 +15,10 @@ from .journal import PartJournal
 MiB = 1 << 20
 
 
+PIPE_FIRST_PART = 1 * MiB  # a pipe's parts ramp up from this: the tool gets its first bytes
+# at once rather than when a whole part has shared the link with every other part in flight
+
+
 def download_part_size(size: int, config: TransferConfig) -> int:
     """Ranged-GET size for a download streamed to disk: at least ``config.part_size`` and
     ``config.download_part_size``, and large enough that an object takes one round of
@@ -64,7 +68,8 @@ def prepare(stores: Stores, config: TransferConfig, src: ObjectInfo, dest: Locat
         part_size = download_part_size(src.size, config)
     if src.size < config.multipart_threshold and not (expected and expected[0] == "etag"):
         part_size = max(src.size, 1)
-    c = ObjectCopy(src, dest, part_size, expected, etag_part_size)
+    first_part = PIPE_FIRST_PART if dest.is_pipe and not etag_part_size else 0
+    c = ObjectCopy(src, dest, part_size, expected, etag_part_size, first_part)
     if c.held:
         return c  # its destination is made when its bytes are in (by the writer, for local files)
     resume = None
