@@ -68,7 +68,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Ty
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import (RunResult, clean_env, format_table, load_average, mb_per_s, median,  # noqa: E402
+from common import (Repeated, RunResult, clean_env, stop_by_stdin, format_table, load_average, mb_per_s, median,  # noqa: E402
                     ratio, run_timed)
 
 from genostage.codec import checksum as ck  # noqa: E402
@@ -179,13 +179,7 @@ def moto_child() -> Iterator[s3server.LocalS3]:
             raise RuntimeError(f"moto server did not start (status {proc.poll()})")
         yield s3server.LocalS3(url, "moto")
     finally:
-        if proc.stdin:
-            proc.stdin.close()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_by_stdin(proc, 30)
 
 
 class Trash:
@@ -366,7 +360,7 @@ def delete_prefix(client, prefix: str) -> None:  # type: ignore[no-untyped-def]
 
 # -- the run ------------------------------------------------------------------
 @dataclass
-class Measure:
+class Measure(Repeated):
     server: str
     shape: str
     direction: str
@@ -377,14 +371,6 @@ class Measure:
     peak_rss_mib: List[float] = field(default_factory=list)
     checked: str = ""
     errors: List[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return bool(self.seconds) and not self.errors
-
-    @property
-    def median_seconds(self) -> float:
-        return median(self.seconds) if self.seconds else float("nan")
 
     @property
     def mbps(self) -> float:

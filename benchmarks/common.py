@@ -3,7 +3,10 @@
 Nothing here knows about genostage: ``run_timed`` runs any command and reports its
 wall time and peak resident memory (``/usr/bin/time``'s %M: the command's own
 process, not its children), ``mb_per_s`` and ``ratio`` do the arithmetic, and
-``format_table`` lines up a list of rows for a terminal or a report.
+``format_table`` lines up a list of rows for a terminal or a report. ``capped_link`` puts a
+TCP proxy capped at a rate (each way, shared by every connection: a node's network link) in
+front of a server on loopback; ``DiskSampler`` samples the peak disk use under a directory;
+``cpu_seconds`` reads a process's CPU time.
 """
 from __future__ import annotations
 
@@ -12,11 +15,12 @@ import os
 import signal
 import statistics
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 MB = 1_000_000  # throughput is reported in decimal megabytes per second
 TIME = "/usr/bin/time"
@@ -110,6 +114,22 @@ def median(values: Sequence[float]) -> float:
     return float(statistics.median(values))
 
 
+class Repeated:
+    """A measurement repeated ``--repeat`` times (a dataclass with ``seconds`` and ``errors``
+    lists mixes this in): whether it ran cleanly, and its median."""
+
+    seconds: List[float]
+    errors: List[str]
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.seconds) and not self.errors
+
+    @property
+    def median_seconds(self) -> float:
+        return median(self.seconds) if self.seconds else float("nan")
+
+
 def load_average() -> str:
     """The 1, 5 and 15 minute load averages and the CPU count, for the report."""
     one, five, fifteen = os.getloadavg()
@@ -150,3 +170,169 @@ def spread(values: Sequence[float], fmt: str = "{:.2f}") -> str:
     if not values:
         return "-"
     return " / ".join(fmt.format(v) for v in (min(values), median(values), max(values)))
+
+
+# -- a capped link ------------------------------------------------------------------
+# A TCP proxy on loopback in front of a server that caps the bytes per second in each
+# direction (shared by every connection, like a node's network link), so that on loopback,
+# where bytes move at memory speed, transfer time matters as it does on a real network.
+# It runs in a child process of its own (asyncio, one thread), so it never shares a GIL with
+# the benchmark, and its CPU time can be read from /proc.
+
+CAPPED_LINK_CHILD = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from common import serve_capped_link
+serve_capped_link(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))
+"""
+
+LINK_PIECE = 256 * 1024  # bytes read per call; each piece waits for its slot on the link
+LINK_BURST = 0.02  # seconds of the rate a direction may spend at once after being idle
+
+
+class _Pacer:
+    """One direction of the link: ``take(n)`` returns once the link has room for n bytes."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.next = 0.0
+        self.bytes = 0
+
+    async def take(self, n: int) -> None:
+        import asyncio
+
+        now = asyncio.get_running_loop().time()
+        start = max(self.next, now - LINK_BURST)
+        self.next = start + n / self.rate
+        self.bytes += n
+        if self.next > now:
+            await asyncio.sleep(self.next - now)
+
+
+def serve_capped_link(upstream_host: str, upstream_port: int, rate: float) -> None:
+    """Serve the proxy on a free loopback port (printed on stdout) until stdin closes."""
+    import asyncio
+    import sys as _sys
+
+    down, up = _Pacer(rate), _Pacer(rate)  # server -> client, client -> server
+
+    async def pump(reader: "asyncio.StreamReader", writer: "asyncio.StreamWriter", pacer: _Pacer) -> None:
+        try:
+            while True:
+                piece = await reader.read(LINK_PIECE)
+                if not piece:
+                    break
+                await pacer.take(len(piece))
+                writer.write(piece)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            with contextlib.suppress(Exception):
+                writer.close()
+
+    async def handle(client_r: "asyncio.StreamReader", client_w: "asyncio.StreamWriter") -> None:
+        try:
+            server_r, server_w = await asyncio.open_connection(upstream_host, upstream_port, limit=LINK_PIECE)
+        except OSError:
+            client_w.close()
+            return
+        try:
+            await asyncio.gather(pump(client_r, server_w, up), pump(server_r, client_w, down))
+        except asyncio.CancelledError:  # the proxy stops with connections open
+            pass
+
+    async def main() -> None:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0, limit=LINK_PIECE)
+        print(server.sockets[0].getsockname()[1], flush=True)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, _sys.stdin.read)  # the parent closes stdin: stop
+        server.close()
+
+    asyncio.run(main())
+
+
+@contextlib.contextmanager
+def capped_link(upstream_url: str, rate: float) -> "Iterator[Tuple[str, int]]":
+    """A proxy in front of ``upstream_url`` (``http://127.0.0.1:PORT``) capped at ``rate``
+    bytes per second each way; yields (its URL, its process id)."""
+    from urllib.parse import urlsplit
+
+    u = urlsplit(upstream_url)
+    here = os.path.dirname(os.path.abspath(__file__))
+    proc = subprocess.Popen([sys.executable, "-c", CAPPED_LINK_CHILD, here, u.hostname or "127.0.0.1",
+                             str(u.port), str(rate)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        port = proc.stdout.readline().strip()
+        if not port.isdigit():
+            raise RuntimeError(f"the capped link did not start (status {proc.poll()})")
+        yield f"http://127.0.0.1:{port}", proc.pid
+    finally:
+        stop_by_stdin(proc, 10)
+
+
+def stop_by_stdin(proc: "subprocess.Popen[str]", timeout: float) -> None:
+    """End a helper child that serves until its stdin closes (killed after ``timeout`` s)."""
+    if proc.stdin:
+        proc.stdin.close()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds process ``pid`` has used so far (its own threads, not its children)."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class DiskSampler:
+    """The peak disk use (allocated blocks, as ``du`` counts them) under a directory, sampled
+    every ``interval`` seconds on a thread while the ``with`` block runs."""
+
+    def __init__(self, root: str, interval: float = 0.1) -> None:
+        self.root = root
+        self.interval = interval
+        self.peak = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    def usage(self) -> int:
+        total = 0
+        stack = [self.root]
+        while stack:
+            top = stack.pop()
+            try:
+                with os.scandir(top) as it:
+                    for entry in it:
+                        try:
+                            st = entry.stat(follow_symlinks=False)
+                        except OSError:
+                            continue
+                        total += st.st_blocks * 512
+                        if entry.is_dir(follow_symlinks=False):
+                            stack.append(entry.path)
+            except OSError:
+                continue  # removed meanwhile
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.usage())
+            self.samples += 1
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "DiskSampler":
+        self._thread = threading.Thread(target=self._run, name="disk-sampler", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()

@@ -70,6 +70,7 @@ def main() -> None:
     names = [f"chr{i + 1}" for i in range(args.contigs)]
     header = "@HD\tVN:1.6\tSO:coordinate\n" + "".join(f"@SQ\tSN:{n}\tLN:{ln}\n" for n, ln in zip(names, lens))
     header += "@RG\tID:s1\tSM:sample1\tPL:ILLUMINA\n@PG\tID:sim\tPN:make_bam_data.py\n"
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)  # a fresh machine has no data folder
     tmp = args.out + ".tmp"
     proc = subprocess.Popen(["samtools", "view", "-@", str(args.threads), "--output-fmt", f"bam,level={args.level}",
                              "-o", tmp, "-"],

@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Tuple
 
 # class -> (what is done, the one acceptable outcome)
 CLASSES: Dict[str, Tuple[str, str]] = {
-    "flip-get": ("a bit flipped in a GET body", "the right bytes at the destination (the part is fetched again)"),
+    "flip-get": ("a bit flipped in a GET body", "the right bytes at the destination (the part is fetched again), or, where the tool has read the part already (a streamed input), one line, exit 6, nothing published"),
     "flip-put": ("a bit flipped in a PUT or UploadPart body", "the right bytes at the destination (the store "
                  "refuses the body and it is sent again), or one line, exit 6, the destination as it was"),
     "reset": ("connection reset mid-body", "the right bytes (retried)"),
