@@ -57,7 +57,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -68,7 +67,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Ty
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import (Repeated, RunResult, clean_env, stop_by_stdin, format_table, load_average, mb_per_s, median,  # noqa: E402
+from common import (Repeated, exit_on_sigterm, stamped_log, RunResult, clean_env, stop_by_stdin, format_table, load_average, mb_per_s, median,  # noqa: E402
                     ratio, run_timed)
 
 from genostage.codec import checksum as ck  # noqa: E402
@@ -532,22 +531,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return args
 
 
-def _terminated(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     started = time.monotonic()
-
-    def log(msg: str) -> None:
-        print(f"{time.monotonic() - started:7.1f}s {msg}", file=sys.stderr, flush=True)
-
+    log = stamped_log()
     data = Path(args.data_dir)
     data.mkdir(parents=True, exist_ok=True)
     servers = ["moto", "rclone"] if args.server == "both" else [args.server]
     log(f"start: {load_average()}")
-    signal.signal(signal.SIGTERM, _terminated)  # clean up (children, servers, data) when stopped
+    exit_on_sigterm()
     trash = Trash(data)
     try:
         small = None

@@ -52,7 +52,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -65,7 +64,7 @@ sys.path.insert(0, HERE)
 
 import numpy as np  # noqa: E402
 
-from common import (Repeated, DiskSampler, capped_link, clean_env, cpu_seconds, format_table, load_average,  # noqa: E402
+from common import (Repeated, exit_on_sigterm, stamped_log, DiskSampler, capped_link, clean_env, cpu_seconds, format_table, load_average,  # noqa: E402
                     median, ratio, run_timed)
 
 from genostage.testing import s3server  # noqa: E402
@@ -528,23 +527,16 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return args
 
 
-def _terminated(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     started = time.monotonic()
-
-    def log(msg: str) -> None:
-        print(f"{time.monotonic() - started:7.1f}s {msg}", file=sys.stderr, flush=True)
-
+    log = stamped_log()
     for tool in ("samtools", "bwa"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is not installed (make build installs it)")
     data = Path(args.data_dir)
     data.mkdir(parents=True, exist_ok=True)
-    signal.signal(signal.SIGTERM, _terminated)  # clean up (children, servers, data) when stopped
+    exit_on_sigterm()
     log(f"start: {load_average()}")
     bench = Bench(args, data, log)
     files: Dict[str, Path] = {}

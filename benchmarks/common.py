@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 MB = 1_000_000  # throughput is reported in decimal megabytes per second
 TIME = "/usr/bin/time"
@@ -128,6 +128,23 @@ class Repeated:
     @property
     def median_seconds(self) -> float:
         return median(self.seconds) if self.seconds else float("nan")
+
+
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit(143), so that a benchmark's ``finally`` blocks clean up
+    (children, servers, data) when it is stopped."""
+    def terminated(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+    signal.signal(signal.SIGTERM, terminated)
+
+
+def stamped_log() -> "Callable[[str], None]":
+    """A log to stderr whose lines start with the seconds since it was made."""
+    started = time.monotonic()
+
+    def log(msg: str) -> None:
+        print(f"{time.monotonic() - started:7.1f}s {msg}", file=sys.stderr, flush=True)
+    return log
 
 
 def load_average() -> str:

@@ -413,7 +413,7 @@ def test_an_interrupt_at_any_step_leaves_nothing(tmp_path: Path, compress: str) 
                 assert (out / name).read_bytes() == (tmp_path / "clean" / name).read_bytes() or name == "summary.json"
 
 
-def test_the_stop_handler_removes_files_at_once(tmp_path: Path) -> None:
+def test_the_stop_handler_removes_files_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The handler `split fastq` installs removes what the run wrote before raising, so a wait
     during the unwinding cannot leave files behind for AWS Batch's SIGKILL."""
     from genostage.errors import Interrupted
@@ -429,12 +429,9 @@ def test_the_stop_handler_removes_files_at_once(tmp_path: Path) -> None:
             seen.append(sorted(os.listdir(self.out_dir)))
             stop.signal(15)
 
-    F.FileSink.end = end_then_signal  # type: ignore[method-assign]
-    try:
-        with pytest.raises(Interrupted):
-            F.split_fastq([src], str(tmp_path / "out"), records=100, compress="gzip", stop=stop)
-    finally:
-        F.FileSink.end = real_end  # type: ignore[method-assign]
+    monkeypatch.setattr(F.FileSink, "end", end_then_signal)
+    with pytest.raises(Interrupted):
+        F.split_fastq([src], str(tmp_path / "out"), records=100, compress="gzip", stop=stop)
     assert len(seen[0]) >= 2 and stop.signum == 15
     assert list((tmp_path / "out").iterdir()) == []
     assert stop.watchdog is not None and stop.watchdog.finished.is_set()  # unwound: no forced exit later
@@ -551,7 +548,7 @@ def test_a_failed_upload_leaves_no_chunk_objects(s3, s3_client, bucket, tmp_path
     assert not (tmp_path / "summary.json").exists()
 
 
-def test_a_signal_inside_threading_is_raised_at_the_next_step(tmp_path: Path) -> None:
+def test_a_signal_inside_threading_is_raised_at_the_next_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A signal that comes while the main thread is inside the standard library's thread
     bookkeeping (a pool starting its thread) is not raised there, which broke ``threading``
     (KeyError in ``_limbo``: a traceback and exit 1 instead of 143, seen in CI); it is raised
@@ -579,12 +576,9 @@ def test_a_signal_inside_threading_is_raised_at_the_next_step(tmp_path: Path) ->
                 stop.signal(15, inside_threading)  # returns: the raise waits for the next step
                 assert stop.pending and list((tmp_path / "out").iterdir()) == []
 
-        F.FileSink.end = end_then_signal  # type: ignore[method-assign]
-        try:
-            with pytest.raises(Interrupted):
-                F.split_fastq([src], str(tmp_path / "out"), records=100, compress="gzip", stop=stop)
-        finally:
-            F.FileSink.end = real_end  # type: ignore[method-assign]
+        monkeypatch.setattr(F.FileSink, "end", end_then_signal)
+        with pytest.raises(Interrupted):
+            F.split_fastq([src], str(tmp_path / "out"), records=100, compress="gzip", stop=stop)
         assert steps == [0, 1] and list((tmp_path / "out").iterdir()) == []
         elsewhere = F.Stop()
         with pytest.raises(Interrupted):

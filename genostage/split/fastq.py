@@ -998,7 +998,7 @@ class Stop:
         os._exit(128 + signum)
 
 
-_FRAGILE = (os.sep + "threading.py", os.sep + "concurrent" + os.sep, os.sep + "queue.py")
+_FRAGILE_MODULES = ("threading.py", "queue.py")  # and the package concurrent/ (thread pools)
 
 
 def _fragile(frame: Any, depth: int = 8) -> bool:
@@ -1006,7 +1006,8 @@ def _fragile(frame: Any, depth: int = 8) -> bool:
     (starting a pool's thread, a queue's locks): an exception raised there leaves it broken
     (``KeyError`` in ``threading._limbo``, a traceback instead of exit 143)."""
     while frame is not None and depth > 0:
-        if frame.f_code.co_filename.endswith(_FRAGILE[0]) or any(f in frame.f_code.co_filename for f in _FRAGILE[1:]):
+        folder, name = os.path.split(frame.f_code.co_filename)
+        if name in _FRAGILE_MODULES or "concurrent" in folder.split(os.sep):
             return True
         frame, depth = frame.f_back, depth - 1
     return False

@@ -155,12 +155,9 @@ class StreamUpload:
         with self._idle:
             while self._inflight:
                 if self._failed.is_set() or self.cancel.is_set():
-                    reason = self._errors[0] if self._errors else error_of(self.cancel)
-                    calls = list(self._calls.values())
-                    self._idle.release()
+                    self._idle.release()  # a cancel may report on this thread (its done() takes the lock)
                     try:
-                        for call in calls:
-                            call.cancel(reason)
+                        self._cancel_in_flight(self._errors[0] if self._errors else error_of(self.cancel))
                     finally:
                         self._idle.acquire()
                 self._idle.wait(0.2)
@@ -172,6 +169,11 @@ class StreamUpload:
             if not self._errors:
                 self._errors.append(reason)
             self._failed.set()
+        self._cancel_in_flight(reason)
+
+    def _cancel_in_flight(self, reason: BaseException) -> None:
+        """Cancel the requests of the parts still waiting for their answer (outside the lock)."""
+        with self._idle:
             calls = list(self._calls.values())
         for call in calls:
             call.cancel(reason)
